@@ -1,0 +1,23 @@
+# SimSiam ablations: data -> pretraining (one job per distinct resolved config) -> evaluation
+# -> reports. Usage: snakemake --cores 8 [--config profile=NAME] reports/table3.md
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params/pipeline.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        expand("reports/{table}.md", table=TABLES),
+    default_target: True

@@ -1,0 +1,280 @@
+"""Batched SimSiam augmentations on uint8 image tensors, on the images' own device.
+
+Mirrors the paper's torchvision pipeline but draws every per-sample parameter as a tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AugmentConfig", "augment", "normalize", "sample_crop_params", "two_views"]
+
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area scale
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0  # paper: 0.5 on ImageNet, 0 on CIFAR
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+
+# ---------------------------------------------------------------------------- randomness
+
+
+def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    # A generator can only fill tensors on its own device.
+    return generator.device if generator is not None else fallback
+
+
+def _uniform(
+    n: int,
+    low: float,
+    high: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor:
+    u = torch.rand(n, generator=generator, device=_gen_device(generator, device))
+    return (low + (high - low) * u).to(device)
+
+
+def _bernoulli(
+    n: int, p: float, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    u = torch.rand(n, generator=generator, device=_gen_device(generator, device))
+    return (u < p).to(device)
+
+
+def sample_crop_params(
+    n: int,
+    height: int,
+    width: int,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-sample RandomResizedCrop + flip parameters, as fractions of the image size.
+
+    Returns float tensors ``x0``, ``y0`` (top-left corner), ``w``, ``h`` (crop size), all in
+    [0, 1] with ``x0 + w <= 1`` and ``y0 + h <= 1``, and a bool tensor ``flip``; shape (n,).
+    """
+    device = (
+        torch.device(device) if device is not None else _gen_device(generator, torch.device("cpu"))
+    )
+    area = _uniform(n, *cfg.crop_scale, generator, device)
+    log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device))
+    # The aspect ratio is w/h in pixels, so non-square images rescale it per axis.
+    w = torch.sqrt(area * ratio * (height / width))
+    h = torch.sqrt(area / ratio * (width / height))
+    # Deviation: torchvision retries 10 draws and then falls back to a centre crop; a batched
+    # draw cannot retry, so an oversized side is clamped to the image instead (this shrinks the
+    # area of such crops below the drawn value).
+    w = w.clamp(max=1.0)
+    h = h.clamp(max=1.0)
+    x0 = _uniform(n, 0.0, 1.0, generator, device) * (1.0 - w)
+    y0 = _uniform(n, 0.0, 1.0, generator, device) * (1.0 - h)
+    flip = _bernoulli(n, cfg.flip_p, generator, device)
+    return {"x0": x0, "y0": y0, "w": w, "h": h, "flip": flip}
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    # Float input is taken to be already in [0, 1].
+    return images.float()
+
+
+def _crop_flip_resize(x: torch.Tensor, size: int, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    n = x.shape[0]
+    # With align_corners=False, -1 and +1 are the outer pixel edges, so a crop covering the
+    # fraction [x0, x0 + w] maps to centre 2 * x0 + w - 1 and half-extent w.
+    sx = torch.where(params["flip"], -params["w"], params["w"])
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = 2.0 * params["x0"] + params["w"] - 1.0
+    theta[:, 1, 1] = params["h"]
+    theta[:, 1, 2] = 2.0 * params["y0"] + params["h"] - 1.0
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    # Sampling the full image (not a cut-out crop) lets edge taps read the real neighbouring
+    # pixels, where torchvision's crop-then-resize repeats the crop's edge; only the outermost
+    # output row/column differs. Border padding keeps taps past the image edge off zeros.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ---------------------------------------------------------------------------- colour
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=1)
+    return (_GRAY_WEIGHTS[0] * r + _GRAY_WEIGHTS[1] * g + _GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1.0 - f) * other).clamp(0.0, 1.0)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=1)
+    # amax/amin rather than max/min: skipping the argmax is ~20x faster on CPU.
+    maxc = x.amax(dim=1)
+    minc = x.amin(dim=1)
+    chroma = maxc - minc
+    sat = chroma / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    # Grey pixels have no defined hue; the safe divisor makes it 0 instead of NaN.
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    hue = torch.where(
+        maxc == r,
+        (g - b) / safe,
+        torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
+    )
+    hue = torch.remainder(hue / 6.0, 1.0)
+    return torch.stack((hue, sat, maxc), dim=1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    hue, sat, val = x.unbind(dim=1)
+    # Closed form f(n) = V - V*S*clamp(min(k, 4 - k), 0, 1) with k = (n + 6H) mod 6 and
+    # n = 5, 3, 1 for R, G, B: branch-free, so it vectorises without sector indexing.
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * hue.unsqueeze(1), 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+    return val.unsqueeze(1) * (1.0 - sat.unsqueeze(1) * ramp)
+
+
+def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    hsv = _rgb_to_hsv(x)
+    hue = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
+    return _hsv_to_rgb(torch.stack((hue, hsv[:, 1], hsv[:, 2]), dim=1)).clamp(0.0, 1.0)
+
+
+def _color_jitter(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    n, device = x.shape[0], x.device
+    apply = _bernoulli(n, cfg.jitter_p, generator, device)
+    ops = []
+    # Factor ranges follow torchvision: [max(0, 1 - s), 1 + s] and hue shift in [-h, h].
+    if cfg.brightness > 0:
+        f_b = _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device)
+        ops.append(lambda t: _blend(t, 0.0, f_b))
+    if cfg.contrast > 0:
+        f_c = _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device)
+        ops.append(lambda t: _blend(t, _grayscale(t).mean(dim=(1, 2, 3), keepdim=True), f_c))
+    if cfg.saturation > 0:
+        f_s = _uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device)
+        ops.append(lambda t: _blend(t, _grayscale(t), f_s))
+    if cfg.hue > 0:
+        shift = _uniform(n, -cfg.hue, cfg.hue, generator, device)
+        ops.append(lambda t: _adjust_hue(t, shift))
+    if not ops:
+        return x
+    # Deviation: torchvision shuffles the op order per sample; one order per batch keeps this a
+    # fixed sequence of whole-batch ops, and the order still varies from batch to batch.
+    order = torch.randperm(len(ops), generator=generator, device=_gen_device(generator, device))
+    out = x
+    for i in order.tolist():
+        out = ops[i](out)
+    return torch.where(apply.view(-1, 1, 1, 1), out, x)
+
+
+def _random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    apply = _bernoulli(x.shape[0], p, generator, x.device)
+    return torch.where(apply.view(-1, 1, 1, 1), _grayscale(x).expand_as(x), x)
+
+
+# ---------------------------------------------------------------------------- blur
+
+
+def _blur_kernel_size(size: int) -> int:
+    # The paper uses 23 px at 224 px, i.e. about 10% of the side, rounded down to odd.
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def _random_blur(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    n, c, hgt, wid = x.shape
+    apply = _bernoulli(n, cfg.blur_p, generator, x.device)
+    sigma = _uniform(n, *cfg.blur_sigma, generator, x.device)
+    k = _blur_kernel_size(hgt)
+    taps = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+    kernel = torch.exp(-(taps**2) / (2 * sigma.view(-1, 1) ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
+    # Folding the batch into channels lets one grouped conv apply a different kernel per image.
+    flat = F.pad(x.reshape(1, n * c, hgt, wid), [k // 2] * 4, mode="reflect")
+    flat = F.conv2d(flat, kernel.view(n * c, 1, 1, k), groups=n * c)
+    flat = F.conv2d(flat, kernel.view(n * c, 1, k, 1), groups=n * c)
+    return torch.where(apply.view(-1, 1, 1, 1), flat.view(n, c, hgt, wid), x)
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def _normalise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def augment(
+    images: torch.Tensor,
+    size: int,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """images: uint8 (N, 3, H, W) on any device -> float32 (N, 3, size, size), normalised,
+    one independent random view per image."""
+    x = _to_float(images)
+    params = sample_crop_params(x.shape[0], x.shape[2], x.shape[3], cfg, generator, x.device)
+    x = _crop_flip_resize(x, size, params)
+    if cfg.jitter_p > 0:
+        x = _color_jitter(x, cfg, generator)
+    if cfg.grayscale_p > 0:
+        x = _random_grayscale(x, cfg.grayscale_p, generator)
+    if cfg.blur_p > 0:
+        x = _random_blur(x, cfg, generator)
+    return _normalise(x, cfg)
+
+
+def two_views(
+    images: torch.Tensor,
+    size: int,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independently augmented views of the same batch."""
+    return augment(images, size, cfg, generator), augment(images, size, cfg, generator)
+
+
+def normalize(
+    images_uint8: torch.Tensor, cfg: AugmentConfig, size: int | None = None
+) -> torch.Tensor:
+    """Deterministic eval-time transform: uint8 -> float, optional resize to size (bilinear,
+    antialias), normalised with cfg.mean/std."""
+    x = _to_float(images_uint8)
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        ).clamp(0.0, 1.0)
+    return _normalise(x, cfg)

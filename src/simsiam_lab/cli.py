@@ -1,0 +1,237 @@
+"""`simsiam` command line: the steps that Snakemake rules and DVC stages call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, Params, config_hash, flatten
+from .data import DataError, DataSpec, load_split, prepare
+
+
+def data_spec(data: dict) -> DataSpec:
+    return DataSpec(
+        dataset=data["dataset"],
+        source=data["source"],
+        image_size=data["stored_size"],
+        train_per_class=data["train_per_class"],
+        test_per_class=data["test_per_class"],
+        subset_seed=data["subset_seed"],
+    )
+
+
+def check_prepared(data: dict, prepared: Path) -> dict:
+    """The prepared data must be what this config asks for; a mismatch means a stale directory."""
+    manifest_path = prepared / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: not found; run `simsiam prepare` for this profile first")
+    manifest = json.loads(manifest_path.read_text())
+    expected = {
+        "dataset": data["dataset"],
+        "image_size": data["stored_size"],
+        "train_per_class": data["train_per_class"],
+        "test_per_class": data["test_per_class"],
+        "subset_seed": data["subset_seed"],
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise DataError(
+                f"{manifest_path}: {key} = {manifest.get(key)!r} but the config asks for "
+                f"{value!r}; re-run `simsiam prepare` for this profile"
+            )
+    return manifest
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    cfg = Params(args.params).resolve(args.profile)
+    manifest = prepare(
+        data_spec(cfg["data"]), Path(args.out), download_root=Path(args.download_root)
+    )
+    counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
+    print(f"prepared {manifest['dataset']} into {args.out}: {counts}")
+
+
+def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) -> dict[str, str]:
+    """One tag per table whose rows resolve to this config (a shared config is one run)."""
+    tags = {"profile": profile, "config_hash": cfg_hash}
+    for name in tables:
+        rows = params.plan(profile, [name]).get(cfg_hash, [])
+        if rows:
+            tags[f"table.{name}"] = ",".join(r.id for r in rows)
+    return tags
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .track import Tracker, experiment_name, git_commit
+    from .train import atomic_write_json, pretrain
+
+    params = Params(args.params)
+    row = params.row(args.row)
+    cfg = params.resolve(args.profile, row)
+    cfg_hash = config_hash(cfg)
+    check_prepared(cfg["data"], Path(args.data))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    tracker = Tracker()
+    tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
+    tags |= {"git_commit": git_commit(), "status": "running"}
+    run_id = tracker.start(
+        experiment_name(args.profile), f"{row.table}-{row.id}-{cfg_hash[:6]}", tags, flatten(cfg)
+    )
+
+    def log_epoch(record: dict) -> None:
+        metrics = {k: v for k, v in record.items() if k != "epoch"}
+        tracker.log_metrics(run_id, metrics, step=int(record["epoch"]))
+
+    try:
+        summary = pretrain(cfg, Path(args.data), out, log_epoch)
+    except BaseException:
+        tracker.set_tags(run_id, {"status": "failed"})
+        tracker.finish(run_id, failed=True)
+        raise
+    summary |= {"config_hash": cfg_hash, "mlflow_run_id": run_id, "profile": args.profile}
+    tracker.set_tags(run_id, {"status": summary["status"]})
+    tracker.log_artifact(run_id, out / "config.yaml")
+    tracker.finish(run_id)
+    atomic_write_json(summary, out / "pretrain.json")
+    print(
+        f"{args.row} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
+        f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .augment import normalize
+    from .evaluate import extract_features, knn_accuracy, linear_probe_accuracy
+    from .track import Tracker
+    from .train import atomic_write_json, augment_config, build_model, device
+
+    run_dir = Path(args.run)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    summary = json.loads((run_dir / "pretrain.json").read_text())
+    metrics = dict(summary, knn_acc=None, linear_acc=None)
+    if summary["status"] == "ok":
+        dev = device()
+        model = build_model(cfg).to(dev)
+        state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        aug, size, ev = augment_config(cfg), cfg["data"]["image_size"], cfg["eval"]
+        train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
+        feats = [
+            extract_features(model.backbone, s.images, lambda x: normalize(x, aug, size))
+            for s in (train, test)
+        ]
+        train_x, test_x = (f.cpu() for f in feats)
+        n_cls = len(train.classes)
+        metrics["knn_acc"] = knn_accuracy(
+            train_x, train.labels, test_x, test.labels, n_cls, ev["knn_k"], ev["knn_temperature"]
+        )
+        metrics["linear_acc"] = linear_probe_accuracy(
+            train_x,
+            train.labels,
+            test_x,
+            test.labels,
+            n_cls,
+            ev["linear_epochs"],
+            ev["linear_lr"],
+            ev["linear_batch_size"],
+            ev["linear_weight_decay"],
+            cfg["seed"],
+        )
+    atomic_write_json(metrics, run_dir / "metrics.json")
+    tracker = Tracker()
+    final = {k: metrics[k] for k in ("knn_acc", "linear_acc") if metrics[k] is not None}
+    if final:
+        tracker.log_metrics(summary["mlflow_run_id"], final, step=summary["epochs_completed"])
+    tracker.log_artifact(summary["mlflow_run_id"], run_dir / "metrics.json")
+    print(f"{run_dir}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_context, load_run, render, summary_json
+    from .track import git_commit
+
+    table = Params(args.params).table(args.table)
+    run_dirs = dict(item.split("=", 1) for item in args.run)
+    if missing := [r for r in table.rows if r not in run_dirs]:
+        raise ConfigError(f"report {args.table}: no --run given for row(s) {', '.join(missing)}")
+    runs = {row: load_run(row, Path(run_dirs[row])) for row in table.rows}
+    manifest = json.loads((Path(args.data) / "manifest.json").read_text())
+    context = build_context(table, args.profile, runs, manifest, git_commit())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(context))
+    out.with_suffix(".json").write_text(json.dumps(summary_json(context), indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def cmd_init_tracking(args: argparse.Namespace) -> None:
+    from .track import Tracker, experiment_name, tracking_uri
+
+    Tracker().experiment_id(experiment_name(args.profile))
+    print(f"MLflow store {tracking_uri()}: experiment {experiment_name(args.profile)} ready")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simsiam", description=__doc__)
+    parser.add_argument("--params", default="params", help="params directory (default: params)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="decode a profile's dataset once into uint8 arrays")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--download-root", default="data/downloads")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain", help="train one table row's config")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--row", required=True, help="TABLE:ROW, e.g. table3:c")
+    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument("--out", required=True, help="run directory")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="kNN and linear probe on frozen features of a run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="render a table's report from its rows' runs")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--data", required=True, help="prepared data directory (for its manifest)")
+    p.add_argument("--run", action="append", default=[], metavar="ROW=DIR")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("init-tracking", help="create the MLflow store and the profile's experiment")
+    p.add_argument("--profile", required=True)
+    p.set_defaults(func=cmd_init_tracking)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as err:
+        print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

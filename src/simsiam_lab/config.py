@@ -1,0 +1,229 @@
+"""Run configs: the baseline, deep-merged with a scale profile and a table row's overrides.
+
+A run is identified by the hash of its fully resolved config, so rows of different tables that
+resolve to the same config share one training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+Config = dict[str, Any]
+
+
+class ConfigError(ValueError):
+    """A bad params file or value; the message is one line naming the key, value and fix."""
+
+
+def load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {reason}") from None
+
+
+def deep_merge(base: Config, override: Config, origin: str, prefix: str = "") -> Config:
+    """Return base updated by override; an override key absent from base is an error."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            allowed = ", ".join(base)
+            raise ConfigError(f"{origin}: unknown key '{path}' (allowed here: {allowed})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: '{path}' must be a mapping, got {value!r}")
+            merged[key] = deep_merge(base[key], value, origin, f"{path}.")
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _load_schema() -> Config:
+    text = resources.files(__package__).joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+_VALIDATOR = jsonschema.Draft202012Validator(_load_schema())
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    schema = error.schema
+    if error.validator == "enum":
+        return "must be one of " + ", ".join(map(str, schema["enum"]))
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        return f"must be {op[error.validator]} {schema[error.validator]}"
+    if error.validator == "type":
+        return f"must be of type {schema['type']}"
+    if error.validator == "oneOf":
+        return "must be null or an integer >= 1"
+    return error.message
+
+
+def validate(cfg: Config, origin: str) -> None:
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(cfg))
+    if error is None:
+        return
+    key = ".".join(map(str, error.absolute_path)) or "<root>"
+    raise ConfigError(f"{origin}: {key} = {error.instance!r}: {_describe(error)}")
+
+
+def config_hash(cfg: Config) -> str:
+    canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def flatten(cfg: Config, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class Row:
+    table: str
+    id: str
+    label: str
+    overrides: Config
+    paper: float | str
+    paper_note: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.table}:{self.id}"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    section: str
+    paper_setting: str
+    columns: dict[str, str]
+    rows: dict[str, Row]
+    claims: list[Config]
+
+
+_TABLE_KEYS = {"title", "section", "paper_setting", "columns", "rows", "claims"}
+_ROW_KEYS = {"label", "overrides", "paper", "paper_note"}
+
+
+def _parse_table(name: str, raw: Any, path: Path) -> Table:
+    if not isinstance(raw, dict) or not isinstance(raw.get("rows"), dict) or not raw["rows"]:
+        raise ConfigError(f"{path}: expected a mapping with a non-empty 'rows' mapping")
+    if unknown := set(raw) - _TABLE_KEYS:
+        raise ConfigError(
+            f"{path}: unknown key(s) {sorted(unknown)} (allowed: {sorted(_TABLE_KEYS)})"
+        )
+    rows = {}
+    for row_id, spec in raw["rows"].items():
+        if unknown := set(spec) - _ROW_KEYS:
+            raise ConfigError(
+                f"{path}: rows.{row_id}: unknown key(s) {sorted(unknown)} "
+                f"(allowed: {sorted(_ROW_KEYS)})"
+            )
+        if "paper" not in spec:
+            raise ConfigError(f"{path}: rows.{row_id}: missing 'paper' (the paper's number)")
+        rows[str(row_id)] = Row(
+            table=name,
+            id=str(row_id),
+            label=spec.get("label", str(row_id)),
+            overrides=spec.get("overrides") or {},
+            paper=spec["paper"],
+            paper_note=spec.get("paper_note", ""),
+        )
+    return Table(
+        name=name,
+        title=raw.get("title", name),
+        section=raw.get("section", ""),
+        paper_setting=raw.get("paper_setting", ""),
+        columns=raw.get("columns") or {},
+        rows=rows,
+        claims=raw.get("claims") or [],
+    )
+
+
+class Params:
+    """The params/ directory: baseline.yaml, profiles.yaml and tables/<name>.yaml."""
+
+    def __init__(self, root: Path | str = "params") -> None:
+        self.root = Path(root)
+
+    @cached_property
+    def baseline(self) -> Config:
+        path = self.root / "baseline.yaml"
+        cfg = load_yaml(path)
+        validate(cfg, str(path))
+        return cfg
+
+    @cached_property
+    def profiles(self) -> dict[str, Config]:
+        path = self.root / "profiles.yaml"
+        raw = load_yaml(path)
+        if not isinstance(raw, dict) or not raw:
+            raise ConfigError(f"{path}: expected a mapping of profile names")
+        return raw
+
+    def profile(self, name: str) -> Config:
+        if name not in self.profiles:
+            raise ConfigError(
+                f"unknown profile '{name}' (available: {', '.join(self.profiles)}; "
+                f"defined in {self.root / 'profiles.yaml'})"
+            )
+        return self.profiles[name].get("overrides") or {}
+
+    def table_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "tables").glob("*.yaml"))
+
+    def table(self, name: str) -> Table:
+        path = self.root / "tables" / f"{name}.yaml"
+        if not path.is_file():
+            available = ", ".join(self.table_names())
+            raise ConfigError(f"unknown table '{name}' (available: {available}; in {path.parent})")
+        return _parse_table(name, load_yaml(path), path)
+
+    def row(self, ref: str) -> Row:
+        table, sep, row_id = ref.partition(":")
+        rows = self.table(table).rows
+        if not sep or row_id not in rows:
+            raise ConfigError(
+                f"unknown row '{ref}' (expected TABLE:ROW; rows of {table}: {', '.join(rows)})"
+            )
+        return rows[row_id]
+
+    def resolve(self, profile: str, row: Row | None = None) -> Config:
+        cfg = deep_merge(self.baseline, self.profile(profile), f"profile '{profile}'")
+        origin = f"profile '{profile}'"
+        if row is not None:
+            origin += f" + row {row.ref}"
+            cfg = deep_merge(cfg, row.overrides, f"params/tables/{row.table}.yaml: {row.id}")
+        validate(cfg, origin)
+        return cfg
+
+    def plan(self, profile: str, tables: list[str]) -> dict[str, list[Row]]:
+        """Distinct configs (by hash) of the tables' rows, each with the rows that use it."""
+        runs: dict[str, list[Row]] = {}
+        for name in tables:
+            for row in self.table(name).rows.values():
+                runs.setdefault(config_hash(self.resolve(profile, row)), []).append(row)
+        return runs

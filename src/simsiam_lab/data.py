@@ -1,0 +1,435 @@
+"""Decode a dataset once into uint8 NCHW arrays that training and evaluation load directly.
+
+Sources: an ImageFolder tree, an archive of one (read in place), or a torchvision CIFAR download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["DataError", "DataSpec", "Split", "load_split", "prepare", "resolve_source"]
+
+DATASETS = ("cifar10", "cifar100", "imagefolder")
+SPLITS = ("train", "test")
+ENV_VAR = "SIMSIAM_DATA"
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+# A local copy of a known dataset must have its class count; catches SIMSIAM_DATA at the wrong set.
+KNOWN_CLASS_COUNTS = {"cifar10": 10, "cifar100": 100}
+FORMAT = "npy uint8 NCHW"
+
+# tarfile/zipfile/gzip report damage through all of these, depending on where the damage lies.
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
+_IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+
+T = TypeVar("T")
+
+
+class DataError(Exception):
+    """A data source or prepared directory is unusable; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str  # "cifar10" | "cifar100" | "imagefolder"
+    source: str | None = None  # ImageFolder tree or archive of one; None = $SIMSIAM_DATA / download
+    image_size: int = 32  # stored size; other sizes are resized (shorter side) and center-cropped
+    train_per_class: int | None = None  # stratified subset size per class (None = all)
+    test_per_class: int | None = None
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise DataError(
+                f"dataset {self.dataset!r} is unknown; use one of {', '.join(DATASETS)}"
+            )
+        if self.image_size < 1:
+            raise DataError(f"image_size = {self.image_size}; use a positive number of pixels")
+        for split in SPLITS:
+            n = getattr(self, f"{split}_per_class")
+            if n is not None and n < 1:
+                raise DataError(f"{split}_per_class = {n}; use a positive count, or null for all")
+        if self.subset_seed < 0:
+            raise DataError(f"subset_seed = {self.subset_seed}; use a non-negative integer")
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8 Nx3xHxW
+    labels: torch.Tensor  # int64 N
+    classes: list[str]
+
+
+def resolve_source(spec: DataSpec) -> str | None:
+    """Path to read from: spec.source, else $SIMSIAM_DATA, else None (torchvision download)."""
+    if spec.source:
+        return spec.source
+    env = os.environ.get(ENV_VAR)
+    if not env:
+        return None
+    if not Path(env).exists():
+        raise DataError(
+            f"{ENV_VAR}={env} does not exist; point it at an archive or ImageFolder tree, "
+            "or unset it"
+        )
+    return env
+
+
+def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) -> dict:
+    """Decode the source once into out_dir/{train,test}_{images,labels}.npy and manifest.json.
+
+    Returns the manifest. out_dir appears only complete: it is built in a temporary sibling
+    and renamed into place, so a build tool never mistakes a failed run's output for a result.
+    """
+    source = resolve_source(spec)
+    if source is None and spec.dataset not in KNOWN_CLASS_COUNTS:
+        raise DataError(
+            f"dataset {spec.dataset} needs a source; set data.source or {ENV_VAR} "
+            "to an archive or ImageFolder tree"
+        )
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    try:
+        if source is None:
+            root = Path(download_root) if download_root else out_dir.parent / "downloads"
+            classes, arrays = _from_torchvision(spec, root)
+            fingerprint = None
+        else:
+            reader = _open_source(Path(source))
+            classes, arrays = _from_tree(spec, reader, source)
+            fingerprint = reader.fingerprint()
+        manifest = {
+            "dataset": spec.dataset,
+            "source": source or "torchvision",
+            "source_sha256": fingerprint,
+            "image_size": spec.image_size,
+            "classes": classes,
+            "counts": {
+                split: {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+                for split, (_, labels) in arrays.items()
+            },
+            "train_per_class": spec.train_per_class,
+            "test_per_class": spec.test_per_class,
+            "subset_seed": spec.subset_seed,
+            "format": FORMAT,
+        }
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for split, (images, labels) in arrays.items():
+            np.save(tmp / f"{split}_images.npy", images)
+            np.save(tmp / f"{split}_labels.npy", labels)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def load_split(prepared_dir: Path, split: str) -> Split:
+    """One split of a prepared directory as tensors, with the class names its labels index."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    prepared_dir = Path(prepared_dir)
+    paths = [prepared_dir / name for name in (f"{split}_images.npy", f"{split}_labels.npy")]
+    manifest_path = prepared_dir / "manifest.json"
+    if missing := [p for p in [*paths, manifest_path] if not p.is_file()]:
+        raise DataError(f"{missing[0]} not found; run `simsiam prepare` to create {prepared_dir}")
+    try:
+        images, labels = (np.load(p) for p in paths)
+        classes = json.loads(manifest_path.read_text())["classes"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(
+            f"{prepared_dir} is unreadable ({_reason(e)}); re-run `simsiam prepare`"
+        ) from e
+    if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (len(images),):
+        raise DataError(
+            f"{prepared_dir}: {split} arrays have shapes {images.shape}/{labels.shape}, "
+            f"expected Nx3xHxW uint8 and N labels; re-run `simsiam prepare`"
+        )
+    return Split(torch.from_numpy(images), torch.from_numpy(labels), classes)
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+class _Source(Protocol):
+    files: list[str]  # relative, '/'-separated
+    dirs: set[str]
+
+    def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]: ...
+
+    def where(self, name: str) -> str: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class _DirSource:
+    def __init__(self, root: Path) -> None:
+        self.root, self.files, self.dirs = root, [], set()
+        for here, subdirs, names in os.walk(root, followlinks=True):
+            rel = Path(here).relative_to(root).as_posix()
+            prefix = "" if rel == "." else f"{rel}/"
+            self.dirs.update(prefix + d for d in subdirs)
+            self.files.extend(prefix + n for n in names)
+
+    def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        for name in names:
+            try:
+                yield name, (self.root / name).read_bytes()
+            except OSError as e:
+                raise DataError(f"cannot read {self.root / name} ({_reason(e)})") from e
+
+    def where(self, name: str) -> str:
+        return str(self.root / name)
+
+    def fingerprint(self) -> str:
+        # Hashing every image's bytes would cost as much as decoding; names + sizes catch
+        # added, removed and re-encoded files.
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(f"{name}\0{(self.root / name).stat().st_size}\n".encode())
+        return digest.hexdigest()
+
+
+class _ArchiveSource:
+    def __init__(self, path: Path) -> None:
+        self.path, self.dirs = path, set()
+        self.is_tar = path.name.lower().endswith(TAR_SUFFIXES)
+        self.members: dict[str, tarfile.TarInfo | zipfile.ZipInfo] = {}
+        try:
+            if self.is_tar:
+                with tarfile.open(path, "r:*") as tar:
+                    listing = [(m.name, m, m.isdir(), m.isfile()) for m in tar.getmembers()]
+            else:
+                with zipfile.ZipFile(path) as archive:
+                    listing = [
+                        (i.filename, i, i.is_dir(), not i.is_dir()) for i in archive.infolist()
+                    ]
+        except _ARCHIVE_ERRORS as e:
+            raise self._damaged(e) from e
+        for raw, member, is_dir, is_file in listing:
+            name = raw.removeprefix("./").rstrip("/")
+            if is_dir:
+                self.dirs.add(name)
+            elif is_file:
+                self.members[name] = member
+        self.files = list(self.members)
+
+    def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        try:
+            if self.is_tar:
+                # A gzip stream seeks forward cheaply and backward by restarting, so read
+                # the members in archive order; TarInfos from the listing locate the data.
+                with tarfile.open(self.path, "r:*") as tar:
+                    for name in sorted(names, key=lambda n: self.members[n].offset):
+                        yield name, tar.extractfile(self.members[name]).read()
+            else:
+                with zipfile.ZipFile(self.path) as archive:
+                    for name in names:
+                        yield name, archive.read(self.members[name])
+        except _ARCHIVE_ERRORS as e:
+            raise self._damaged(e) from e
+
+    def where(self, name: str) -> str:
+        return f"{name} in archive {self.path}"
+
+    def fingerprint(self) -> str:
+        with self.path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    def _damaged(self, e: BaseException) -> DataError:
+        return DataError(
+            f"cannot read archive {self.path} ({_reason(e)}); re-download or rebuild it"
+        )
+
+
+def _open_source(path: Path) -> _Source:
+    if path.is_dir():
+        return _DirSource(path)
+    if not path.exists():
+        raise DataError(f"data source {path} does not exist; fix data.source or {ENV_VAR}")
+    if not path.name.lower().endswith((*TAR_SUFFIXES, ".zip")):
+        raise DataError(
+            f"data source {path} is not a directory or a .tar.gz/.tgz/.tar/.zip archive; "
+            "point it at an ImageFolder tree or an archive of one"
+        )
+    return _ArchiveSource(path)
+
+
+def _hidden(path: str) -> bool:
+    # Editor/OS litter (.DS_Store, __MACOSX/ in zips made on macOS) is not data.
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.split("/"))
+
+
+def _layout(source: _Source, label: str) -> dict[str, dict[str, list[str]]]:
+    """split -> class -> sorted image names, for a tree at the top or under one wrapper folder."""
+    files = [f for f in source.files if not _hidden(f)]
+    folders = {d for d in source.dirs if not _hidden(d)}
+    for parent in {f.rpartition("/")[0] for f in files}:  # archives may omit directory entries
+        while parent:
+            folders.add(parent)
+            parent = parent.rpartition("/")[0]
+    top = sorted(d for d in folders if "/" not in d)
+    expected = "expected <root>/train/<class>/<image> and <root>/test/<class>/<image> (or val/)"
+    if "train" in folders:
+        root = ""
+    elif len(top) == 1 and f"{top[0]}/train" in folders:
+        root = f"{top[0]}/"
+    else:
+        found = ", ".join(f"{d}/" for d in top) or "nothing"
+        raise DataError(f"{label}: no train/ folder (top level holds {found}); {expected}")
+    test = next((s for s in ("test", "val") if root + s in folders), None)
+    if test is None:
+        raise DataError(
+            f"{label}: {root}train/ has no sibling {root}test/ or {root}val/; {expected}"
+        )
+
+    tree = {}
+    for split, folder in (("train", f"{root}train/"), ("test", f"{root}{test}/")):
+        by_class: dict[str, list[str]] = {
+            d[len(folder) :].split("/")[0]: [] for d in folders if d.startswith(folder)
+        }
+        for f in files:
+            if f.startswith(folder) and f.lower().endswith(IMAGE_EXTENSIONS):
+                cls, nested, _ = f[len(folder) :].partition("/")
+                if nested:
+                    by_class[cls].append(f)
+        if not by_class:
+            raise DataError(f"{label}: {folder} has no class folders; {expected}")
+        for cls, names in by_class.items():
+            if not names:
+                raise DataError(
+                    f"{label}: class folder {folder}{cls}/ has no images "
+                    f"({'/'.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
+                )
+            names.sort()
+        tree[split] = by_class
+    if extra := sorted(tree["train"].keys() ^ tree["test"].keys()):
+        only = ", ".join(f"{c} (only in {'train' if c in tree['train'] else test})" for c in extra)
+        raise DataError(
+            f"{label}: train/ and {test}/ class folders differ: {only}; make them match"
+        )
+    return tree
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def _from_tree(
+    spec: DataSpec, source: _Source, label: str
+) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    tree = _layout(source, label)
+    classes = sorted(tree["train"])
+    _check_class_count(spec, classes, label)
+    size, arrays = spec.image_size, {}
+    for split in SPLITS:
+        chosen = _select(tree[split], spec, split, label)
+        rows = {name: i for i, (_, name) in enumerate(chosen)}
+        images = np.empty((len(chosen), 3, size, size), np.uint8)
+        for name, data in source.read(list(rows)):
+            images[rows[name]] = _decode(data, size, source.where(name))
+        arrays[split] = images, np.array([c for c, _ in chosen], np.int64)
+    return classes, arrays
+
+
+def _from_torchvision(
+    spec: DataSpec, root: Path
+) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    from torchvision import datasets  # slow import, needed only on this path
+
+    factory = datasets.CIFAR10 if spec.dataset == "cifar10" else datasets.CIFAR100
+    classes, arrays = [], {}
+    for split in SPLITS:
+        try:
+            ds = factory(root=str(root), train=split == "train", download=True)
+        except (OSError, RuntimeError) as e:
+            raise DataError(
+                f"no local copy of {spec.dataset} and download failed ({_reason(e)}); set "
+                f"{ENV_VAR} to an archive or ImageFolder tree, e.g. "
+                f"{ENV_VAR}=../shared/datasets/cifar10-jpeg.tar.gz"
+            ) from e
+        targets = np.asarray(ds.targets)
+        by_class = {c: list(np.flatnonzero(targets == i)) for i, c in enumerate(ds.classes)}
+        classes = sorted(by_class)
+        chosen = _select(by_class, spec, split, f"torchvision {spec.dataset}")
+        hwc = ds.data[np.array([i for _, i in chosen], np.int64)]
+        if hwc.shape[1:3] == (spec.image_size, spec.image_size):
+            images = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
+        else:
+            images = np.stack([_fit(Image.fromarray(a), spec.image_size) for a in hwc])
+        arrays[split] = images, np.array([c for c, _ in chosen], np.int64)
+    return classes, arrays
+
+
+def _check_class_count(spec: DataSpec, classes: list[str], label: str) -> None:
+    expected = KNOWN_CLASS_COUNTS.get(spec.dataset)
+    if expected is not None and len(classes) != expected:
+        raise DataError(
+            f"{label} has {len(classes)} classes but {spec.dataset} has {expected}; point the "
+            f"source at a copy of {spec.dataset}, or use dataset imagefolder"
+        )
+
+
+def _select(
+    by_class: dict[str, Sequence[T]], spec: DataSpec, split: str, label: str
+) -> list[tuple[int, T]]:
+    """(label, item) pairs in class order; a seeded stratified subset when the spec asks."""
+    n = getattr(spec, f"{split}_per_class")
+    # Seeded per split, so changing test_per_class leaves the train subset as it was.
+    rng = np.random.default_rng([spec.subset_seed, SPLITS.index(split)])
+    chosen = []
+    for index, cls in enumerate(sorted(by_class)):
+        items = by_class[cls]
+        if n is not None:
+            if len(items) < n:
+                raise DataError(
+                    f"{label}: class {cls!r} has {len(items)} {split} images but "
+                    f"{split}_per_class = {n}; lower {split}_per_class"
+                )
+            items = [items[i] for i in np.sort(rng.choice(len(items), n, replace=False))]
+        chosen.extend((index, item) for item in items)
+    return chosen
+
+
+def _decode(data: bytes, size: int, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return _fit(img.convert("RGB"), size)
+    except _IMAGE_ERRORS as e:
+        # PIL's own message for an unknown format names only an in-memory buffer.
+        reason = "not a format PIL reads" if isinstance(e, UnidentifiedImageError) else _reason(e)
+        raise DataError(f"cannot decode image {where} ({reason}); replace or remove it") from e
+
+
+def _fit(img: Image.Image, size: int) -> np.ndarray:
+    """A 3 x size x size array, as torchvision Resize(size) + CenterCrop(size) would give."""
+    w, h = img.size
+    if (w, h) != (size, size):
+        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        # PIL's bilinear filter widens with the scale factor, i.e. it antialiases.
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = round((nw - size) / 2), round((nh - size) / 2)
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img).transpose(2, 0, 1)
+
+
+def _reason(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

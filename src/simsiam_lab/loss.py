@@ -1,0 +1,51 @@
+"""The SimSiam objective D(p, z) with each ablation of the paper as a switch.
+
+stop_gradient (Figure 2), similarity (cosine or cross-entropy, §4.5) and symmetric (§4.6);
+the no-predictor ablation (Table 1a) lives in the model, where p becomes z.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -cos(p, z); -1 only where p and z point the same way."""
+    return -F.cosine_similarity(p, z, dim=1).mean()
+
+
+def cross_entropy(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """-softmax(z) . log softmax(p) over channels (the paper's §4.5 variant)."""
+    return -(F.softmax(z, dim=1) * F.log_softmax(p, dim=1)).sum(dim=1).mean()
+
+
+SIMILARITIES: dict[str, Similarity] = {"cosine": negative_cosine, "cross_entropy": cross_entropy}
+
+
+class SimSiamLoss(nn.Module):
+    def __init__(
+        self, similarity: str = "cosine", stop_gradient: bool = True, symmetric: bool = True
+    ) -> None:
+        super().__init__()
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}")
+        self.distance = SIMILARITIES[similarity]
+        self.stop_gradient = stop_gradient
+        self.symmetric = symmetric
+
+    def _target(self, z: torch.Tensor) -> torch.Tensor:
+        return z.detach() if self.stop_gradient else z
+
+    def forward(
+        self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
+    ) -> torch.Tensor:
+        loss = self.distance(p1, self._target(z2))
+        if self.symmetric:
+            loss = 0.5 * (loss + self.distance(p2, self._target(z1)))
+        return loss

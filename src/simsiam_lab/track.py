@@ -1,0 +1,108 @@
+"""MLflow tracking: one run per pretraining, one experiment per profile.
+
+The store is `MLFLOW_TRACKING_URI` or, by default, a SQLite file in `.mlflow/` under the working
+directory. SQLite serialises writers badly across processes (a fresh store even crashes when two
+processes create its tables at once), so every write to a SQLite store goes through one file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+DEFAULT_STORE = Path(".mlflow")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}/mlflow.db"
+
+
+def experiment_name(profile: str) -> str:
+    return f"simsiam-{profile}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db) + ".lock", timeout=600):
+        yield
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+class Tracker:
+    """Writes one MLflow run; reopened by run id from the evaluation step."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        from mlflow import MlflowClient  # heavy import, only where tracking happens
+
+        self.uri = uri or tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def experiment_id(self, name: str) -> str:
+        with _store_lock(self.uri):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            db = _sqlite_path(self.uri)
+            artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
+            return self.client.create_experiment(name, artifact_location=artifacts)
+
+    def start(self, experiment: str, run_name: str, tags: dict[str, str], params: dict) -> str:
+        from mlflow.entities import Param
+
+        exp_id = self.experiment_id(experiment)
+        with _store_lock(self.uri):
+            run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
+            run_id = run.info.run_id
+            items = [Param(k, str(v)) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow's per-batch limit on params
+                self.client.log_batch(run_id, params=items[i : i + 100])
+        return run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        with _store_lock(self.uri):
+            self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        with _store_lock(self.uri):
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, str(value))
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        with _store_lock(self.uri):
+            self.client.log_artifact(run_id, str(path))
+
+    def finish(self, run_id: str, failed: bool = False) -> None:
+        with _store_lock(self.uri):
+            self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")

@@ -1,0 +1,209 @@
+"""SimSiam pretraining: SGD with lr = base_lr * batch / 256, warm-up then cosine decay.
+
+A run directory holds config.yaml, checkpoint.pt (last finite state, written atomically),
+history.json (one record per epoch) and, written last, pretrain.json (status and summary).
+A non-finite loss ends the run with status "diverged" rather than an error, so a pipeline
+can go on and report the row as unstable (the paper's Table 3d).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .augment import AugmentConfig, normalize, two_views
+from .config import Config, ConfigError
+from .data import Split, load_split
+from .evaluate import extract_features, knn_accuracy
+from .loss import SimSiamLoss
+from .model import ModelConfig, SimSiam
+
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def augment_config(cfg: Config) -> AugmentConfig:
+    mean, std = CIFAR_STATS if cfg["data"]["dataset"].startswith("cifar") else IMAGENET_STATS
+    aug = cfg["augment"]
+    return AugmentConfig(
+        crop_scale=(aug["crop_scale_min"], 1.0), blur_p=aug["blur_p"], mean=mean, std=std
+    )
+
+
+def build_model(cfg: Config) -> SimSiam:
+    return SimSiam(ModelConfig.from_dict(cfg["model"]))
+
+
+def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
+    optim = cfg["optim"]
+    peak = optim["base_lr"] * optim["batch_size"] / 256
+    predictor = list(model.predictor.parameters())
+    ids = {id(p) for p in predictor}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in ids], "fixed_lr": False},
+        {"params": predictor, "fixed_lr": optim["fix_pred_lr"]},
+    ]
+    return torch.optim.SGD(
+        [g for g in groups if g["params"]],
+        lr=peak,
+        momentum=optim["momentum"],
+        weight_decay=optim["weight_decay"],
+    )
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Monitor:
+    """kNN accuracy of the backbone on the test split, the paper's training-time monitor."""
+
+    train: Split
+    test: Split
+    preprocess: Any
+    temperature: float
+    k: int
+
+    def __call__(self, model: SimSiam) -> float:
+        bank = extract_features(model.backbone, self.train.images, self.preprocess)
+        queries = extract_features(model.backbone, self.test.images, self.preprocess)
+        dev = bank.device
+        return knn_accuracy(
+            bank,
+            self.train.labels.to(dev),
+            queries,
+            self.test.labels.to(dev),
+            len(self.train.classes),
+            self.k,
+            self.temperature,
+        )
+
+
+def _epoch_record(epoch: int, loss: float, std: float, dim: int, lr: float) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "loss": loss,
+        "z_std": std,
+        "z_std_ratio": std * math.sqrt(dim),
+        "lr": lr,
+    }
+
+
+def pretrain(
+    cfg: Config, data_dir: Path, out_dir: Path, log_epoch=lambda record: None
+) -> dict[str, Any]:
+    """Train one config into out_dir; returns the run's summary (status, wall time, finals)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = device()
+    torch.manual_seed(cfg["seed"])
+    gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
+    train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
+    images = train.images.to(dev)
+    size, optim, dim = cfg["data"]["image_size"], cfg["optim"], cfg["model"]["dim"]
+    batch = optim["batch_size"]
+    if batch > len(images):
+        raise ConfigError(
+            f"optim.batch_size = {batch} exceeds the {len(images)} training images; "
+            "lower it or enlarge data.train_per_class"
+        )
+    aug = augment_config(cfg)
+    model = build_model(cfg).to(dev)
+    criterion = SimSiamLoss(**cfg["loss"])
+    opt = build_optimizer(model, cfg)
+    peak = optim["base_lr"] * batch / 256
+    steps_per_epoch = len(images) // batch  # drop_last, as the paper's loader
+    total = optim["epochs"] * steps_per_epoch
+    warmup = round(optim["warmup_fraction"] * total)
+    monitor = Monitor(
+        train,
+        test,
+        lambda x: normalize(x, aug, size),
+        cfg["monitor"]["knn_temperature"],
+        cfg["eval"]["knn_k"],
+    )
+    every = cfg["monitor"]["knn_every"]
+
+    history: list[dict[str, float]] = []
+    status, start, step = "ok", time.perf_counter(), 0
+    ckpt = out_dir / "checkpoint.pt"
+    atomic_save({"model": model.state_dict(), "epoch": 0}, ckpt)
+    if every:
+        record = {"epoch": 0, "knn": monitor(model)}
+        history.append(record)
+        log_epoch(record)
+    for epoch in range(1, optim["epochs"] + 1):
+        model.train()
+        order = torch.randperm(len(images), device=dev, generator=gen)
+        loss_sum = torch.zeros((), device=dev)
+        std_sum = torch.zeros((), device=dev)
+        for i in range(steps_per_epoch):
+            lr = learning_rate(step, total, warmup, peak)
+            for group in opt.param_groups:
+                group["lr"] = peak if group["fixed_lr"] else lr
+            x1, x2 = two_views(images[order[i * batch : (i + 1) * batch]], size, aug, gen)
+            p1, p2, z1, z2 = model(x1, x2)
+            loss = criterion(p1, p2, z1, z2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # Accumulated on the device: one host sync per epoch, not per step.
+            loss_sum += loss.detach()
+            std_sum += F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
+            step += 1
+        record = _epoch_record(
+            epoch, loss_sum.item() / steps_per_epoch, std_sum.item() / steps_per_epoch, dim, lr
+        )
+        if not math.isfinite(record["loss"]):
+            status = "diverged"
+            history.append(record)
+            log_epoch(record)
+            break
+        if every and (epoch % every == 0 or epoch == optim["epochs"]):
+            record["knn"] = monitor(model)
+        history.append(record)
+        log_epoch(record)
+        atomic_save(
+            {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}, ckpt
+        )
+    atomic_write_json(history, out_dir / "history.json")
+    finite = [r for r in history if "loss" in r and math.isfinite(r["loss"])]
+    summary = {
+        "status": status,
+        "epochs_completed": len(finite),
+        "steps": step,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "device": str(dev),
+        "final_loss": finite[-1]["loss"] if finite else None,
+        "final_z_std_ratio": finite[-1]["z_std_ratio"] if finite else None,
+        "random_init_knn": history[0].get("knn") if every else None,
+    }
+    return summary

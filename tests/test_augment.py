@@ -1,0 +1,274 @@
+"""Tests for the batched SimSiam augmentations in simsiam_lab.augment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from simsiam_lab.augment import (
+    AugmentConfig,
+    _adjust_hue,
+    _blur_kernel_size,
+    _hsv_to_rgb,
+    _rgb_to_hsv,
+    augment,
+    normalize,
+    sample_crop_params,
+    two_views,
+)
+
+CFG = AugmentConfig()
+# Every random op off and the crop pinned to the full image: augment should be normalize.
+IDENTITY = replace(
+    CFG, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0
+)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _images(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), generator=_gen(seed), dtype=torch.uint8)
+
+
+def _unnormalise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    return x * std + mean
+
+
+def _total_variation(x: torch.Tensor) -> float:
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    return float(dx + dy)
+
+
+@pytest.mark.parametrize("size", [32, 24, 48])
+def test_shape_dtype_device(size: int) -> None:
+    images = _images(4, 40)
+    out = augment(images, size, replace(CFG, blur_p=0.5), _gen(1))
+    assert out.shape == (4, 3, size, size)
+    assert out.dtype == torch.float32
+    assert out.device == images.device
+    assert torch.isfinite(out).all()
+
+
+def test_non_square_input() -> None:
+    images = torch.randint(0, 256, (3, 3, 20, 50), generator=_gen(0), dtype=torch.uint8)
+    assert augment(images, 16, CFG, _gen(0)).shape == (3, 3, 16, 16)
+    assert normalize(images, CFG, size=16).shape == (3, 3, 16, 16)
+
+
+def test_normalize_maps_mean_colour_to_zero() -> None:
+    colour = torch.tensor([round(m * 255) for m in CFG.mean], dtype=torch.uint8)
+    images = colour.view(1, 3, 1, 1).expand(2, 3, 32, 32).contiguous()
+    # Half a uint8 step divided by the smallest std bounds the rounding error.
+    tol = 0.5 / 255 / min(CFG.std) + 1e-6
+    assert normalize(images, CFG).abs().max() <= tol
+    resized = normalize(images, CFG, size=16)
+    assert resized.shape == (2, 3, 16, 16)
+    assert resized.abs().max() <= tol
+
+
+def test_normalize_unit_std() -> None:
+    images = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    expected = torch.tensor([(1 - m) / s for m, s in zip(CFG.mean, CFG.std, strict=True)])
+    torch.testing.assert_close(normalize(images, CFG)[0, :, 0, 0], expected)
+
+
+def test_same_seed_same_output_different_seed_differs() -> None:
+    images = _images()
+    cfg = replace(CFG, blur_p=0.5)
+    a = augment(images, 32, cfg, _gen(123))
+    b = augment(images, 32, cfg, _gen(123))
+    c = augment(images, 32, cfg, _gen(124))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_two_views_differ() -> None:
+    v1, v2 = two_views(_images(), 32, CFG, _gen(7))
+    assert v1.shape == v2.shape == (8, 3, 32, 32)
+    # Each image's two views must differ, not just the batch as a whole.
+    per_image = (v1 - v2).flatten(1).abs().amax(dim=1)
+    assert (per_image > 1e-3).all()
+
+
+def test_identity_geometry_matches_normalize() -> None:
+    images = _images(4, 32)
+    out = augment(images, 32, IDENTITY, _gen(0))
+    torch.testing.assert_close(out, normalize(images, IDENTITY), atol=1e-5, rtol=0)
+
+
+def test_flip_mirrors_width() -> None:
+    images = _images(4, 16)
+    out = augment(images, 16, replace(IDENTITY, flip_p=1.0), _gen(0))
+    torch.testing.assert_close(out, normalize(images, CFG).flip(-1), atol=1e-5, rtol=0)
+
+
+def test_crop_params_stay_inside_image() -> None:
+    p = sample_crop_params(20_000, 32, 48, CFG, _gen(0))
+    eps = 1e-6
+    for key in ("x0", "y0", "w", "h"):
+        assert p[key].shape == (20_000,)
+        assert (p[key] >= 0).all()
+    assert (p["x0"] + p["w"] <= 1 + eps).all()
+    assert (p["y0"] + p["h"] <= 1 + eps).all()
+    assert p["flip"].dtype == torch.bool
+
+
+def test_crop_area_uniform_for_square_ratio() -> None:
+    p = sample_crop_params(20_000, 32, 32, replace(CFG, crop_ratio=(1.0, 1.0)), _gen(1))
+    area = p["w"] * p["h"]
+    lo, hi = CFG.crop_scale
+    assert area.min() >= lo - 1e-6
+    assert area.max() <= hi + 1e-6
+    # U(0.2, 1): mean 0.6, variance 0.8^2 / 12.
+    assert abs(float(area.mean()) - 0.6) < 0.01
+    assert abs(float(area.var()) - 0.8**2 / 12) < 0.003
+    assert abs(float(p["flip"].float().mean()) - 0.5) < 0.02
+
+
+def test_crop_area_matches_clamped_expectation() -> None:
+    p = sample_crop_params(20_000, 32, 32, CFG, _gen(2))
+    area = p["w"] * p["h"]
+    assert area.min() >= CFG.crop_scale[0] - 1e-6
+    assert area.max() <= 1 + 1e-6
+    # Midpoint-rule integral of min(w, 1) * min(h, 1) over the drawn (area, log-ratio).
+    m = 1000
+    s_lo, s_hi = CFG.crop_scale
+    r_lo, r_hi = (math.log(r) for r in CFG.crop_ratio)
+    s = s_lo + (s_hi - s_lo) * (torch.arange(m, dtype=torch.float64) + 0.5) / m
+    r = torch.exp(r_lo + (r_hi - r_lo) * (torch.arange(m, dtype=torch.float64) + 0.5) / m)
+    s, r = s.view(-1, 1), r.view(1, -1)
+    expected = float((torch.sqrt(s * r).clamp(max=1) * torch.sqrt(s / r).clamp(max=1)).mean())
+    assert expected < 0.6  # clamping only ever shrinks the crop
+    assert abs(float(area.mean()) - expected) < 0.01
+
+
+def test_jitter_probability() -> None:
+    cfg = replace(IDENTITY, jitter_p=0.8)
+    images = _images(4000, 8, seed=3)
+    out = augment(images, 8, cfg, _gen(4))
+    changed = (out - normalize(images, cfg)).flatten(1).abs().amax(dim=1) > 1e-4
+    assert abs(float(changed.float().mean()) - 0.8) < 0.03
+
+
+@pytest.mark.parametrize("field", ["brightness", "contrast", "saturation", "hue"])
+def test_each_jitter_op_changes_image(field: str) -> None:
+    off = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    cfg = replace(IDENTITY, jitter_p=1.0, **{**off, field: getattr(CFG, field)})
+    images = _images(16, 8)
+    out = augment(images, 8, cfg, _gen(5))
+    changed = (out - normalize(images, cfg)).flatten(1).abs().amax(dim=1) > 1e-4
+    assert changed.all()
+    x = _unnormalise(out, cfg)
+    assert x.min() >= -1e-5
+    assert x.max() <= 1 + 1e-5
+
+
+def test_brightness_scales_pixels() -> None:
+    # With a single-valued factor range the op is exactly x * 1.4, clamped.
+    cfg = replace(IDENTITY, jitter_p=1.0, brightness=0.4, contrast=0.0, saturation=0.0, hue=0.0)
+    images = torch.full((2, 3, 4, 4), 100, dtype=torch.uint8)
+    x = _unnormalise(augment(images, 4, cfg, _gen(0)), cfg)
+    factor = x / (100 / 255)
+    assert factor.min() >= 0.6 - 1e-4
+    assert factor.max() <= 1.4 + 1e-4
+    # One factor per image, shared by every pixel and channel.
+    assert torch.allclose(factor, factor[:, :1, :1, :1].expand_as(factor), atol=1e-4)
+
+
+def test_grayscale_equalises_channels() -> None:
+    cfg = replace(IDENTITY, grayscale_p=1.0)
+    images = _images(8, 16)
+    x = _unnormalise(augment(images, 16, cfg, _gen(0)), cfg)
+    torch.testing.assert_close(x[:, 0], x[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(x[:, 0], x[:, 2], atol=1e-5, rtol=0)
+    rgb = images.float() / 255
+    gray = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    torch.testing.assert_close(x[:, 0], gray, atol=1e-5, rtol=0)
+
+
+def test_grayscale_probability() -> None:
+    cfg = replace(IDENTITY, grayscale_p=0.2)
+    x = _unnormalise(augment(_images(4000, 4, seed=1), 4, cfg, _gen(2)), cfg)
+    gray = ((x[:, 0] - x[:, 1]).abs() + (x[:, 0] - x[:, 2]).abs()).flatten(1).amax(dim=1) < 1e-5
+    assert abs(float(gray.float().mean()) - 0.2) < 0.03
+
+
+def test_hsv_round_trip() -> None:
+    x = torch.rand(4, 3, 16, 16, generator=_gen(0))
+    x[0] = 0.5  # grey pixels: hue undefined, must not become NaN
+    x[1, :, 0, 0] = 0.0  # black
+    torch.testing.assert_close(_hsv_to_rgb(_rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_adjust_hue(x, torch.zeros(4)), x, atol=1e-5, rtol=0)
+
+
+def test_hsv_known_values() -> None:
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.25, 0.25]])
+    hsv = _rgb_to_hsv(rgb.view(4, 3, 1, 1)).view(4, 3)
+    expected = torch.tensor(
+        [[0.0, 1.0, 1.0], [1 / 3, 1.0, 1.0], [2 / 3, 1.0, 1.0], [0.0, 0.5, 0.5]]
+    )
+    torch.testing.assert_close(hsv, expected, atol=1e-6, rtol=0)
+
+
+def test_hue_half_turn_red_to_cyan() -> None:
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    cyan = _adjust_hue(red, torch.tensor([0.5]))
+    torch.testing.assert_close(cyan.view(3), torch.tensor([0.0, 1.0, 1.0]), atol=1e-6, rtol=0)
+    # A third of a turn maps red to green; a negative shift goes the other way to blue.
+    green = _adjust_hue(red, torch.tensor([1 / 3])).view(3)
+    blue = _adjust_hue(red, torch.tensor([-1 / 3])).view(3)
+    torch.testing.assert_close(green, torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(blue, torch.tensor([0.0, 0.0, 1.0]), atol=1e-5, rtol=0)
+
+
+def test_blur_kernel_size() -> None:
+    assert _blur_kernel_size(224) == 23
+    assert _blur_kernel_size(32) == 3
+    assert _blur_kernel_size(8) == 3
+    assert _blur_kernel_size(96) % 2 == 1
+
+
+def test_blur_smooths() -> None:
+    images = _images(16, 32)
+    sharp = _unnormalise(augment(images, 32, IDENTITY, _gen(0)), IDENTITY)
+    # sigma >= 1 so every image is visibly blurred; at sigma = 0.1 the kernel is nearly a delta.
+    cfg = replace(IDENTITY, blur_p=1.0, blur_sigma=(1.0, 2.0))
+    blurred = _unnormalise(augment(images, 32, cfg, _gen(0)), cfg)
+    for i in range(images.shape[0]):
+        assert _total_variation(blurred[i]) < 0.8 * _total_variation(sharp[i])
+    # Blurring is a convex combination of pixels: mean and range are preserved.
+    torch.testing.assert_close(blurred.mean(dim=(2, 3)), sharp.mean(dim=(2, 3)), atol=0.01, rtol=0)
+    assert blurred.min() >= -1e-5
+    assert blurred.max() <= 1 + 1e-5
+
+
+def test_blur_keeps_constant_image_constant() -> None:
+    cfg = replace(CFG, blur_p=1.0)
+    images = torch.full((4, 3, 32, 32), 77, dtype=torch.uint8)
+    images[:, 1] = 150
+    out = augment(images, 32, cfg, _gen(0))
+    spread = out.amax(dim=(2, 3)) - out.amin(dim=(2, 3))
+    assert spread.max() < 1e-4
+
+
+def test_cross_device_generator_params() -> None:
+    # Parameters come from the generator's device; the result follows the images.
+    p = sample_crop_params(5, 32, 32, CFG, _gen(0), device="cpu")
+    assert all(t.device.type == "cpu" for t in p.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_images_cpu_generator() -> None:
+    images = _images(4, 32).cuda()
+    out = augment(images, 32, replace(CFG, blur_p=0.5), _gen(0))
+    assert out.device == images.device
+    ref = augment(images.cpu(), 32, replace(CFG, blur_p=0.5), _gen(0))
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=0)

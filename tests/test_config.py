@@ -1,0 +1,86 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simsiam_lab.config import ConfigError, Params, config_hash
+
+PARAMS = Path(__file__).parents[1] / "params"
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Params:
+    shutil.copytree(PARAMS, tmp_path / "params")
+    return Params(tmp_path / "params")
+
+
+def _set_profile(params: Params, **overrides) -> None:
+    path = params.root / "profiles.yaml"
+    profiles = yaml.safe_load(path.read_text())
+    profiles["bad"] = {"overrides": overrides}
+    path.write_text(yaml.safe_dump(profiles))
+
+
+def test_every_profile_resolves_every_table_row():
+    params = Params(PARAMS)
+    for profile in params.profiles:
+        for table in params.table_names():
+            assert params.plan(profile, [table])
+
+
+def test_table3_has_five_distinct_runs():
+    assert len(Params(PARAMS).plan("smoke", ["table3"])) == 5
+
+
+def test_hash_is_stable_and_changes_with_the_config():
+    params = Params(PARAMS)
+    cfg = params.resolve("smoke", params.row("table3:c"))
+    assert config_hash(cfg) == config_hash(params.resolve("smoke", params.row("table3:c")))
+    cfg["seed"] = 1
+    assert config_hash(cfg) != config_hash(params.resolve("smoke", params.row("table3:c")))
+
+
+def test_identical_rows_share_one_run(params: Params):
+    path = params.root / "tables" / "table3.yaml"
+    table = yaml.safe_load(path.read_text())
+    table["rows"]["c-copy"] = {"label": "copy", "overrides": {}, "paper": 68.1}
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
+    plan = params.plan("smoke", ["table3"])
+    assert len(plan) == 5
+    assert sorted(r.id for rows in plan.values() for r in rows if len(rows) > 1) == ["c", "c-copy"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim": {"batch_size": 0}}, "optim.batch_size = 0: must be >= 2"),
+        ({"optim": {"base_lr": -0.1}}, "optim.base_lr = -0.1: must be > 0"),
+        ({"loss": {"similarity": "euclid"}}, "loss.similarity = 'euclid': must be one of cosine"),
+        ({"optim": {"epochs": "ten"}}, "optim.epochs = 'ten': must be of type integer"),
+        ({"model": {"backbone": "vit"}}, "model.backbone = 'vit': must be one of resnet18"),
+        ({"optim": {"nesterov": True}}, "unknown key 'optim.nesterov' (allowed here: epochs"),
+    ],
+)
+def test_bad_values_are_rejected_with_one_line(params: Params, overrides, message):
+    _set_profile(params, **overrides)
+    with pytest.raises(ConfigError) as err:
+        params.resolve("bad")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_profile_lists_the_available_ones():
+    with pytest.raises(ConfigError, match="unknown profile 'huge' \\(available: smoke, cpu"):
+        Params(PARAMS).resolve("huge")
+
+
+def test_unknown_row_lists_the_rows():
+    with pytest.raises(ConfigError, match="rows of table3: a, b, c, c-affine, d"):
+        Params(PARAMS).row("table3:e")
+
+
+def test_malformed_yaml_names_the_file_and_line(params: Params):
+    (params.root / "profiles.yaml").write_text("smoke:\n  overrides: {data: [\n")
+    with pytest.raises(ConfigError, match=r"profiles.yaml: malformed YAML \(line 3"):
+        params.resolve("smoke")

@@ -1,0 +1,102 @@
+"""End to end: the smoke Table 3 through Snakemake and through DVC, on real CIFAR-10."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from simsiam_lab.config import Params, flatten
+
+ROOT = Path(__file__).parents[1]
+ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+TRACKED = ["Snakefile", "dvc.yaml", ".dvc", ".dvcignore", ".gitignore", "params", "workflow", "src"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.environ.get("SIMSIAM_DATA") or ARCHIVE.is_file()),
+        reason="needs the CIFAR-10 archive (SIMSIAM_DATA or ../shared/datasets)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh copy of the project, so runs start from nothing and leave the checkout alone."""
+    dest = tmp_path_factory.mktemp("project")
+    for name in TRACKED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
+        else:
+            shutil.copy2(src, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SIMSIAM_DATA=os.environ.get("SIMSIAM_DATA") or str(ARCHIVE))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _mlflow_runs(project: Path) -> list[tuple]:
+    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
+        return db.execute(
+            "SELECT r.run_uuid, r.status, (SELECT COUNT(*) FROM params p WHERE p.run_uuid = "
+            "r.run_uuid), (SELECT value FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND "
+            "m.key = 'knn_acc') FROM runs r JOIN experiments e ON r.experiment_id = "
+            "e.experiment_id WHERE e.name = 'simsiam-smoke'"
+        ).fetchall()
+
+
+def _report_rows(report: Path) -> list[str]:
+    return [line for line in report.read_text().splitlines() if line.startswith("| (")]
+
+
+def test_snakemake_smoke_table3(project: Path):
+    target = ["reports/table3.md", "--config", "profile=smoke"]
+    dry = _run(["snakemake", "-n", "--cores", "2", *target], project)
+    assert "pretrain        5" in dry.stdout
+
+    _run(["snakemake", "--cores", "2", *target], project)
+    rows = _report_rows(project / "reports" / "table3.md")
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "(a) none",
+        "(b) hidden-only",
+        "(c) default",
+        "(c') default, affine output BN",
+        "(d) all",
+    ]
+    papers = [r.split("|")[6].strip() for r in rows]  # after the label and four BN columns
+    assert [p.split()[0] for p in papers] == ["34.6", "67.4", "68.1", "68.2", "unstable"]
+    summary = json.loads((project / "reports" / "table3.json").read_text())
+    assert set(summary["rows"]) == {"a", "b", "c", "c-affine", "d"}
+    runs = _mlflow_runs(project)
+    assert len(runs) == 5
+    n_keys = len(flatten(Params(project / "params").resolve("smoke")))
+    assert all(status == "FINISHED" and n == n_keys for _, status, n, _ in runs)
+    assert sum(knn is not None for *_, knn in runs) == sum(
+        r["status"] != "diverged" for r in summary["rows"].values()
+    )
+
+    again = _run(["snakemake", "-n", "--cores", "2", *target], project)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dvc_repro_smoke_table3(project: Path):
+    pipeline = project / "params" / "pipeline.yaml"
+    pipeline.write_text(pipeline.read_text().replace("profile: cpu", "profile: smoke"))
+    (project / "reports" / "table3.md").unlink(missing_ok=True)
+    _run(["dvc", "repro"], project)
+    assert len(_report_rows(project / "reports" / "table3.md")) == 5
+    shown = _run(["dvc", "metrics", "show", "--json"], project).stdout
+    assert "reports/table3.json" in shown
+    status = _run(["dvc", "status"], project).stdout
+    assert "up to date" in status

@@ -1,0 +1,11 @@
+rule prepare:
+    output:
+        directory(PREPARED),
+    conda:
+        "../envs/simsiam.yaml"
+    log:
+        f"logs/{PROFILE}/prepare.log",
+    params:
+        profile=PROFILE,
+    shell:
+        "simsiam prepare --profile {params.profile} --out {output} > {log} 2>&1"

@@ -1,0 +1,46 @@
+wildcard_constraints:
+    run="[0-9a-f]{10}",
+    table="[A-Za-z0-9_-]+",
+
+
+rule pretrain:
+    input:
+        PREPARED,
+    output:
+        config=f"{RUNS}/{{run}}/config.yaml",
+        checkpoint=f"{RUNS}/{{run}}/checkpoint.pt",
+        history=f"{RUNS}/{{run}}/history.json",
+        summary=f"{RUNS}/{{run}}/pretrain.json",
+    conda:
+        "../envs/simsiam.yaml"
+    log:
+        f"logs/{PROFILE}/pretrain/{{run}}.log",
+    params:
+        profile=PROFILE,
+        row=lambda wc: PLAN[wc.run][0].ref,
+        out=lambda wc, output: os.path.dirname(output.summary),
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+    shell:
+        "simsiam --threads {threads} pretrain --profile {params.profile} --row {params.row}"
+        " --data {input} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        data=PREPARED,
+        checkpoint=f"{RUNS}/{{run}}/checkpoint.pt",
+        summary=f"{RUNS}/{{run}}/pretrain.json",
+    output:
+        f"{RUNS}/{{run}}/metrics.json",
+    conda:
+        "../envs/simsiam.yaml"
+    log:
+        f"logs/{PROFILE}/evaluate/{{run}}.log",
+    params:
+        run=lambda wc, output: os.path.dirname(output[0]),
+    threads: THREADS
+    shell:
+        "simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"
+        " > {log} 2>&1"

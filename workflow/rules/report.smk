@@ -1,0 +1,17 @@
+rule report:
+    input:
+        metrics=lambda wc: [f"{d}/metrics.json" for d in row_runs(wc.table).values()],
+        data=PREPARED,
+    output:
+        report="reports/{table}.md",
+        metrics="reports/{table}.json",
+    conda:
+        "../envs/simsiam.yaml"
+    log:
+        f"logs/{PROFILE}/report/{{table}}.log",
+    params:
+        profile=PROFILE,
+        runs=lambda wc: " ".join(f"--run {r}={d}" for r, d in row_runs(wc.table).items()),
+    shell:
+        "simsiam report --profile {params.profile} --table {wildcards.table} --data {input.data}"
+        " {params.runs} --out {output.report} > {log} 2>&1"

@@ -1,0 +1,129 @@
+"""Generate dvc.yaml from params/ so DVC and Snakemake share one registry.
+
+    python workflow/scripts/dvc_yaml.py > dvc.yaml      # regenerate
+    python workflow/scripts/dvc_yaml.py --check         # fail when dvc.yaml is stale (CI)
+
+DVC's paths must be static, so a DVC run is keyed by its row's overrides rather than by the
+resolved-config hash (which depends on the profile): rows with the same overrides share a stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from simsiam_lab.config import Params
+
+HEADER = (
+    "# Generated from params/ by `python workflow/scripts/dvc_yaml.py > dvc.yaml`; do not edit.\n"
+)
+PREPARED = "data/prepared/${profile}"
+RUNS = "results/${profile}/dvc"
+RUN_FILES = ["config.yaml", "checkpoint.pt", "history.json", "pretrain.json"]
+
+
+def pipeline_tables(params: Params) -> list[str]:
+    return yaml.safe_load((params.root / "pipeline.yaml").read_text())["tables"]
+
+
+def run_keys(params: Params, tables: list[str]) -> dict[str, dict[str, str]]:
+    """Row ref -> stage key; the first row with a given override set names the stage."""
+    by_overrides: dict[str, str] = {}
+    keys = {}
+    for name in tables:
+        for row in params.table(name).rows.values():
+            canonical = json.dumps(row.overrides, sort_keys=True)
+            key = by_overrides.setdefault(canonical, f"{row.table}-{row.id}")
+            keys[row.ref] = key
+    return keys
+
+
+def stages(params: Params) -> dict:
+    tables = pipeline_tables(params)
+    keys = run_keys(params, tables)
+
+    def profile_params() -> list[dict]:  # fresh dicts: shared ones would become YAML anchors
+        return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
+
+    foreach: dict[str, dict[str, str]] = {}
+    for ref, key in keys.items():
+        table, row_id = ref.split(":", 1)
+        foreach.setdefault(
+            key, {"row": ref, "table": table, "overrides": f"rows.{row_id}.overrides"}
+        )
+    out: dict = {
+        "prepare": {
+            "cmd": f"simsiam prepare --profile ${{profile}} --out {PREPARED}",
+            "deps": ["src/simsiam_lab/data.py"],
+            "params": [*profile_params(), {"params/baseline.yaml": ["data"]}],
+            "outs": [PREPARED],
+        },
+        "pretrain": {
+            "foreach": foreach,
+            "do": {
+                "cmd": (
+                    f"simsiam pretrain --profile ${{profile}} --row ${{item.row}} --data {PREPARED}"
+                    f" --out {RUNS}/${{key}} && simsiam evaluate --run {RUNS}/${{key}}"
+                    f" --data {PREPARED}"
+                ),
+                "deps": [PREPARED, "src/simsiam_lab"],
+                "params": [
+                    *profile_params(),
+                    {"params/baseline.yaml": None},
+                    {"params/tables/${item.table}.yaml": ["${item.overrides}"]},
+                ],
+                "outs": [f"{RUNS}/${{key}}/{name}" for name in RUN_FILES],
+                "metrics": [{f"{RUNS}/${{key}}/metrics.json": {"cache": False}}],
+            },
+        },
+    }
+    for name in tables:
+        rows = params.table(name).rows.values()
+        run_args = " ".join(f"--run {r.id}={RUNS}/{keys[r.ref]}" for r in rows)
+        out[f"report-{name}"] = {
+            "cmd": (
+                f"simsiam report --profile ${{profile}} --table {name} --data {PREPARED} "
+                f"{run_args} --out reports/{name}.md"
+            ),
+            "deps": [
+                *sorted({f"{RUNS}/{keys[r.ref]}/metrics.json" for r in rows}),
+                "src/simsiam_lab/report.py",
+                "src/simsiam_lab/templates",
+            ],
+            "params": [{"params/pipeline.yaml": ["profile"]}, {f"params/tables/{name}.yaml": None}],
+            "outs": [{f"reports/{name}.md": {"cache": False}}],
+            "metrics": [{f"reports/{name}.json": {"cache": False}}],
+        }
+    return out
+
+
+def render(params: Params) -> str:
+    doc = {"vars": ["params/pipeline.yaml"], "stages": stages(params)}
+    body = yaml.safe_dump(doc, sort_keys=False, width=1000).replace(": null\n", ":\n")
+    return HEADER + body
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
+    parser.add_argument("--params", default="params")
+    args = parser.parse_args()
+    text = render(Params(args.params))
+    if not args.check:
+        sys.stdout.write(text)
+        return 0
+    if Path("dvc.yaml").read_text() != text:
+        print(
+            "dvc.yaml is stale; regenerate: python workflow/scripts/dvc_yaml.py > dvc.yaml",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
