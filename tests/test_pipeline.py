@@ -61,7 +61,8 @@ def _report_rows(report: Path) -> list[str]:
 
 
 def test_snakemake_smoke_table3(project: Path):
-    target = ["reports/table3.md", "--config", "profile=smoke"]
+    # One thread per job, so two pretrainings log to the MLflow store at once.
+    target = ["reports/table3.md", "--config", "profile=smoke", "threads=1"]
     dry = _run(["snakemake", "-n", "--cores", "2", *target], project)
     assert "pretrain        5" in dry.stdout
 

@@ -88,6 +88,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     def log_epoch(record: dict) -> None:
         metrics = {k: v for k, v in record.items() if k != "epoch"}
         tracker.log_metrics(run_id, metrics, step=int(record["epoch"]))
+        print(
+            f"epoch {record['epoch']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
+            flush=True,
+        )
 
     try:
         summary = pretrain(cfg, Path(args.data), out, log_epoch)

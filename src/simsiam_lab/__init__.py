@@ -1,0 +1,1 @@
+"""Reproduce and extend the ablations of SimSiam (Chen & He, CVPR 2021)."""

@@ -1,0 +1,75 @@
+import json
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simsiam_lab.config import ConfigError, Params, deep_merge
+from simsiam_lab.loss import SimSiamLoss
+from simsiam_lab.train import build_model, build_optimizer, learning_rate, pretrain
+
+PARAMS = Params(Path(__file__).parents[1] / "params")
+
+
+def _prepared(tmp_path: Path, n_per_class: int = 16, classes: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        labels = np.repeat(np.arange(classes), n_per_class)
+        images = rng.integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
+        np.save(tmp_path / f"{split}_images.npy", images)
+        np.save(tmp_path / f"{split}_labels.npy", labels.astype(np.int64))
+    (tmp_path / "manifest.json").write_text(json.dumps({"classes": list("abc")[:classes]}))
+    return tmp_path
+
+
+def _config(**optim) -> dict:
+    cfg = PARAMS.resolve("smoke")
+    return deep_merge(cfg, {"optim": {"epochs": 2, "batch_size": 16, **optim}}, "test")
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    lrs = [learning_rate(s, total=100, warmup=10, peak=1.0) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in pairwise(lrs[9:]))
+    assert lrs[100] == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(0, total=100, warmup=0, peak=0.5) == pytest.approx(0.5)
+
+
+def test_fix_pred_lr_puts_the_predictor_in_a_fixed_group():
+    cfg = _config(fix_pred_lr=True)
+    model = build_model(cfg)
+    groups = build_optimizer(model, cfg).param_groups
+    assert [g["fixed_lr"] for g in groups] == [False, True]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.predictor.parameters()}
+
+
+def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path):
+    data = _prepared(tmp_path)
+    summary = pretrain(_config(), data, tmp_path / "run")
+    assert summary["status"] == "ok" and summary["epochs_completed"] == 2
+    assert summary["steps"] == 2 * (48 // 16)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1, 2]  # epoch 0: the random-init monitor
+    assert all(math.isfinite(r["loss"]) and -1 <= r["loss"] <= 1 for r in history[1:])
+    assert 0 < history[-1]["z_std_ratio"] < 1.5  # ≈ 1 for isotropic z; batch-16 noise
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+
+
+def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, monkeypatch):
+    data = _prepared(tmp_path)
+    monkeypatch.setattr(SimSiamLoss, "forward", lambda self, p1, p2, z1, z2: p1.sum() * math.nan)
+    summary = pretrain(_config(), data, tmp_path / "run")
+    assert summary["status"] == "diverged"
+    assert summary["epochs_completed"] == 0 and summary["final_loss"] is None
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 0  # the last finite state is kept, not the NaN weights
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_batch_larger_than_the_data_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"optim\.batch_size = 64 exceeds the 48"):
+        pretrain(_config(batch_size=64), _prepared(tmp_path), tmp_path / "run")
