@@ -39,7 +39,8 @@ def project(tmp_path_factory) -> Path:
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SIMSIAM_DATA=os.environ.get("SIMSIAM_DATA") or str(ARCHIVE))
+    data = Path(os.environ.get("SIMSIAM_DATA") or ARCHIVE).resolve()  # runs elsewhere: absolute
+    env = dict(os.environ, SIMSIAM_DATA=str(data))
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"

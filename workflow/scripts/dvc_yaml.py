@@ -21,7 +21,9 @@ from simsiam_lab.config import Params
 HEADER = (
     "# Generated from params/ by `python workflow/scripts/dvc_yaml.py > dvc.yaml`; do not edit.\n"
 )
-PREPARED = "data/prepared/${profile}"
+# DVC's outputs are kept apart from Snakemake's, so a `dvc checkout` (which rewrites mtimes)
+# never makes Snakemake's runs look stale.
+PREPARED = "data/dvc/${profile}"
 RUNS = "results/${profile}/dvc"
 RUN_FILES = ["config.yaml", "checkpoint.pt", "history.json", "pretrain.json"]
 
