@@ -48,7 +48,8 @@ def test_identical_rows_share_one_run(params: Params):
     path.write_text(yaml.safe_dump(table, sort_keys=False))
     plan = params.plan("smoke", ["table3"])
     assert len(plan) == 5
-    assert sorted(r.id for rows in plan.values() for r in rows if len(rows) > 1) == ["c", "c-copy"]
+    shared = [t.row.id for trials in plan.values() if len(trials) > 1 for t in trials]
+    assert sorted(shared) == ["c", "c-copy"]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +69,15 @@ def test_bad_values_are_rejected_with_one_line(params: Params, overrides, messag
         params.resolve("bad")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_missing_key_is_named(params: Params):
+    path = params.root / "baseline.yaml"
+    baseline = yaml.safe_load(path.read_text())
+    del baseline["optim"]["momentum"]
+    path.write_text(yaml.safe_dump(baseline))
+    with pytest.raises(ConfigError, match=r"baseline.yaml: missing key 'optim\.momentum'$"):
+        params.resolve("smoke")
 
 
 def test_unknown_profile_lists_the_available_ones():

@@ -73,3 +73,35 @@ def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, monkeypatch):
 def test_a_batch_larger_than_the_data_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"optim\.batch_size = 64 exceeds the 48"):
         pretrain(_config(batch_size=64), _prepared(tmp_path), tmp_path / "run")
+
+
+def test_freeze_predictor_keeps_it_at_init(tmp_path: Path):
+    cfg = deep_merge(_config(), {"optim": {"freeze_predictor": True}}, "test")
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg)
+    before = [p.clone() for p in model.predictor.parameters()]
+    x = torch.randn(8, 3, 32, 32)
+    p1, p2, z1, z2 = model(x, x.flip(-1))
+    SimSiamLoss()(p1, p2, z1, z2).backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.predictor.parameters(), strict=True))
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"loss": {"symmetric": False, "pairs": 2}},
+        {"target": {"mode": "snapshot", "refresh_every": "epoch"}},
+        {
+            "target": {"mode": "moving_average"},
+            "loss": {"symmetric": False},
+            "model": {"predictor": False},
+        },
+    ],
+    ids=["asymmetric-2x", "snapshot-epoch", "moving-average"],
+)
+def test_ablation_switches_train(tmp_path: Path, overrides):
+    cfg = deep_merge(_config(), {"monitor": {"knn_every": 0}, **overrides}, "test")
+    summary = pretrain(cfg, _prepared(tmp_path), tmp_path / "run")
+    assert summary["status"] == "ok" and math.isfinite(summary["final_loss"])

@@ -59,9 +59,9 @@ def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) ->
     """One tag per table whose rows resolve to this config (a shared config is one run)."""
     tags = {"profile": profile, "config_hash": cfg_hash}
     for name in tables:
-        rows = params.plan(profile, [name]).get(cfg_hash, [])
-        if rows:
-            tags[f"table.{name}"] = ",".join(r.id for r in rows)
+        trials = params.plan(profile, [name]).get(cfg_hash, [])
+        if trials:
+            tags[f"table.{name}"] = ",".join(t.ref.split(":", 1)[1] for t in trials)
     return tags
 
 
@@ -71,7 +71,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     params = Params(args.params)
     row = params.row(args.row)
-    cfg = params.resolve(args.profile, row)
+    cfg = params.resolve(args.profile, row, args.seed)
     cfg_hash = config_hash(cfg)
     check_prepared(cfg["data"], Path(args.data))
     out = Path(args.out)
@@ -82,7 +82,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
     tags |= {"git_commit": git_commit(), "status": "running"}
     run_id = tracker.start(
-        experiment_name(args.profile), f"{row.table}-{row.id}-{cfg_hash[:6]}", tags, flatten(cfg)
+        experiment_name(args.profile),
+        f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
+        tags,
+        flatten(cfg),
     )
 
     def log_epoch(record: dict) -> None:
@@ -160,18 +163,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_context, load_run, render, summary_json
+    from .report import RowResult, build_context, load_run, plot_curves, render, summary_json
     from .track import git_commit
 
     table = Params(args.params).table(args.table)
-    run_dirs = dict(item.split("=", 1) for item in args.run)
+    run_dirs: dict[str, list[Path]] = {}
+    for item in args.run:
+        row, _, path = item.partition("=")
+        run_dirs.setdefault(row, []).append(Path(path))
     if missing := [r for r in table.rows if r not in run_dirs]:
         raise ConfigError(f"report {args.table}: no --run given for row(s) {', '.join(missing)}")
-    runs = {row: load_run(row, Path(run_dirs[row])) for row in table.rows}
+    rows = {r: RowResult(r, [load_run(d) for d in run_dirs[r]]) for r in table.rows}
     manifest = json.loads((Path(args.data) / "manifest.json").read_text())
-    context = build_context(table, args.profile, runs, manifest, git_commit())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    plot_curves(table, rows, out.with_suffix(".png"))
+    context = build_context(
+        table, args.profile, rows, manifest, git_commit(), curves=out.with_suffix(".png").name
+    )
     out.write_text(render(context))
     out.with_suffix(".json").write_text(json.dumps(summary_json(context), indent=2) + "\n")
     print(f"wrote {out}")
@@ -199,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="train one table row's config")
     p.add_argument("--profile", required=True)
     p.add_argument("--row", required=True, help="TABLE:ROW, e.g. table3:c")
+    p.add_argument("--seed", type=int, help="one trial of a row with several seeds")
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=cmd_pretrain)
@@ -212,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True)
     p.add_argument("--table", required=True)
     p.add_argument("--data", required=True, help="prepared data directory (for its manifest)")
-    p.add_argument("--run", action="append", default=[], metavar="ROW=DIR")
+    p.add_argument(
+        "--run", action="append", default=[], metavar="ROW=DIR", help="once per trial of a row"
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

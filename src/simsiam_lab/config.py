@@ -71,17 +71,25 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"must be {op[error.validator]} {schema[error.validator]}"
     if error.validator == "type":
         return f"must be of type {schema['type']}"
-    if error.validator == "oneOf":
-        return "must be null or an integer >= 1"
+    if "description" in schema:
+        return f"must be {schema['description']}"
     return error.message
 
 
 def validate(cfg: Config, origin: str) -> None:
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(cfg))
-    if error is None:
-        return
-    key = ".".join(map(str, error.absolute_path)) or "<root>"
-    raise ConfigError(f"{origin}: {key} = {error.instance!r}: {_describe(error)}")
+    if error is not None:
+        key = ".".join(map(str, error.absolute_path))
+        if error.validator == "required":
+            missing = [k for k in error.validator_value if k not in error.instance]
+            where = f"{key}." if key else ""
+            raise ConfigError(f"{origin}: missing key '{where}{missing[0]}'")
+        raise ConfigError(f"{origin}: {key} = {error.instance!r}: {_describe(error)}")
+    if cfg["target"]["mode"] == "moving_average" and cfg["loss"]["symmetric"]:
+        raise ConfigError(
+            f"{origin}: target.mode = 'moving_average' needs loss.symmetric = false "
+            "(one stored target per image, pulled from one view)"
+        )
 
 
 def config_hash(cfg: Config) -> str:
@@ -107,10 +115,26 @@ class Row:
     overrides: Config
     paper: float | str
     paper_note: str = ""
+    seeds: tuple[int, ...] = ()  # several trials of the row; empty: the config's own seed
 
     @property
     def ref(self) -> str:
         return f"{self.table}:{self.id}"
+
+    def trials(self) -> list[Trial]:
+        return [Trial(self, seed) for seed in self.seeds] or [Trial(self, None)]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run of a row: the row's config, with its seed replaced when given."""
+
+    row: Row
+    seed: int | None
+
+    @property
+    def ref(self) -> str:
+        return self.row.ref if self.seed is None else f"{self.row.ref}@{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +149,7 @@ class Table:
 
 
 _TABLE_KEYS = {"title", "section", "paper_setting", "columns", "rows", "claims"}
-_ROW_KEYS = {"label", "overrides", "paper", "paper_note"}
+_ROW_KEYS = {"label", "overrides", "paper", "paper_note", "seeds"}
 
 
 def _parse_table(name: str, raw: Any, path: Path) -> Table:
@@ -151,6 +175,7 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
             overrides=spec.get("overrides") or {},
             paper=spec["paper"],
             paper_note=spec.get("paper_note", ""),
+            seeds=tuple(spec.get("seeds") or ()),
         )
     return Table(
         name=name,
@@ -211,19 +236,23 @@ class Params:
             )
         return rows[row_id]
 
-    def resolve(self, profile: str, row: Row | None = None) -> Config:
+    def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> Config:
         cfg = deep_merge(self.baseline, self.profile(profile), f"profile '{profile}'")
         origin = f"profile '{profile}'"
         if row is not None:
             origin += f" + row {row.ref}"
             cfg = deep_merge(cfg, row.overrides, f"params/tables/{row.table}.yaml: {row.id}")
+        if seed is not None:
+            cfg["seed"] = seed
         validate(cfg, origin)
         return cfg
 
-    def plan(self, profile: str, tables: list[str]) -> dict[str, list[Row]]:
-        """Distinct configs (by hash) of the tables' rows, each with the rows that use it."""
-        runs: dict[str, list[Row]] = {}
+    def plan(self, profile: str, tables: list[str]) -> dict[str, list[Trial]]:
+        """Distinct configs (by hash) of the tables' trials, each with the trials that use it."""
+        runs: dict[str, list[Trial]] = {}
         for name in tables:
             for row in self.table(name).rows.values():
-                runs.setdefault(config_hash(self.resolve(profile, row)), []).append(row)
+                for trial in row.trials():
+                    cfg = self.resolve(profile, row, trial.seed)
+                    runs.setdefault(config_hash(cfg), []).append(trial)
         return runs

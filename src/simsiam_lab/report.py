@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,25 +15,31 @@ import yaml
 from .config import Config, Table, flatten
 
 COLLAPSE_RATIO = 0.1  # std(z)·sqrt(d) below this: the outputs have collapsed to one direction
+COLLAPSE_LOSS_GAP = 0.02  # ... and the cosine loss sits this close to its minimum, -1
 UNSTABLE_RISE = 0.1  # loss that ends this far above its minimum counts as unstable
 DEFAULT_MARGIN = 1.0  # accuracy points; differences inside it are within single-run noise
 
-RULES = {
-    "collapsed": f"collapsed: final std(z)·√d < {COLLAPSE_RATIO} (isotropic outputs give ≈ 1)",
-    "better": "X better than Y: X's linear accuracy exceeds Y's by more than the margin "
-    "(reproduced); falls short of it by more than the margin (not reproduced); otherwise "
-    "inconclusive",
-    "similar": "X similar to Y: linear accuracies within the margin",
-    "learned": "a comparison is inconclusive unless both rows' kNN accuracy beats the same "
-    "network at random init by more than the margin",
-    "unstable": "unstable: the loss became non-finite (diverged), or ended more than "
+RULES = [
+    f"collapsed: final std(z)·√d < {COLLAPSE_RATIO} (isotropic outputs give ≈ 1) and, for the "
+    f"cosine loss, a final loss within {COLLAPSE_LOSS_GAP} of its minimum -1; a row is collapsed "
+    "when all its trials are",
+    "unstable: a trial's loss became non-finite (diverged), or ended more than "
     f"{UNSTABLE_RISE} above its minimum",
-}
+    "X better than Y: X's mean linear accuracy exceeds Y's by more than the margin "
+    "(reproduced), falls short by more than the margin (not reproduced), otherwise inconclusive; "
+    "X not worse than Y: X is at most the margin below Y; X similar to Y: within the margin",
+    f"the margin is {DEFAULT_MARGIN} accuracy points, or the larger std over the two rows' trials "
+    "if that is wider",
+    "a claim that X is better than, not worse than or similar to Y is inconclusive unless X's "
+    "(and, for similar, Y's) kNN accuracy beats the same network at random init by the margin: "
+    "chance-level accuracy alone says nothing (paper, footnote 4)",
+]
 
 
 @dataclass(frozen=True)
 class RunResult:
-    row_id: str
+    """One trial: its resolved config, final metrics and per-epoch history."""
+
     config: Config
     metrics: dict[str, Any]
     history: list[dict[str, float]]
@@ -42,75 +49,127 @@ class RunResult:
         return self.metrics["status"]
 
     @property
+    def losses(self) -> list[float]:
+        return [r["loss"] for r in self.history if "loss" in r]
+
+    @property
     def collapsed(self) -> bool:
         ratio = self.metrics.get("final_z_std_ratio")
-        return self.status == "ok" and ratio is not None and ratio < COLLAPSE_RATIO
-
-    def learned(self, margin: float) -> bool:
-        """Whether training beat the same network at random init, without which a comparison
-        of accuracies says nothing about the method."""
-        knn, random_knn = self.metrics.get("knn_acc"), self.metrics.get("random_init_knn")
-        return knn is not None and (random_knn is None or knn > random_knn + margin)
+        if self.status != "ok" or ratio is None or ratio >= COLLAPSE_RATIO:
+            return False
+        if self.config["loss"]["similarity"] != "cosine":
+            return True
+        return self.metrics["final_loss"] <= -1.0 + COLLAPSE_LOSS_GAP
 
     @property
     def unstable(self) -> bool:
-        if self.status == "diverged":
-            return True
-        losses = [r["loss"] for r in self.history if "loss" in r]
-        return bool(losses) and losses[-1] - min(losses) > UNSTABLE_RISE
+        losses = self.losses
+        return self.status == "diverged" or (
+            bool(losses) and losses[-1] - min(losses) > UNSTABLE_RISE
+        )
 
 
-def load_run(row_id: str, run_dir: Path) -> RunResult:
+def load_run(run_dir: Path) -> RunResult:
     return RunResult(
-        row_id=row_id,
         config=yaml.safe_load((run_dir / "config.yaml").read_text()),
         metrics=json.loads((run_dir / "metrics.json").read_text()),
         history=json.loads((run_dir / "history.json").read_text()),
     )
 
 
-def _compare(diff: float | None, margin: float, similar: bool) -> str:
-    if diff is None:
-        return "inconclusive"
-    if similar:
+@dataclass(frozen=True)
+class RowResult:
+    """A table row: one or more trials (seeds) of one config."""
+
+    id: str
+    trials: list[RunResult]
+
+    def values(self, metric: str) -> list[float]:
+        return [t.metrics[metric] for t in self.trials if t.metrics.get(metric) is not None]
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else None
+
+    def std(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    @property
+    def collapsed(self) -> bool:
+        return all(t.collapsed for t in self.trials)
+
+    @property
+    def unstable(self) -> bool:
+        return any(t.unstable for t in self.trials)
+
+    @property
+    def status(self) -> str:
+        if self.unstable:
+            return "unstable"
+        return "collapsed" if self.collapsed else "ok"
+
+    def learned(self, margin: float) -> bool:
+        """Whether training beat the same network at random init."""
+        knn, random_knn = self.mean("knn_acc"), self.mean("random_init_knn")
+        return knn is not None and (random_knn is None or knn > random_knn + margin)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
+    std = row.std(metric)
+    mean = _fmt(row.mean(metric), digits)
+    return mean if std is None else f"{mean} ± {_fmt(std, digits)}"
+
+
+def _compare(kind: str, diff: float, margin: float) -> str:
+    if kind == "similar":
         return "reproduced" if abs(diff) <= margin else "not reproduced"
+    if kind == "not_worse":
+        return "reproduced" if diff >= -margin else "not reproduced"
     if diff > margin:
         return "reproduced"
     return "not reproduced" if diff < -margin else "inconclusive"
 
 
-def verdict(check: dict[str, str], runs: dict[str, RunResult], margin: float) -> tuple[str, str]:
+_PAIRS = {"better": "than", "not_worse": "than", "similar": "to"}
+
+
+def verdict(check: dict[str, str], rows: dict[str, RowResult], margin: float) -> tuple[str, str]:
     """Return (verdict, the evidence behind it) for one claim's check."""
-
-    def acc(row: str) -> float | None:
-        return runs[row].metrics.get("linear_acc")
-
-    if "not_collapsed" in check:
-        run = runs[check["not_collapsed"]]
-        ratio = run.metrics.get("final_z_std_ratio")
-        evidence = f"{run.row_id}: status {run.status}, std(z)·√d = {_fmt(ratio, 3)}"
-        if run.status != "ok":
-            return "inconclusive", evidence
-        return ("not reproduced" if run.collapsed else "reproduced"), evidence
-    if "unstable" in check:
-        run = runs[check["unstable"]]
-        final = next((r["loss"] for r in reversed(run.history) if "loss" in r), None)
-        evidence = f"{run.row_id}: status {run.status}, final loss {_fmt(final, 3)}"
-        return ("reproduced" if run.unstable else "not reproduced"), evidence
-    kind, other_key = ("better", "than") if "better" in check else ("similar", "to")
-    x, y = check[kind], check[other_key]
-    ax, ay = acc(x), acc(y)
+    for kind in ("collapsed", "not_collapsed", "unstable"):
+        if kind in check:
+            row = rows[check[kind]]
+            evidence = (
+                f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)}, "
+                f"final loss {_fmt_trials(row, 'final_loss', 3)}"
+            )
+            if kind == "unstable":
+                return ("reproduced" if row.unstable else "not reproduced"), evidence
+            if row.unstable:
+                return "inconclusive", evidence
+            collapsed = row.collapsed if kind == "collapsed" else not row.collapsed
+            return ("reproduced" if collapsed else "not reproduced"), evidence
+    kind = next(k for k in _PAIRS if k in check)
+    x, y = rows[check[kind]], rows[check[_PAIRS[kind]]]
+    spread = max((r.std("linear_acc") or 0.0 for r in (x, y)), default=0.0)
+    margin = max(margin, spread)
+    ax, ay = x.mean("linear_acc"), y.mean("linear_acc")
     diff = None if ax is None or ay is None else ax - ay
-    evidence = f"linear {x} {_fmt(ax)} vs {y} {_fmt(ay)} (Δ {_fmt(diff)}, margin {margin})"
-    if untrained := [r for r in (x, y) if not runs[r].learned(margin)]:
+    evidence = (
+        f"linear {x.id} {_fmt(ax)} vs {y.id} {_fmt(ay)} (Δ {_fmt(diff)}, margin {margin:.1f})"
+    )
+    if diff is None:
+        return "inconclusive", evidence
+    must_learn = [x, y] if kind == "similar" else [x]
+    if untrained := [r.id for r in must_learn if not r.learned(margin)]:
         return "inconclusive", evidence + f"; {', '.join(untrained)}: kNN not above random init"
-    return _compare(diff, margin, similar=kind == "similar"), evidence
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}"
+    return _compare(kind, diff, margin), evidence
 
 
 def _mark(value: Any) -> str:
@@ -120,40 +179,44 @@ def _mark(value: Any) -> str:
 
 
 def build_context(
-    table: Table, profile: str, runs: dict[str, RunResult], manifest: dict, commit: str
+    table: Table,
+    profile: str,
+    rows: dict[str, RowResult],
+    manifest: dict,
+    commit: str,
+    curves: str | None = None,
 ) -> dict[str, Any]:
-    margin = DEFAULT_MARGIN
-    first = next(iter(runs.values())).config
-    rows = []
+    first = next(iter(rows.values())).trials[0].config
+    table_rows = []
     for row_id, row in table.rows.items():
-        run = runs[row_id]
-        flat = flatten(run.config)
-        m = run.metrics
-        rows.append(
+        result = rows[row_id]
+        flat = flatten(result.trials[0].config)
+        table_rows.append(
             {
                 "id": row_id,
                 "label": row.label,
                 "columns": [_mark(flat[key]) for key in table.columns.values()],
                 "paper": row.paper if isinstance(row.paper, str) else f"{row.paper:.1f}",
                 "paper_note": row.paper_note,
-                "knn_acc": m.get("knn_acc"),
-                "linear_acc": m.get("linear_acc"),
-                "knn": _fmt(m.get("knn_acc")),
-                "linear": _fmt(m.get("linear_acc")),
-                "random_knn": _fmt(m.get("random_init_knn")),
-                "ratio": _fmt(m.get("final_z_std_ratio"), 3),
-                "status": "unstable"
-                if run.unstable
-                else ("collapsed" if run.collapsed else m["status"]),
-                "run_id": m.get("mlflow_run_id", "–"),
-                "config_hash": m.get("config_hash", "–"),
+                "knn_acc": result.mean("knn_acc"),
+                "linear_acc": result.mean("linear_acc"),
+                "knn": _fmt_trials(result, "knn_acc"),
+                "linear": _fmt_trials(result, "linear_acc"),
+                "ratio": _fmt_trials(result, "final_z_std_ratio", 3),
+                "trials": len(result.trials),
+                "status": result.status,
+                "run_ids": [t.metrics.get("mlflow_run_id", "–") for t in result.trials],
             }
         )
     claims = []
     for claim in table.claims:
-        result, evidence = verdict(claim["check"], runs, margin)
+        result, evidence = verdict(claim["check"], rows, DEFAULT_MARGIN)
         claims.append({"text": claim["text"], "verdict": result, "evidence": evidence})
-    distinct = {r.metrics.get("config_hash"): r.metrics.get("wall_s", 0.0) for r in runs.values()}
+    distinct = {
+        t.metrics.get("config_hash"): t.metrics.get("wall_s", 0.0)
+        for r in rows.values()
+        for t in r.trials
+    }
     return {
         "table": table,
         "profile": profile,
@@ -169,10 +232,11 @@ def build_context(
         "n_runs": len(distinct),
         "commit": commit,
         "columns": list(table.columns),
-        "rows": rows,
+        "rows": table_rows,
+        "random_init_knn": _fmt_trials(next(iter(rows.values())), "random_init_knn"),
         "claims": claims,
         "rules": RULES,
-        "margin": margin,
+        "curves": curves,
     }
 
 
@@ -185,6 +249,40 @@ def render(context: dict[str, Any]) -> str:
         lstrip_blocks=True,
     )
     return env.get_template("table.md.j2").render(**context)
+
+
+def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
+    """The paper's Figure 2 panels for every row: loss, std of l2-normalised z, kNN accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    dims = set()
+    for row_id, row in table.rows.items():
+        history = rows[row_id].trials[0].history  # one trial per row keeps the plot readable
+        dims.add(rows[row_id].trials[0].config["model"]["dim"])
+        for ax, key in zip(axes, ("loss", "z_std", "knn"), strict=True):
+            points = [(r["epoch"], r[key]) for r in history if key in r]
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True),
+                    label=row.label,
+                    marker="." if key == "knn" else None,
+                )
+    for d in sorted(dims):
+        axes[1].axhline(1 / math.sqrt(d), color="grey", linestyle="--", linewidth=0.8)
+        axes[1].annotate(f"1/√{d}", (0, 1 / math.sqrt(d)), color="grey", fontsize=8)
+    for ax, title in zip(
+        axes, ("training loss", "std of l2-normalised z", "kNN accuracy (%)"), strict=True
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[2].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summary_json(context: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .data import Split, load_split
 from .evaluate import extract_features, knn_accuracy
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
+from .target import build_target
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -53,11 +54,15 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
 def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
     optim = cfg["optim"]
     peak = optim["base_lr"] * optim["batch_size"] / 256
-    predictor = list(model.predictor.parameters())
-    ids = {id(p) for p in predictor}
+    if optim["freeze_predictor"]:
+        model.predictor.requires_grad_(False)
+    head = {id(p) for p in model.predictor.parameters()}
     groups = [
-        {"params": [p for p in model.parameters() if id(p) not in ids], "fixed_lr": False},
-        {"params": predictor, "fixed_lr": optim["fix_pred_lr"]},
+        {"params": [p for p in model.parameters() if id(p) not in head], "fixed_lr": False},
+        {
+            "params": [p for p in model.predictor.parameters() if p.requires_grad],
+            "fixed_lr": optim["fix_pred_lr"],
+        },
     ]
     return torch.optim.SGD(
         [g for g in groups if g["params"]],
@@ -137,7 +142,10 @@ def pretrain(
         )
     aug = augment_config(cfg)
     model = build_model(cfg).to(dev)
-    criterion = SimSiamLoss(**cfg["loss"])
+    loss_cfg = cfg["loss"]
+    criterion = SimSiamLoss(
+        loss_cfg["similarity"], loss_cfg["stop_gradient"], loss_cfg["symmetric"]
+    )
     opt = build_optimizer(model, cfg)
     peak = optim["base_lr"] * batch / 256
     steps_per_epoch = len(images) // batch  # drop_last, as the paper's loader
@@ -151,6 +159,8 @@ def pretrain(
         cfg["eval"]["knn_k"],
     )
     every = cfg["monitor"]["knn_every"]
+    target = build_target(cfg, model, len(images), steps_per_epoch, dev)
+    pairs = loss_cfg["pairs"]
 
     history: list[dict[str, float]] = []
     status, start, step = "ok", time.perf_counter(), 0
@@ -169,9 +179,13 @@ def pretrain(
             lr = learning_rate(step, total, warmup, peak)
             for group in opt.param_groups:
                 group["lr"] = peak if group["fixed_lr"] else lr
-            x1, x2 = two_views(images[order[i * batch : (i + 1) * batch]], size, aug, gen)
-            p1, p2, z1, z2 = model(x1, x2)
-            loss = criterion(p1, p2, z1, z2)
+            idx = order[i * batch : (i + 1) * batch]
+            loss = torch.zeros((), device=dev)
+            for _ in range(pairs):
+                x1, x2 = two_views(images[idx], size, aug, gen)
+                p1, p2, z1, z2 = model(x1, x2)
+                t1, t2 = target(model, x1, x2, (z1, z2), idx, step)
+                loss = loss + criterion(p1, p2, t1, t2) / pairs
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

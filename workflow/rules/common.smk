@@ -11,18 +11,25 @@ try:
     PLAN = PARAMS.plan(PROFILE, PARAMS.table_names())
 except ConfigError as err:
     raise WorkflowError(f"params: {err}") from None
-RUN_OF = {row.ref: run for run, rows in PLAN.items() for row in rows}
+RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
 PREPARED = f"data/prepared/{PROFILE}"
 RUNS = f"results/{PROFILE}/runs"
 THREADS = config.get("threads", 2)
 
 
-def run_dir(table, row_id):
-    return f"{RUNS}/{RUN_OF[f'{table}:{row_id}']}"
+def trial_args(run):
+    """CLI arguments naming the first trial that uses this config."""
+    trial = PLAN[run][0]
+    return f"--row {trial.row.ref}" + ("" if trial.seed is None else f" --seed {trial.seed}")
 
 
 def row_runs(table):
-    return {row_id: run_dir(table, row_id) for row_id in PARAMS.table(table).rows}
+    """(row id, run directory) for every trial of every row of the table."""
+    return [
+        (trial.row.id, f"{RUNS}/{RUN_OF[trial.ref]}")
+        for row in PARAMS.table(table).rows.values()
+        for trial in row.trials()
+    ]
 
 
 onstart:

@@ -17,13 +17,13 @@ rule pretrain:
         f"logs/{PROFILE}/pretrain/{{run}}.log",
     params:
         profile=PROFILE,
-        row=lambda wc: PLAN[wc.run][0].ref,
+        trial=lambda wc: trial_args(wc.run),
         out=lambda wc, output: os.path.dirname(output.summary),
     threads: THREADS
     resources:
         mem_mb=4000,
     shell:
-        "simsiam --threads {threads} pretrain --profile {params.profile} --row {params.row}"
+        "simsiam --threads {threads} pretrain --profile {params.profile} {params.trial}"
         " --data {input} --out {params.out} > {log} 2>&1"
 
 

@@ -1,17 +1,18 @@
 rule report:
     input:
-        metrics=lambda wc: [f"{d}/metrics.json" for d in row_runs(wc.table).values()],
+        metrics=lambda wc: sorted({f"{d}/metrics.json" for _, d in row_runs(wc.table)}),
         data=PREPARED,
     output:
         report="reports/{table}.md",
         metrics="reports/{table}.json",
+        curves="reports/{table}.png",
     conda:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/report/{{table}}.log",
     params:
         profile=PROFILE,
-        runs=lambda wc: " ".join(f"--run {r}={d}" for r, d in row_runs(wc.table).items()),
+        runs=lambda wc: " ".join(f"--run {r}={d}" for r, d in row_runs(wc.table)),
     shell:
         "simsiam report --profile {params.profile} --table {wildcards.table} --data {input.data}"
         " {params.runs} --out {output.report} > {log} 2>&1"

@@ -32,15 +32,16 @@ def pipeline_tables(params: Params) -> list[str]:
     return yaml.safe_load((params.root / "pipeline.yaml").read_text())["tables"]
 
 
-def run_keys(params: Params, tables: list[str]) -> dict[str, dict[str, str]]:
-    """Row ref -> stage key; the first row with a given override set names the stage."""
-    by_overrides: dict[str, str] = {}
+def run_keys(params: Params, tables: list[str]) -> dict[str, str]:
+    """Trial ref -> stage key; the first trial with given overrides and seed names the stage."""
+    by_identity: dict[str, str] = {}
     keys = {}
     for name in tables:
         for row in params.table(name).rows.values():
-            canonical = json.dumps(row.overrides, sort_keys=True)
-            key = by_overrides.setdefault(canonical, f"{row.table}-{row.id}")
-            keys[row.ref] = key
+            for trial in row.trials():
+                identity = json.dumps([row.overrides, trial.seed], sort_keys=True)
+                suffix = "" if trial.seed is None else f"-s{trial.seed}"
+                keys[trial.ref] = by_identity.setdefault(identity, f"{row.table}-{row.id}{suffix}")
     return keys
 
 
@@ -52,11 +53,18 @@ def stages(params: Params) -> dict:
         return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
 
     foreach: dict[str, dict[str, str]] = {}
-    for ref, key in keys.items():
-        table, row_id = ref.split(":", 1)
-        foreach.setdefault(
-            key, {"row": ref, "table": table, "overrides": f"rows.{row_id}.overrides"}
-        )
+    for name in tables:
+        for row in params.table(name).rows.values():
+            for trial in row.trials():
+                seed = "" if trial.seed is None else f" --seed {trial.seed}"
+                foreach.setdefault(
+                    keys[trial.ref],
+                    {
+                        "args": f"--row {row.ref}{seed}",
+                        "table": row.table,
+                        "overrides": f"rows.{row.id}.overrides",
+                    },
+                )
     out: dict = {
         "prepare": {
             "cmd": f"simsiam prepare --profile ${{profile}} --out {PREPARED}",
@@ -68,7 +76,7 @@ def stages(params: Params) -> dict:
             "foreach": foreach,
             "do": {
                 "cmd": (
-                    f"simsiam pretrain --profile ${{profile}} --row ${{item.row}} --data {PREPARED}"
+                    f"simsiam pretrain --profile ${{profile}} ${{item.args}} --data {PREPARED}"
                     f" --out {RUNS}/${{key}} && simsiam evaluate --run {RUNS}/${{key}}"
                     f" --data {PREPARED}"
                 ),
@@ -84,20 +92,23 @@ def stages(params: Params) -> dict:
         },
     }
     for name in tables:
-        rows = params.table(name).rows.values()
-        run_args = " ".join(f"--run {r.id}={RUNS}/{keys[r.ref]}" for r in rows)
+        trials = [t for row in params.table(name).rows.values() for t in row.trials()]
+        run_args = " ".join(f"--run {t.row.id}={RUNS}/{keys[t.ref]}" for t in trials)
         out[f"report-{name}"] = {
             "cmd": (
                 f"simsiam report --profile ${{profile}} --table {name} --data {PREPARED} "
                 f"{run_args} --out reports/{name}.md"
             ),
             "deps": [
-                *sorted({f"{RUNS}/{keys[r.ref]}/metrics.json" for r in rows}),
+                *sorted({f"{RUNS}/{keys[t.ref]}/metrics.json" for t in trials}),
                 "src/simsiam_lab/report.py",
                 "src/simsiam_lab/templates",
             ],
             "params": [{"params/pipeline.yaml": ["profile"]}, {f"params/tables/{name}.yaml": None}],
-            "outs": [{f"reports/{name}.md": {"cache": False}}],
+            "outs": [
+                {f"reports/{name}.md": {"cache": False}},
+                {f"reports/{name}.png": {"cache": False}},
+            ],
             "metrics": [{f"reports/{name}.json": {"cache": False}}],
         }
     return out

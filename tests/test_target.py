@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from simsiam_lab.model import ModelConfig, SimSiam
+from simsiam_lab.target import LiveTarget, MovingAverageTarget, SnapshotTarget
+
+
+def _model() -> SimSiam:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        backbone="resnet18",
+        width=4,
+        cifar_stem=True,
+        dim=16,
+        projector_layers=2,
+        predictor_hidden_dim=4,
+    )
+    return SimSiam(cfg)
+
+
+def _live_z(model: SimSiam, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.projector(model.backbone(x))
+
+
+def _perturb(model: SimSiam) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def test_live_target_is_the_networks_own_z():
+    z = (torch.randn(2, 3), torch.randn(2, 3))
+    assert LiveTarget()(None, None, None, z, None, 0) is z
+
+
+def test_snapshot_refreshed_every_step_equals_the_live_network():
+    model, x = _model(), torch.randn(8, 3, 16, 16)
+    snapshot = SnapshotTarget(model, refresh_every=1)
+    for step in range(2):
+        t1, _ = snapshot(model, x, x, (None, None), None, step)
+        assert torch.allclose(t1, _live_z(model, x), atol=1e-5)
+        _perturb(model)
+
+
+def test_snapshot_holds_its_weights_for_k_steps():
+    model, x = _model(), torch.randn(8, 3, 16, 16)
+    snapshot = SnapshotTarget(model, refresh_every=3)
+    first, _ = snapshot(model, x, x, (None, None), None, step=0)
+    _perturb(model)
+    held, _ = snapshot(model, x, x, (None, None), None, step=1)
+    assert torch.equal(held, first)
+    assert not torch.allclose(held, _live_z(model, x), atol=1e-3)
+    refreshed, _ = snapshot(model, x, x, (None, None), None, step=3)
+    assert torch.allclose(refreshed, _live_z(model, x), atol=1e-5)
+
+
+def test_snapshot_target_gets_no_gradient():
+    model, x = _model(), torch.randn(4, 3, 16, 16)
+    t1, t2 = SnapshotTarget(model, 1)(model, x, x, (None, None), None, 0)
+    assert not t1.requires_grad and not t2.requires_grad
+
+
+def test_moving_average_memory():
+    memory = MovingAverageTarget(n_images=5, dim=2, momentum=0.8, device=torch.device("cpu"))
+    idx = torch.tensor([1, 3])
+    z2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    _, eta = memory(None, None, None, (torch.zeros(2, 2), z2), idx, 0)
+    assert torch.equal(eta, z2)  # first visit: the average starts at the output
+    _, eta = memory(None, None, None, (torch.zeros(2, 2), torch.zeros(2, 2)), idx, 1)
+    assert torch.allclose(eta, 0.8 * z2)
+    assert torch.equal(memory.memory[[0, 2, 4]], torch.zeros(3, 2))  # other images untouched
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_moving_average_update_rule(momentum):
+    memory = MovingAverageTarget(3, 2, momentum, torch.device("cpu"))
+    idx = torch.tensor([0])
+    memory(None, None, None, (torch.zeros(1, 2), torch.ones(1, 2)), idx, 0)
+    _, eta = memory(None, None, None, (torch.zeros(1, 2), 3 * torch.ones(1, 2)), idx, 1)
+    assert torch.allclose(eta, (momentum * 1 + (1 - momentum) * 3) * torch.ones(1, 2))
