@@ -20,4 +20,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         expand("reports/{table}.md", table=TABLES),
+        "reports/index.md",
     default_target: True

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from simsiam_lab.config import ConfigError, Params, deep_merge
+from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.loss import SimSiamLoss
 from simsiam_lab.train import build_model, build_optimizer, learning_rate, pretrain
 
@@ -70,9 +70,11 @@ def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_a_batch_larger_than_the_data_is_a_config_error(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"optim\.batch_size = 64 exceeds the 48"):
-        pretrain(_config(batch_size=64), _prepared(tmp_path), tmp_path / "run")
+def test_a_batch_larger_than_the_data_is_skipped_not_trained(tmp_path: Path):
+    summary = pretrain(_config(batch_size=64), _prepared(tmp_path), tmp_path / "run")
+    assert summary["status"] == "skipped" and summary["steps"] == 0
+    assert summary["reason"] == "batch 64 > 48 training images"
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
 
 
 def test_freeze_predictor_keeps_it_at_init(tmp_path: Path):

@@ -186,6 +186,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def cmd_index(args: argparse.Namespace) -> None:
+    from .report import render_index
+    from .track import git_commit
+
+    summaries = [json.loads(Path(path).read_text()) for path in args.summaries]
+    out = Path(args.out)
+    out.write_text(render_index(summaries, git_commit()))
+    print(f"wrote {out}")
+
+
 def cmd_init_tracking(args: argparse.Namespace) -> None:
     from .track import Tracker, experiment_name, tracking_uri
 
@@ -227,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("index", help="one page of every table's claims and verdicts")
+    p.add_argument("summaries", nargs="+", help="reports/<table>.json files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("init-tracking", help="create the MLflow store and the profile's experiment")
     p.add_argument("--profile", required=True)

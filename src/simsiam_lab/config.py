@@ -149,6 +149,15 @@ class Table:
 
 
 _TABLE_KEYS = {"title", "section", "paper_setting", "columns", "rows", "claims"}
+# A claim's check: one kind naming a row, plus the other row for comparisons.
+CHECKS = {
+    "collapsed": None,
+    "not_collapsed": None,
+    "unstable": None,
+    "better": "than",
+    "not_worse": "than",
+    "similar": "to",
+}
 _ROW_KEYS = {"label", "overrides", "paper", "paper_note", "seeds"}
 
 
@@ -177,6 +186,9 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
             paper_note=spec.get("paper_note", ""),
             seeds=tuple(spec.get("seeds") or ()),
         )
+    claims = raw.get("claims") or []
+    for i, claim in enumerate(claims):
+        _check_claim(claim, rows, f"{path}: claims[{i}]")
     return Table(
         name=name,
         title=raw.get("title", name),
@@ -184,8 +196,22 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
         paper_setting=raw.get("paper_setting", ""),
         columns=raw.get("columns") or {},
         rows=rows,
-        claims=raw.get("claims") or [],
+        claims=claims,
     )
+
+
+def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
+    check = claim.get("check") if isinstance(claim, dict) else None
+    kinds = [k for k in CHECKS if isinstance(check, dict) and k in check]
+    if "text" not in claim or len(kinds) != 1:
+        raise ConfigError(
+            f"{where}: expected {{text: ..., check: {{KIND: ROW, ...}}}} with one KIND of "
+            f"{', '.join(CHECKS)}"
+        )
+    other = CHECKS[kinds[0]]
+    named = [check[kinds[0]]] + ([check.get(other)] if other else [])
+    if unknown := [r for r in named if r not in rows]:
+        raise ConfigError(f"{where}: unknown row {unknown[0]!r} (rows: {', '.join(rows)})")
 
 
 class Params:

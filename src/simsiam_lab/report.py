@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from .config import Config, Table, flatten
+from .config import CHECKS, Config, Table, flatten
 
 COLLAPSE_RATIO = 0.1  # std(z)·sqrt(d) below this: the outputs have collapsed to one direction
 COLLAPSE_LOSS_GAP = 0.02  # ... and the cosine loss sits this close to its minimum, -1
@@ -28,8 +28,10 @@ RULES = [
     "X better than Y: X's mean linear accuracy exceeds Y's by more than the margin "
     "(reproduced), falls short by more than the margin (not reproduced), otherwise inconclusive; "
     "X not worse than Y: X is at most the margin below Y; X similar to Y: within the margin",
-    f"the margin is {DEFAULT_MARGIN} accuracy points, or the larger std over the two rows' trials "
-    "if that is wider",
+    f"the margin is {DEFAULT_MARGIN} accuracy points unless the claim states another, or the "
+    "larger std over the two rows' trials if that is wider",
+    "a claim about a row that was not run at this scale (e.g. a batch larger than the training "
+    "set) is inconclusive",
     "a claim that X is better than, not worse than or similar to Y is inconclusive unless X's "
     "(and, for similar, Y's) kNN accuracy beats the same network at random init by the margin: "
     "chance-level accuracy alone says nothing (paper, footnote 4)",
@@ -105,6 +107,8 @@ class RowResult:
 
     @property
     def status(self) -> str:
+        if any(t.status == "skipped" for t in self.trials):
+            return "skipped"
         if self.unstable:
             return "unstable"
         return "collapsed" if self.collapsed else "ok"
@@ -137,11 +141,12 @@ def _compare(kind: str, diff: float, margin: float) -> str:
     return "not reproduced" if diff < -margin else "inconclusive"
 
 
-_PAIRS = {"better": "than", "not_worse": "than", "similar": "to"}
-
-
-def verdict(check: dict[str, str], rows: dict[str, RowResult], margin: float) -> tuple[str, str]:
+def verdict(check: dict[str, Any], rows: dict[str, RowResult], margin: float) -> tuple[str, str]:
     """Return (verdict, the evidence behind it) for one claim's check."""
+    margin = float(check.get("margin", margin))
+    named = [rows[v] for k, v in check.items() if k in CHECKS or k in ("than", "to")]
+    if skipped := [r.id for r in named if r.status == "skipped"]:
+        return "inconclusive", f"{', '.join(skipped)}: not run at this scale"
     for kind in ("collapsed", "not_collapsed", "unstable"):
         if kind in check:
             row = rows[check[kind]]
@@ -155,8 +160,8 @@ def verdict(check: dict[str, str], rows: dict[str, RowResult], margin: float) ->
                 return "inconclusive", evidence
             collapsed = row.collapsed if kind == "collapsed" else not row.collapsed
             return ("reproduced" if collapsed else "not reproduced"), evidence
-    kind = next(k for k in _PAIRS if k in check)
-    x, y = rows[check[kind]], rows[check[_PAIRS[kind]]]
+    kind = next(k for k, other in CHECKS.items() if other and k in check)
+    x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
     spread = max((r.std("linear_acc") or 0.0 for r in (x, y)), default=0.0)
     margin = max(margin, spread)
     ax, ay = x.mean("linear_acc"), y.mean("linear_acc")
@@ -204,7 +209,8 @@ def build_context(
                 "linear": _fmt_trials(result, "linear_acc"),
                 "ratio": _fmt_trials(result, "final_z_std_ratio", 3),
                 "trials": len(result.trials),
-                "status": result.status,
+                "status": result.status
+                + (f": {result.trials[0].metrics['reason']}" if result.status == "skipped" else ""),
                 "run_ids": [t.metrics.get("mlflow_run_id", "–") for t in result.trials],
             }
         )
@@ -240,7 +246,7 @@ def build_context(
     }
 
 
-def render(context: dict[str, Any]) -> str:
+def _template(name: str) -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("simsiam_lab", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -248,7 +254,11 @@ def render(context: dict[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("table.md.j2").render(**context)
+    return env.get_template(name)
+
+
+def render(context: dict[str, Any]) -> str:
+    return _template("table.md.j2").render(**context)
 
 
 def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
@@ -286,13 +296,26 @@ def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
 
 
 def summary_json(context: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of the report, for `dvc metrics show`."""
+    """The report's numbers and verdicts: for `dvc metrics show` and for the index."""
+    table = context["table"]
     return {
+        "table": table.name,
+        "title": table.title,
+        "section": table.section,
         "profile": context["profile"],
+        "scale": f"{context['dataset']}, {context['counts']['train']} train images at "
+        f"{context['image_size']} px, {context['backbone']}, {context['epochs']} epochs",
         "rows": {
             row["id"]: {"knn": row["knn_acc"], "linear": row["linear_acc"], "status": row["status"]}
             for row in context["rows"]
         },
         "claims_reproduced": sum(c["verdict"] == "reproduced" for c in context["claims"]),
-        "claims": len(context["claims"]),
+        "claims_total": len(context["claims"]),
+        "claims": context["claims"],
+        "mlflow_runs": sorted({i for row in context["rows"] for i in row["run_ids"]}),
     }
+
+
+def render_index(summaries: list[dict[str, Any]], commit: str) -> str:
+    """Every table's claims and verdicts on one page, linking to each table's report."""
+    return _template("index.md.j2").render(tables=summaries, rules=RULES, commit=commit)

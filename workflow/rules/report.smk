@@ -16,3 +16,16 @@ rule report:
     shell:
         "simsiam report --profile {params.profile} --table {wildcards.table} --data {input.data}"
         " {params.runs} --out {output.report} > {log} 2>&1"
+
+
+rule index:
+    input:
+        expand("reports/{table}.json", table=TABLES),
+    output:
+        "reports/index.md",
+    conda:
+        "../envs/simsiam.yaml"
+    log:
+        f"logs/{PROFILE}/report/index.log",
+    shell:
+        "simsiam index {input} --out {output} > {log} 2>&1"

@@ -111,6 +111,13 @@ def stages(params: Params) -> dict:
             ],
             "metrics": [{f"reports/{name}.json": {"cache": False}}],
         }
+    out["index"] = {
+        "cmd": "simsiam index "
+        + " ".join(f"reports/{t}.json" for t in tables)
+        + " --out reports/index.md",
+        "deps": [f"reports/{t}.json" for t in tables] + ["src/simsiam_lab/templates"],
+        "outs": [{"reports/index.md": {"cache": False}}],
+    }
     return out
 
 
