@@ -64,34 +64,24 @@ def test_cifar_stem_keeps_resolution_until_layer2():
     assert trunk(x).shape == (2, 64)
 
 
-def _small(**switches) -> SimSiam:
-    cfg = dict(
-        backbone="resnet18",
-        width=8,
-        cifar_stem=True,
-        dim=32,
-        projector_layers=2,
-        predictor_hidden_dim=8,
+def test_bn_switches(small_simsiam):
+    none = small_simsiam(
+        projector_hidden_bn=False, projector_output_bn=False, predictor_hidden_bn=False
     )
-    return SimSiam(ModelConfig(**(cfg | switches)))
-
-
-def test_bn_switches():
-    none = _small(projector_hidden_bn=False, projector_output_bn=False, predictor_hidden_bn=False)
     assert not any(isinstance(m, nn.BatchNorm1d) for m in [*none.projector, *none.predictor])
     assert all(m.bias is not None for m in none.projector if isinstance(m, nn.Linear))
-    affine = _small(projector_output_bn_affine=True)
+    affine = small_simsiam(projector_output_bn_affine=True)
     assert affine.projector[-1].affine
-    pred_out = _small(predictor_output_bn=True)
+    pred_out = small_simsiam(predictor_output_bn=True)
     assert isinstance(pred_out.predictor[-1], nn.BatchNorm1d)
     assert pred_out.predictor[-2].bias is None
 
 
-def test_forward_shapes_and_no_predictor():
-    model = _small()
+def test_forward_shapes_and_no_predictor(small_simsiam):
+    model = small_simsiam()
     x = torch.randn(4, 3, 32, 32)
     p1, _, z1, _ = model(x, x)
     assert p1.shape == z1.shape == (4, 32)
-    identity = _small(predictor=False)
+    identity = small_simsiam(predictor=False)
     p1, _, z1, _ = identity(x, x)
     assert torch.equal(p1, z1)

@@ -1,21 +1,13 @@
 import pytest
 import torch
 
-from simsiam_lab.model import ModelConfig, SimSiam
+from simsiam_lab.model import SimSiam
 from simsiam_lab.target import LiveTarget, MovingAverageTarget, SnapshotTarget
 
 
-def _model() -> SimSiam:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="resnet18",
-        width=4,
-        cifar_stem=True,
-        dim=16,
-        projector_layers=2,
-        predictor_hidden_dim=4,
-    )
-    return SimSiam(cfg)
+@pytest.fixture
+def model(small_simsiam) -> SimSiam:
+    return small_simsiam(width=4, dim=16)
 
 
 def _live_z(model: SimSiam, x: torch.Tensor) -> torch.Tensor:
@@ -34,8 +26,8 @@ def test_live_target_is_the_networks_own_z():
     assert LiveTarget()(None, None, None, z, None, 0) is z
 
 
-def test_snapshot_refreshed_every_step_equals_the_live_network():
-    model, x = _model(), torch.randn(8, 3, 16, 16)
+def test_snapshot_refreshed_every_step_equals_the_live_network(model):
+    x = torch.randn(8, 3, 16, 16)
     snapshot = SnapshotTarget(model, refresh_every=1)
     for step in range(2):
         t1, _ = snapshot(model, x, x, (None, None), None, step)
@@ -43,8 +35,8 @@ def test_snapshot_refreshed_every_step_equals_the_live_network():
         _perturb(model)
 
 
-def test_snapshot_holds_its_weights_for_k_steps():
-    model, x = _model(), torch.randn(8, 3, 16, 16)
+def test_snapshot_holds_its_weights_for_k_steps(model):
+    x = torch.randn(8, 3, 16, 16)
     snapshot = SnapshotTarget(model, refresh_every=3)
     first, _ = snapshot(model, x, x, (None, None), None, step=0)
     _perturb(model)
@@ -55,8 +47,8 @@ def test_snapshot_holds_its_weights_for_k_steps():
     assert torch.allclose(refreshed, _live_z(model, x), atol=1e-5)
 
 
-def test_snapshot_target_gets_no_gradient():
-    model, x = _model(), torch.randn(4, 3, 16, 16)
+def test_snapshot_target_gets_no_gradient(model):
+    x = torch.randn(4, 3, 16, 16)
     t1, t2 = SnapshotTarget(model, 1)(model, x, x, (None, None), None, 0)
     assert not t1.requires_grad and not t2.requires_grad
 
