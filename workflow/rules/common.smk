@@ -17,6 +17,11 @@ RUNS = f"results/{PROFILE}/runs"
 THREADS = config.get("threads", 2)
 
 
+wildcard_constraints:
+    run="[0-9a-f]{10}",
+    table="|".join(PARAMS.table_names()),  # so reports/index.md is not a table
+
+
 def trial_args(run):
     """CLI arguments naming the first trial that uses this config."""
     trial = PLAN[run][0]

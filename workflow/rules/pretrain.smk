@@ -1,8 +1,3 @@
-wildcard_constraints:
-    run="[0-9a-f]{10}",
-    table="[A-Za-z0-9_-]+",
-
-
 rule pretrain:
     input:
         PREPARED,
