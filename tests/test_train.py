@@ -107,3 +107,45 @@ def test_ablation_switches_train(tmp_path: Path, overrides):
     cfg = deep_merge(_config(), {"monitor": {"knn_every": 0}, **overrides}, "test")
     summary = pretrain(cfg, _prepared(tmp_path), tmp_path / "run")
     assert summary["status"] == "ok" and math.isfinite(summary["final_loss"])
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"target": {"mode": "moving_average"}, "loss": {"symmetric": False}}],
+    ids=["live", "moving-average"],
+)
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, overrides):
+    cfg = deep_merge(_config(epochs=3), overrides, "test")
+    data = _prepared(tmp_path)
+    pretrain(cfg, data, tmp_path / "whole")
+
+    def kill_after_epoch_2(record):
+        if record["epoch"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        pretrain(cfg, data, tmp_path / "resumed", kill_after_epoch_2)
+    assert (tmp_path / "resumed" / "state.pt").is_file()
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()  # no output that looks done
+    epochs_seen = []
+    summary = pretrain(cfg, data, tmp_path / "resumed", lambda r: epochs_seen.append(r["epoch"]))
+    assert epochs_seen == [3] and summary["steps"] == 3 * 3
+    whole, resumed = (torch.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "resumed"))
+    for key, value in whole["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert (tmp_path / "whole" / "history.json").read_text() == (
+        tmp_path / "resumed" / "history.json"
+    ).read_text()
+    assert not (tmp_path / "resumed" / "state.pt").exists()
+
+
+def test_a_state_of_another_config_is_not_resumed(tmp_path: Path):
+    data = _prepared(tmp_path)
+    with pytest.raises(_Killed):
+        pretrain(_config(), data, tmp_path / "run", lambda r: (_ for _ in ()).throw(_Killed()))
+    summary = pretrain(_config(base_lr=0.1), data, tmp_path / "run")
+    assert summary["steps"] == 2 * 3  # trained from scratch

@@ -67,7 +67,7 @@ def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) ->
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .track import Tracker, experiment_name, git_commit
-    from .train import atomic_write_json, pretrain
+    from .train import STATE, atomic_write_json, pretrain
 
     params = Params(args.params)
     row = params.row(args.row)
@@ -76,17 +76,23 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     check_prepared(cfg["data"], Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     tracker = Tracker()
-    tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
-    tags |= {"git_commit": git_commit(), "status": "running"}
-    run_id = tracker.start(
-        experiment_name(args.profile),
-        f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
-        tags,
-        flatten(cfg),
-    )
+    # A resumed run (its state.pt left by a kill) continues its MLflow run rather than adding one.
+    run_file = out / "mlflow_run_id"
+    if (out / STATE).is_file() and run_file.is_file():
+        run_id = run_file.read_text().strip()
+        tracker.reopen(run_id)
+    else:
+        tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
+        tags |= {"git_commit": git_commit(), "status": "running"}
+        run_id = tracker.start(
+            experiment_name(args.profile),
+            f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
+            tags,
+            flatten(cfg),
+        )
+        run_file.write_text(run_id + "\n")
 
     def log_epoch(record: dict) -> None:
         metrics = {k: v for k, v in record.items() if k != "epoch"}
@@ -98,11 +104,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     try:
         summary = pretrain(cfg, Path(args.data), out, log_epoch)
-    except BaseException:
+    except Exception:
         tracker.set_tags(run_id, {"status": "failed"})
         tracker.finish(run_id, failed=True)
         raise
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": run_id, "profile": args.profile}
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tracker.set_tags(run_id, {"status": summary["status"]})
     tracker.log_artifact(run_id, out / "config.yaml")
     tracker.finish(run_id)

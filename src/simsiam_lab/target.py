@@ -31,10 +31,20 @@ class Target(Protocol):
         step: int,
     ) -> Pair: ...
 
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 class LiveTarget:
     def __call__(self, model, x1, x2, z, idx, step) -> Pair:
         return z
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class SnapshotTarget:
@@ -42,6 +52,12 @@ class SnapshotTarget:
         self.refresh_every = refresh_every
         self.net = nn.Sequential(copy.deepcopy(model.backbone), copy.deepcopy(model.projector))
         self.net.requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return self.net.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state)
 
     @torch.no_grad()
     def __call__(self, model, x1, x2, z, idx, step) -> Pair:
@@ -58,6 +74,13 @@ class MovingAverageTarget:
         self.momentum = momentum
         self.memory = torch.zeros(n_images, dim, device=device)
         self.seen = torch.zeros(n_images, dtype=torch.bool, device=device)
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory, "seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.copy_(state["memory"])
+        self.seen.copy_(state["seen"])
 
     @torch.no_grad()
     def __call__(self, model, x1, x2, z, idx, step) -> Pair:

@@ -86,6 +86,11 @@ class Tracker:
                 self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
 
+    def reopen(self, run_id: str) -> None:
+        with _store_lock(self.uri):
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "status", "running")
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 

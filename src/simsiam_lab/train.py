@@ -1,7 +1,8 @@
 """SimSiam pretraining: SGD with lr = base_lr * batch / 256, warm-up then cosine decay.
 
-A run directory holds config.yaml, checkpoint.pt (last finite state, written atomically),
-history.json (one record per epoch) and, written last, pretrain.json (status and summary).
+A run directory ends with checkpoint.pt (the final, or last finite, weights) and history.json
+(one record per epoch), written atomically at the end; while it trains, state.pt lets a killed
+run resume.
 A non-finite loss ends the run with status "diverged" rather than an error, so a pipeline
 can go on and report the row as unstable (the paper's Table 3d).
 """
@@ -126,14 +127,17 @@ def _epoch_record(epoch: int, loss: float, std: float, dim: int, lr: float) -> d
 def pretrain(
     cfg: Config, data_dir: Path, out_dir: Path, log_epoch=lambda record: None
 ) -> dict[str, Any]:
-    """Train one config into out_dir; returns the run's summary (status, wall time, finals)."""
+    """Train one config into out_dir; returns the run's summary (status, wall time, finals).
+
+    The declared outputs (checkpoint.pt, history.json) are written only at the end; while
+    training, out_dir/state.pt holds everything needed to resume after a kill, and a rerun of
+    the same config picks it up and ends with the weights an uninterrupted run would have.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = device()
     torch.manual_seed(cfg["seed"])
     train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
     model = build_model(cfg).to(dev)
-    ckpt = out_dir / "checkpoint.pt"
-    atomic_save({"model": model.state_dict(), "epoch": 0}, ckpt)
     start = time.perf_counter()
     batch, n_images = cfg["optim"]["batch_size"], len(train.images)
     reason = None
@@ -142,9 +146,12 @@ def pretrain(
         # pipeline goes on and the report says the row was not run at this scale.
         status, history, steps = "skipped", [], 0
         reason = f"batch {batch} > {n_images} training images"
+        final = {"model": model.state_dict(), "epoch": 0}
     else:
-        status, history, steps = _train(cfg, model, train, test, ckpt, log_epoch)
+        status, history, steps, final = _train(cfg, model, train, test, out_dir, log_epoch)
+    atomic_save(final, out_dir / "checkpoint.pt")
     atomic_write_json(history, out_dir / "history.json")
+    (out_dir / STATE).unlink(missing_ok=True)
     finite = [r for r in history if "loss" in r and math.isfinite(r["loss"])]
     return {
         "status": status,
@@ -159,10 +166,27 @@ def pretrain(
     }
 
 
+STATE = "state.pt"
+
+
+def _initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
+    torch.manual_seed(cfg["seed"])
+    return build_model(cfg).state_dict()
+
+
+def _load_state(out_dir: Path, cfg: Config, dev: torch.device) -> dict[str, Any] | None:
+    """The resumable state of an interrupted run of this very config, if there is one."""
+    path = out_dir / STATE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location=dev, weights_only=False)
+    return state if state.get("config") == cfg else None
+
+
 def _train(
-    cfg: Config, model: SimSiam, train: Split, test: Split, ckpt: Path, log_epoch
-) -> tuple[str, list[dict[str, float]], int]:
-    """The SGD loop; returns (status, per-epoch history, steps taken)."""
+    cfg: Config, model: SimSiam, train: Split, test: Split, out_dir: Path, log_epoch
+) -> tuple[str, list[dict[str, float]], int, dict[str, Any]]:
+    """The SGD loop; returns (status, per-epoch history, steps, final checkpoint)."""
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
     images = train.images.to(dev)
@@ -190,11 +214,17 @@ def _train(
     pairs = loss_cfg["pairs"]
 
     history: list[dict[str, float]] = []
-    step = 0
-    if every:
+    step, first_epoch = 0, 1
+    if state := _load_state(out_dir, cfg, dev):
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        target.load_state_dict(state["target"])
+        gen.set_state(state["generator"].cpu())
+        history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
+    elif every:
         history.append({"epoch": 0, "knn": monitor(model)})
         log_epoch(history[-1])
-    for epoch in range(1, optim["epochs"] + 1):
+    for epoch in range(first_epoch, optim["epochs"] + 1):
         model.train()
         order = torch.randperm(len(images), device=dev, generator=gen)
         loss_sum = torch.zeros((), device=dev)
@@ -221,14 +251,27 @@ def _train(
             epoch, loss_sum.item() / steps_per_epoch, std_sum.item() / steps_per_epoch, dim, lr
         )
         if not math.isfinite(record["loss"]):
+            # The last finite weights are kept, not the NaN ones.
+            last = _load_state(out_dir, cfg, dev)
+            weights = last["model"] if last else _initial_weights(cfg)
             history.append(record)
             log_epoch(record)
-            return "diverged", history, step
+            return "diverged", history, step, {"model": weights, "epoch": epoch - 1}
         if every and (epoch % every == 0 or epoch == optim["epochs"]):
             record["knn"] = monitor(model)
         history.append(record)
-        log_epoch(record)
         atomic_save(
-            {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch}, ckpt
+            {
+                "config": cfg,
+                "epoch": epoch,
+                "step": step,
+                "history": history,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "target": target.state_dict(),
+                "generator": gen.get_state(),
+            },
+            out_dir / STATE,
         )
-    return "ok", history, step
+        log_epoch(record)
+    return "ok", history, step, {"model": model.state_dict(), "epoch": optim["epochs"]}
