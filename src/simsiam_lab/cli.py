@@ -123,10 +123,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
-    from .augment import normalize
-    from .evaluate import extract_features, knn_accuracy, linear_probe_accuracy
+    from .evaluate import knn_accuracy, linear_probe_accuracy
     from .track import Tracker
-    from .train import atomic_write_json, augment_config, build_model, device
+    from .train import atomic_write_json, build_model, device, encode
 
     run_dir = Path(args.run)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -137,13 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = build_model(cfg).to(dev)
         state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
-        aug, size, ev = augment_config(cfg), cfg["data"]["image_size"], cfg["eval"]
+        ev = cfg["eval"]
         train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
-        feats = [
-            extract_features(model.backbone, s.images, lambda x: normalize(x, aug, size))
-            for s in (train, test)
-        ]
-        train_x, test_x = (f.cpu() for f in feats)
+        train_x, test_x = (encode(model, cfg, split).cpu() for split in (train, test))
         n_cls = len(train.classes)
         metrics["knn_acc"] = knn_accuracy(
             train_x, train.labels, test_x, test.labels, n_cls, ev["knn_k"], ev["knn_temperature"]

@@ -52,9 +52,13 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def peak_lr(cfg: Config) -> float:
+    """The paper's linear scaling rule: lr = base_lr * batch / 256."""
+    return cfg["optim"]["base_lr"] * cfg["optim"]["batch_size"] / 256
+
+
 def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
     optim = cfg["optim"]
-    peak = optim["base_lr"] * optim["batch_size"] / 256
     if optim["freeze_predictor"]:
         model.predictor.requires_grad_(False)
     head = {id(p) for p in model.predictor.parameters()}
@@ -67,7 +71,7 @@ def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
     ]
     return torch.optim.SGD(
         [g for g in groups if g["params"]],
-        lr=peak,
+        lr=peak_lr(cfg),
         momentum=optim["momentum"],
         weight_decay=optim["weight_decay"],
     )
@@ -89,19 +93,22 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def encode(model: SimSiam, cfg: Config, split: Split) -> torch.Tensor:
+    """Frozen backbone features of a split, preprocessed as at evaluation (no augmentation)."""
+    aug, size = augment_config(cfg), cfg["data"]["image_size"]
+    return extract_features(model.backbone, split.images, lambda x: normalize(x, aug, size))
+
+
 @dataclass
 class Monitor:
     """kNN accuracy of the backbone on the test split, the paper's training-time monitor."""
 
+    cfg: Config
     train: Split
     test: Split
-    preprocess: Any
-    temperature: float
-    k: int
 
     def __call__(self, model: SimSiam) -> float:
-        bank = extract_features(model.backbone, self.train.images, self.preprocess)
-        queries = extract_features(model.backbone, self.test.images, self.preprocess)
+        bank, queries = encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
         dev = bank.device
         return knn_accuracy(
             bank,
@@ -109,8 +116,8 @@ class Monitor:
             queries,
             self.test.labels.to(dev),
             len(self.train.classes),
-            self.k,
-            self.temperature,
+            self.cfg["eval"]["knn_k"],
+            self.cfg["monitor"]["knn_temperature"],
         )
 
 
@@ -198,17 +205,11 @@ def _train(
         loss_cfg["similarity"], loss_cfg["stop_gradient"], loss_cfg["symmetric"]
     )
     opt = build_optimizer(model, cfg)
-    peak = optim["base_lr"] * batch / 256
+    peak = peak_lr(cfg)
     steps_per_epoch = len(images) // batch  # drop_last, as the paper's loader
     total = optim["epochs"] * steps_per_epoch
     warmup = round(optim["warmup_fraction"] * total)
-    monitor = Monitor(
-        train,
-        test,
-        lambda x: normalize(x, aug, size),
-        cfg["monitor"]["knn_temperature"],
-        cfg["eval"]["knn_k"],
-    )
+    monitor = Monitor(cfg, train, test)
     every = cfg["monitor"]["knn_every"]
     target = build_target(cfg, model, len(images), steps_per_epoch, dev)
     pairs = loss_cfg["pairs"]
@@ -234,9 +235,10 @@ def _train(
             for group in opt.param_groups:
                 group["lr"] = peak if group["fixed_lr"] else lr
             idx = order[i * batch : (i + 1) * batch]
+            batch_images = images[idx]
             loss = torch.zeros((), device=dev)
             for _ in range(pairs):
-                x1, x2 = two_views(images[idx], size, aug, gen)
+                x1, x2 = two_views(batch_images, size, aug, gen)
                 p1, p2, z1, z2 = model(x1, x2)
                 t1, t2 = target(model, x1, x2, (z1, z2), idx, step)
                 loss = loss + criterion(p1, p2, t1, t2) / pairs

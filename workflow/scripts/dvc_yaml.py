@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from simsiam_lab.config import Params
+from simsiam_lab.config import Params, Trial
 
 HEADER = (
     "# Generated from params/ by `python workflow/scripts/dvc_yaml.py > dvc.yaml`; do not edit.\n"
@@ -32,39 +32,37 @@ def pipeline_tables(params: Params) -> list[str]:
     return yaml.safe_load((params.root / "pipeline.yaml").read_text())["tables"]
 
 
-def run_keys(params: Params, tables: list[str]) -> dict[str, str]:
-    """Trial ref -> stage key; the first trial with given overrides and seed names the stage."""
+def run_keys(params: Params, tables: list[str]) -> tuple[dict[str, str], dict[str, Trial]]:
+    """Trial ref -> stage key, and stage key -> the first trial (same overrides and seed)."""
+    keys: dict[str, str] = {}
+    firsts: dict[str, Trial] = {}
     by_identity: dict[str, str] = {}
-    keys = {}
     for name in tables:
         for row in params.table(name).rows.values():
             for trial in row.trials():
                 identity = json.dumps([row.overrides, trial.seed], sort_keys=True)
                 suffix = "" if trial.seed is None else f"-s{trial.seed}"
-                keys[trial.ref] = by_identity.setdefault(identity, f"{row.table}-{row.id}{suffix}")
-    return keys
+                key = by_identity.setdefault(identity, f"{row.table}-{row.id}{suffix}")
+                keys[trial.ref] = key
+                firsts.setdefault(key, trial)
+    return keys, firsts
 
 
 def stages(params: Params) -> dict:
     tables = pipeline_tables(params)
-    keys = run_keys(params, tables)
+    keys, firsts = run_keys(params, tables)
 
     def profile_params() -> list[dict]:  # fresh dicts: shared ones would become YAML anchors
         return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
 
-    foreach: dict[str, dict[str, str]] = {}
-    for name in tables:
-        for row in params.table(name).rows.values():
-            for trial in row.trials():
-                seed = "" if trial.seed is None else f" --seed {trial.seed}"
-                foreach.setdefault(
-                    keys[trial.ref],
-                    {
-                        "args": f"--row {row.ref}{seed}",
-                        "table": row.table,
-                        "overrides": f"rows.{row.id}.overrides",
-                    },
-                )
+    foreach = {
+        key: {
+            "args": f"--row {t.row.ref}" + ("" if t.seed is None else f" --seed {t.seed}"),
+            "table": t.row.table,
+            "overrides": f"rows.{t.row.id}.overrides",
+        }
+        for key, t in firsts.items()
+    }
     out: dict = {
         "prepare": {
             "cmd": f"simsiam prepare --profile ${{profile}} --out {PREPARED}",
