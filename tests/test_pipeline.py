@@ -3,16 +3,26 @@
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
-from simsiam_lab.config import Params, flatten
+from simsiam_lab.config import Params, config_hash, flatten
 
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+README_UI_COMMAND = (
+    "mlflow ui --backend-store-uri sqlite:///.mlflow/mlflow.db --host 127.0.0.1 --port"
+)
+SCREENSHOT = ROOT / "test-artifacts" / "mlflow-ui-table3.png"
 TRACKED = ["Snakefile", "dvc.yaml", ".dvc", ".dvcignore", ".gitignore", "params", "workflow", "src"]
 
 pytestmark = [
@@ -24,10 +34,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def _copy_project(dest: Path) -> Path:
     """A fresh copy of the project, so runs start from nothing and leave the checkout alone."""
-    dest = tmp_path_factory.mktemp("project")
+    dest.mkdir(parents=True)
     for name in TRACKED:
         src = ROOT / name
         if src.is_dir():
@@ -38,11 +47,20 @@ def project(tmp_path_factory) -> Path:
     return dest
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return _copy_project(tmp_path_factory.mktemp("smoke") / "project")
+
+
+def _env(**extra: str) -> dict[str, str]:
     data = Path(os.environ.get("SIMSIAM_DATA") or ARCHIVE).resolve()  # runs elsewhere: absolute
     env = dict(os.environ, SIMSIAM_DATA=str(data))
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return env | extra
+
+
+def _run(cmd: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=_env(**env), capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -57,6 +75,28 @@ def _mlflow_runs(project: Path) -> list[tuple]:
         ).fetchall()
 
 
+def _assert_nothing_lost(project: Path, run_ids: list[str]) -> None:
+    """Every run has every epoch's metrics and both artifacts, and 8 of them logged at once."""
+    windows = []
+    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
+        for run_id in run_ids:
+            rows = db.execute(
+                "SELECT key, step, timestamp FROM metrics WHERE run_uuid = ?", (run_id,)
+            ).fetchall()
+            steps = {key: sorted(s for k, s, _ in rows if k == key) for key, _, _ in rows}
+            assert steps["loss"] == [1, 2] and steps["knn"] == [0, 1, 2], (run_id, steps)
+            assert {"knn_acc", "linear_acc"} <= steps.keys()
+            times = [t for k, _, t in rows if k in ("loss", "knn")]
+            windows.append((min(times), max(times)))
+            artifacts = project / ".mlflow" / "artifacts" / run_id / "artifacts"
+            assert {p.name for p in artifacts.iterdir()} == {"config.yaml", "metrics.json"}
+    events = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
+    running = [0]
+    for _, change in events:
+        running.append(running[-1] + change)
+    assert max(running) >= 8, f"at most {max(running)} runs logged at once"
+
+
 def _report_rows(report: Path) -> list[str]:
     return [line for line in report.read_text().splitlines() if line.startswith("| (")]
 
@@ -68,9 +108,9 @@ def test_snakemake_smoke_all_tables(project: Path):
     )
     assert "pretrain        5" in dry.stdout  # one job per distinct config of Table 3
 
-    # One thread per job, so two pretrainings log to the MLflow store at once.
+    # One thread per job, so eight pretrainings log to one MLflow store at once.
     target = ["all", "--config", "profile=smoke", "threads=1"]
-    _run(["snakemake", "--cores", "2", *target], project)
+    _run(["snakemake", "--cores", "8", *target], project)
     rows = _report_rows(project / "reports" / "table3.md")
     assert [r.split("|")[1].strip() for r in rows] == [
         "(a) none",
@@ -98,6 +138,7 @@ def test_snakemake_smoke_all_tables(project: Path):
     assert len(runs) == len(params.plan("smoke", tables))  # a shared config is one run
     n_keys = len(flatten(params.resolve("smoke")))
     assert all(status == "FINISHED" and n == n_keys for _, status, n, _ in runs)
+    _assert_nothing_lost(project, [run_id for run_id, *_ in runs])
 
     again = _run(["snakemake", "-n", "--cores", "2", *target], project)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -113,3 +154,172 @@ def test_dvc_repro_smoke_table3(project: Path):
     assert "reports/table3.json" in shown
     status = _run(["dvc", "status", "report-table3"], project).stdout
     assert "up to date" in status
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_http(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _run(["snakemake", "--cores", "8", "reports/table3.md", "--config", "profile=smoke"], project)
+    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
+        runs = db.execute(
+            "SELECT r.experiment_id, r.run_uuid, r.name, m.value FROM runs r JOIN tags t ON "
+            "t.run_uuid = r.run_uuid AND t.key = 'table.table3' JOIN latest_metrics m ON "
+            "m.run_uuid = r.run_uuid AND m.key = 'knn_acc'"
+        ).fetchall()
+    assert len(runs) == 5
+    experiment = runs[0][0]
+
+    assert README_UI_COMMAND in (ROOT / "README.md").read_text()
+    port = _free_port()
+    ui = subprocess.Popen(
+        [*README_UI_COMMAND.split(), str(port)],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ):
+        options.add_argument(arg)
+    browser = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_http(base, 120)
+        browser = webdriver.Chrome(
+            service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
+        )
+        wait = WebDriverWait(browser, 60)
+        body = lambda: browser.find_element("tag name", "body").text  # noqa: E731
+
+        # One query in the experiment's run list selects Table 3's runs (README).
+        query = urllib.parse.quote("tags.`table.table3` LIKE '%'")
+        browser.get(f"{base}/#/experiments/{experiment}/runs?searchFilter={query}")
+        wait.until(lambda _: "5 matching runs" in body())
+        assert all(name in body() for _, _, name, _ in runs)
+
+        ids = ",".join(f'"{run_id}"' for _, run_id, _, _ in runs)
+        browser.get(f'{base}/#/compare-runs?runs=[{ids}]&experiments=["{experiment}"]')
+        wait.until(lambda _: "knn_acc" in body())
+        metrics = body().split("Metrics\nShow diff only")[-1].split("Artifacts")[0]
+        assert all(f"{value:g}" in metrics for *_, value in runs), (metrics, runs)
+        row = browser.find_element("xpath", "//*[text()='knn_acc']")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOT))
+    finally:
+        if browser is not None:
+            browser.quit()
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait()
+
+
+def _saved_epoch(state: Path) -> int:
+    try:
+        return torch.load(state, weights_only=False)["epoch"]
+    except (FileNotFoundError, RuntimeError, EOFError):  # not there yet, or being replaced
+        return 0
+
+
+def _kill_the_pretraining(session: int) -> None:
+    """kill -9 the pretraining process (and its shell), not the engine that started it."""
+    found = subprocess.run(
+        ["pgrep", "-s", str(session), "-f", "simsiam.* pretrain "], capture_output=True, text=True
+    )
+    for pid in found.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
+    tmp_path: Path, engine: str
+):
+    project = _copy_project(tmp_path / "project")
+    profiles = project / "params" / "profiles.yaml"  # longer than smoke's 2 epochs: room to kill
+    profiles.write_text(
+        profiles.read_text().replace("epochs: 2, batch_size: 64", "epochs: 6, batch_size: 64")
+    )
+    if engine == "snakemake":
+        params = Params(project / "params")
+        run = Path("results/smoke/runs") / config_hash(
+            params.resolve("smoke", params.row("table3:a"))
+        )
+        cmd = f"snakemake --cores 1 {run}/metrics.json --config profile=smoke threads=1".split()
+        data, threads = "data/prepared/smoke", "--threads 1"
+    else:
+        pipeline = project / "params" / "pipeline.yaml"
+        pipeline.write_text(pipeline.read_text().replace("profile: cpu", "profile: smoke"))
+        run, cmd = Path("results/smoke/dvc/table3-a"), ["dvc", "repro", "pretrain@table3-a"]
+        data, threads = "data/dvc/smoke", ""  # as dvc.yaml: torch's default
+    state = project / run / "state.pt"
+
+    job = subprocess.Popen(
+        cmd, cwd=project, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while _saved_epoch(state) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    saved = time.monotonic()
+    while _saved_epoch(state) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep((time.monotonic() - saved) / 2)  # halfway through epoch 4
+    _kill_the_pretraining(job.pid)
+    assert job.wait() != 0
+    assert 3 <= _saved_epoch(state) < 6
+    assert not (project / run / "checkpoint.pt").exists()
+    run_id = (project / run / "mlflow_run_id").read_text().strip()
+
+    _run(cmd, project)  # the very same command
+    assert not state.exists()
+    run = project / run
+
+    reference = tmp_path / "uninterrupted"
+    # Same thread count as the engine's job: float sums are only reproducible per thread count.
+    reference_cmd = f"simsiam {threads} pretrain --profile smoke --row table3:a --data {data}"
+    _run(
+        [*reference_cmd.split(), "--out", str(reference)],
+        project,
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/ref.db",
+    )
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    uninterrupted = torch.load(reference / "checkpoint.pt", weights_only=True)["model"]
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    assert (run / "history.json").read_text() == (reference / "history.json").read_text()
+
+    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
+        runs = db.execute("SELECT run_uuid, status FROM runs").fetchall()
+        losses = db.execute(
+            "SELECT step FROM metrics WHERE run_uuid = ? AND key = 'loss' ORDER BY step", (run_id,)
+        ).fetchall()
+    assert runs == [(run_id, "FINISHED")]  # the same run, no duplicate
+    assert [s for (s,) in losses] == list(range(1, 7))  # every epoch once

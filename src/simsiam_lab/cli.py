@@ -80,9 +80,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     tracker = Tracker()
     # A resumed run (its state.pt left by a kill) continues its MLflow run rather than adding one.
     run_file = out / "mlflow_run_id"
+    logged: set[tuple[str, int]] = set()
     if (out / STATE).is_file() and run_file.is_file():
         run_id = run_file.read_text().strip()
         tracker.reopen(run_id)
+        logged = tracker.logged(run_id)
+        print(f"resuming MLflow run {run_id} from {out / STATE}", flush=True)
     else:
         tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
         tags |= {"git_commit": git_commit(), "status": "running"}
@@ -95,8 +98,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         run_file.write_text(run_id + "\n")
 
     def log_epoch(record: dict) -> None:
-        metrics = {k: v for k, v in record.items() if k != "epoch"}
-        tracker.log_metrics(run_id, metrics, step=int(record["epoch"]))
+        step = int(record["epoch"])
+        metrics = {k: v for k, v in record.items() if k != "epoch" and (k, step) not in logged}
+        if not metrics:
+            return
+        tracker.log_metrics(run_id, metrics, step=step)
         print(
             f"epoch {record['epoch']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
             flush=True,

@@ -91,6 +91,14 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "status", "running")
 
+    def logged(self, run_id: str) -> set[tuple[str, int]]:
+        """(metric, step) pairs already in the run."""
+        with _store_lock(self.uri):
+            keys = self.client.get_run(run_id).data.metrics
+            return {
+                (key, m.step) for key in keys for m in self.client.get_metric_history(run_id, key)
+            }
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 

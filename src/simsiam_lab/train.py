@@ -222,6 +222,9 @@ def _train(
         target.load_state_dict(state["target"])
         gen.set_state(state["generator"].cpu())
         history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
+        # A kill can land between saving an epoch and logging it: replay, the logger dedupes.
+        for record in history:
+            log_epoch(record)
     elif every:
         history.append({"epoch": 0, "knn": monitor(model)})
         log_epoch(history[-1])
