@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,41 @@ def test_snakemake_rejects_an_unknown_profile_listing_the_available_ones():
     assert result.returncode != 0
     output = result.stdout + result.stderr  # snakemake prints errors to stdout
     assert "unknown profile 'huge' (available: smoke, cpu, cifar10, imagenet" in output
+
+
+def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(tmp_path, monkeypatch):
+    import math
+
+    import numpy as np
+
+    from simsiam_lab.loss import SimSiamLoss
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    data = tmp_path / "data"  # what `simsiam prepare` writes for the smoke profile
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 20)):
+        np.save(data / f"{split}_images.npy", rng.integers(0, 256, (10 * n, 3, 32, 32), np.uint8))
+        np.save(data / f"{split}_labels.npy", np.repeat(np.arange(10), n))
+    manifest = dict(dataset="cifar10", image_size=32, train_per_class=40, test_per_class=20)
+    classes = [f"c{i}" for i in range(10)]
+    counts = {"train": dict.fromkeys(classes, 40), "test": dict.fromkeys(classes, 20)}
+    manifest |= {"subset_seed": 0, "classes": classes, "counts": counts}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+    runs = {"cosine": tmp_path / "cosine", "cross-entropy": tmp_path / "ce"}
+    for row, out in runs.items():
+        if row == "cross-entropy":
+            monkeypatch.setattr(SimSiamLoss, "forward", lambda self, p1, *_: p1.sum() * math.nan)
+        common = ["--profile", "smoke", "--data", str(data)]
+        assert main(["pretrain", "--row", f"similarity:{row}", *common, "--out", str(out)]) == 0
+        assert main(["evaluate", "--run", str(out), "--data", str(data)]) == 0
+    assert json.loads((runs["cross-entropy"] / "metrics.json").read_text())["status"] == "diverged"
+
+    report = tmp_path / "similarity.md"
+    args = ["report", "--profile", "smoke", "--table", "similarity", "--data", str(data)]
+    args += [a for row, out in runs.items() for a in ("--run", f"{row}={out}")]
+    assert main([*args, "--out", str(report)]) == 0
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| cross"))
+    assert "diverged" in row

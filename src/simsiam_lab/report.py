@@ -109,6 +109,8 @@ class RowResult:
     def status(self) -> str:
         if any(t.status == "skipped" for t in self.trials):
             return "skipped"
+        if any(t.status == "diverged" for t in self.trials):
+            return "diverged"
         if self.unstable:
             return "unstable"
         return "collapsed" if self.collapsed else "ok"
