@@ -63,7 +63,8 @@ class Tracker:
         from mlflow import MlflowClient  # heavy import, only where tracking happens
 
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with _store_lock(self.uri):  # the client creates a fresh store's tables
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self, name: str) -> str:
         with _store_lock(self.uri):
