@@ -10,6 +10,7 @@ import torch
 
 from simsiam_lab.augment import (
     AugmentConfig,
+    Rows,
     _adjust_hue,
     _blur_kernel_size,
     _hsv_to_rgb,
@@ -272,3 +273,18 @@ def test_cuda_images_cpu_generator() -> None:
     assert out.device == images.device
     ref = augment(images.cpu(), 32, replace(CFG, blur_p=0.5), _gen(0))
     torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=0)
+
+
+def test_shards_of_a_batch_augment_as_the_whole_batch():
+    """N data-parallel processes, each drawing for the whole batch, produce its views exactly."""
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    cfg = replace(CFG, blur_p=0.5)
+    whole = two_views(images, 24, cfg, _gen(7))
+    for shards in (2, 3):
+        n = 12 // shards
+        parts = [
+            two_views(images[r * n : (r + 1) * n], 24, cfg, _gen(7), Rows(r * n, 12))
+            for r in range(shards)
+        ]
+        for view in (0, 1):
+            torch.testing.assert_close(torch.cat([p[view] for p in parts]), whole[view])

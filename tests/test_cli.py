@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from simsiam_lab.cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -22,6 +24,22 @@ def test_pretrain_without_prepared_data_says_what_to_run(capsys, monkeypatch, tm
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
     assert "run `simsiam prepare`" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_without_a_finished_pretraining_says_what_to_run(capsys, tmp_path):
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.yaml, pretrain.json missing" in err
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused():
+    from simsiam_lab.config import ConfigError, Params
+    from simsiam_lab.train import check_data_parallel
+
+    cfg = Params(ROOT / "params").resolve("smoke")  # batch 64
+    check_data_parallel(cfg, 4)
+    with pytest.raises(ConfigError, match=r"optim\.batch_size 64 does not split into 3 processes"):
+        check_data_parallel(cfg, 3)
 
 
 def test_dvc_yaml_is_generated_from_params():

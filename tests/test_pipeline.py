@@ -279,7 +279,8 @@ def _kill_the_pretraining(session: int) -> None:
         os.kill(int(pid), signal.SIGKILL)
 
 
-@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+# The resume logic is the library's; the DVC variant (a minute more) runs with `pytest -m extended`.
+@pytest.mark.parametrize("engine", ["snakemake", pytest.param("dvc", marks=pytest.mark.extended)])
 def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
     tmp_path: Path, engine: str
 ):

@@ -9,7 +9,16 @@ import torch
 
 from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.loss import SimSiamLoss
-from simsiam_lab.train import build_model, build_optimizer, learning_rate, pretrain
+from simsiam_lab.target import LiveTarget
+from simsiam_lab.train import (
+    autocast_dtype,
+    build_model,
+    build_optimizer,
+    fast_path,
+    learning_rate,
+    pretrain,
+    sgd_step,
+)
 
 PARAMS = Params(Path(__file__).parents[1] / "params")
 
@@ -150,3 +159,53 @@ def test_a_state_of_another_config_is_not_resumed(tmp_path: Path):
         pretrain(_config(), data, tmp_path / "run", lambda r: (_ for _ in ()).throw(_Killed()))
     summary = pretrain(_config(base_lr=0.1), data, tmp_path / "run")
     assert summary["steps"] == 2 * 3  # trained from scratch
+
+
+def _one_step(cfg: dict, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, dict]:
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    fmt, dtype = fast_path(cfg, model, torch.device("cpu"))
+    criterion = SimSiamLoss("cosine", stop_gradient=True, symmetric=True)
+    opt = build_optimizer(model, cfg)
+    idx = torch.arange(len(views[0]))
+    loss, _ = sgd_step(model, criterion, LiveTarget(), opt, [fmt(views)], idx, 0, dtype)
+    return loss.item(), model.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("compute", "tol"),
+    [({"channels_last": True}, 1e-5), ({"precision": "bf16"}, 2e-2)],
+    ids=["channels_last", "bf16"],
+)
+def test_a_fast_path_switch_keeps_the_step_s_math(compute: dict, tol: float):
+    off = {"channels_last": False, "precision": "fp32", "compile": False}
+    torch.manual_seed(1)
+    views = (torch.randn(16, 3, 16, 16), torch.randn(16, 3, 16, 16))
+    plain = deep_merge(_config(), {"compute": off}, "test")
+    fast = deep_merge(plain, {"compute": compute}, "test")
+    (loss_a, weights_a), (loss_b, weights_b) = _one_step(plain, views), _one_step(fast, views)
+    assert loss_b == pytest.approx(loss_a, abs=tol)
+    conv = weights_b["backbone.conv1.weight"]
+    if compute.get("channels_last"):
+        assert conv.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert loss_b != loss_a  # bf16 did run: close to fp32, not equal
+    assert weights_a.keys() == weights_b.keys()
+    for key, w in weights_a.items():
+        if w.is_floating_point():
+            assert torch.allclose(w, weights_b[key], atol=tol * 0.1, rtol=tol), key
+
+
+def test_autocast_is_bf16_on_cuda_only_unless_asked():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("auto", cuda) is torch.bfloat16
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp32", cuda) is None
+
+
+def test_a_compiled_model_keeps_its_checkpoint_keys():
+    cfg = deep_merge(_config(), {"compute": {"compile": True}}, "test")
+    eager = build_model(cfg).state_dict().keys()
+    model = build_model(cfg)
+    fast_path(cfg, model, torch.device("cpu"))
+    assert model.state_dict().keys() == eager  # a checkpoint loads into an eager model

@@ -36,6 +36,27 @@ class AugmentConfig:
 # ---------------------------------------------------------------------------- randomness
 
 
+@dataclass(frozen=True)
+class Rows:
+    """This process's rows [start, start + n) of a batch of `total` images.
+
+    Every process draws the random parameters of the whole batch and keeps its own rows, so N
+    data-parallel processes augment their shards exactly as one process augments the batch.
+    """
+
+    start: int
+    total: int
+
+
+def _draw(
+    n: int, generator: torch.Generator | None, device: torch.device, rows: Rows | None
+) -> torch.Tensor:
+    dev = _gen_device(generator, device)
+    if rows is None:
+        return torch.rand(n, generator=generator, device=dev)
+    return torch.rand(rows.total, generator=generator, device=dev)[rows.start : rows.start + n]
+
+
 def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
     # A generator can only fill tensors on its own device.
     return generator.device if generator is not None else fallback
@@ -47,16 +68,19 @@ def _uniform(
     high: float,
     generator: torch.Generator | None,
     device: torch.device,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
-    u = torch.rand(n, generator=generator, device=_gen_device(generator, device))
-    return (low + (high - low) * u).to(device)
+    return (low + (high - low) * _draw(n, generator, device, rows)).to(device)
 
 
 def _bernoulli(
-    n: int, p: float, generator: torch.Generator | None, device: torch.device
+    n: int,
+    p: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
-    u = torch.rand(n, generator=generator, device=_gen_device(generator, device))
-    return (u < p).to(device)
+    return (_draw(n, generator, device, rows) < p).to(device)
 
 
 def sample_crop_params(
@@ -66,6 +90,7 @@ def sample_crop_params(
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    rows: Rows | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-sample RandomResizedCrop + flip parameters, as fractions of the image size.
 
@@ -75,9 +100,9 @@ def sample_crop_params(
     device = (
         torch.device(device) if device is not None else _gen_device(generator, torch.device("cpu"))
     )
-    area = _uniform(n, *cfg.crop_scale, generator, device)
+    area = _uniform(n, *cfg.crop_scale, generator, device, rows)
     log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
-    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device))
+    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device, rows))
     # The aspect ratio is w/h in pixels, so non-square images rescale it per axis.
     w = torch.sqrt(area * ratio * (height / width))
     h = torch.sqrt(area / ratio * (width / height))
@@ -86,9 +111,9 @@ def sample_crop_params(
     # area of such crops below the drawn value).
     w = w.clamp(max=1.0)
     h = h.clamp(max=1.0)
-    x0 = _uniform(n, 0.0, 1.0, generator, device) * (1.0 - w)
-    y0 = _uniform(n, 0.0, 1.0, generator, device) * (1.0 - h)
-    flip = _bernoulli(n, cfg.flip_p, generator, device)
+    x0 = _uniform(n, 0.0, 1.0, generator, device, rows) * (1.0 - w)
+    y0 = _uniform(n, 0.0, 1.0, generator, device, rows) * (1.0 - h)
+    flip = _bernoulli(n, cfg.flip_p, generator, device, rows)
     return {"x0": x0, "y0": y0, "w": w, "h": h, "flip": flip}
 
 
@@ -169,23 +194,23 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def _color_jitter(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, rows: Rows | None
 ) -> torch.Tensor:
     n, device = x.shape[0], x.device
-    apply = _bernoulli(n, cfg.jitter_p, generator, device)
+    apply = _bernoulli(n, cfg.jitter_p, generator, device, rows)
     ops = []
     # Factor ranges follow torchvision: [max(0, 1 - s), 1 + s] and hue shift in [-h, h].
     if cfg.brightness > 0:
-        f_b = _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device)
+        f_b = _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device, rows)
         ops.append(lambda t: _blend(t, 0.0, f_b))
     if cfg.contrast > 0:
-        f_c = _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device)
+        f_c = _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device, rows)
         ops.append(lambda t: _blend(t, _grayscale(t).mean(dim=(1, 2, 3), keepdim=True), f_c))
     if cfg.saturation > 0:
-        f_s = _uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device)
+        f_s = _uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device, rows)
         ops.append(lambda t: _blend(t, _grayscale(t), f_s))
     if cfg.hue > 0:
-        shift = _uniform(n, -cfg.hue, cfg.hue, generator, device)
+        shift = _uniform(n, -cfg.hue, cfg.hue, generator, device, rows)
         ops.append(lambda t: _adjust_hue(t, shift))
     if not ops:
         return x
@@ -198,8 +223,10 @@ def _color_jitter(
     return torch.where(apply.view(-1, 1, 1, 1), out, x)
 
 
-def _random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    apply = _bernoulli(x.shape[0], p, generator, x.device)
+def _random_grayscale(
+    x: torch.Tensor, p: float, generator: torch.Generator | None, rows: Rows | None
+) -> torch.Tensor:
+    apply = _bernoulli(x.shape[0], p, generator, x.device, rows)
     return torch.where(apply.view(-1, 1, 1, 1), _grayscale(x).expand_as(x), x)
 
 
@@ -212,11 +239,11 @@ def _blur_kernel_size(size: int) -> int:
 
 
 def _random_blur(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, rows: Rows | None
 ) -> torch.Tensor:
     n, c, hgt, wid = x.shape
-    apply = _bernoulli(n, cfg.blur_p, generator, x.device)
-    sigma = _uniform(n, *cfg.blur_sigma, generator, x.device)
+    apply = _bernoulli(n, cfg.blur_p, generator, x.device, rows)
+    sigma = _uniform(n, *cfg.blur_sigma, generator, x.device, rows)
     k = _blur_kernel_size(hgt)
     taps = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
     kernel = torch.exp(-(taps**2) / (2 * sigma.view(-1, 1) ** 2))
@@ -242,18 +269,20 @@ def augment(
     size: int,
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
     """images: uint8 (N, 3, H, W) on any device -> float32 (N, 3, size, size), normalised,
-    one independent random view per image."""
+    one independent random view per image (`rows`: these are rows of a larger batch)."""
     x = _to_float(images)
-    params = sample_crop_params(x.shape[0], x.shape[2], x.shape[3], cfg, generator, x.device)
+    n, _, hgt, wid = x.shape
+    params = sample_crop_params(n, hgt, wid, cfg, generator, x.device, rows)
     x = _crop_flip_resize(x, size, params)
     if cfg.jitter_p > 0:
-        x = _color_jitter(x, cfg, generator)
+        x = _color_jitter(x, cfg, generator, rows)
     if cfg.grayscale_p > 0:
-        x = _random_grayscale(x, cfg.grayscale_p, generator)
+        x = _random_grayscale(x, cfg.grayscale_p, generator, rows)
     if cfg.blur_p > 0:
-        x = _random_blur(x, cfg, generator)
+        x = _random_blur(x, cfg, generator, rows)
     return _normalise(x, cfg)
 
 
@@ -262,9 +291,10 @@ def two_views(
     size: int,
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
+    rows: Rows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented views of the same batch."""
-    return augment(images, size, cfg, generator), augment(images, size, cfg, generator)
+    return augment(images, size, cfg, generator, rows), augment(images, size, cfg, generator, rows)
 
 
 def normalize(

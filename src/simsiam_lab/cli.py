@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from .config import ConfigError, Params, config_hash, flatten
 from .data import DataError, DataSpec, load_split, prepare
+from .distributed import PlacementError
 
 
 def data_spec(data: dict) -> DataSpec:
@@ -76,6 +78,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     check_prepared(cfg["data"], Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        pretrain(cfg, Path(args.data), out)  # torchrun's other processes: rank 0 records
+        return
 
     tracker = Tracker()
     # A resumed run (its state.pt left by a kill) continues its MLflow run rather than adding one.
@@ -129,11 +134,17 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
+    from .distributed import device
     from .evaluate import knn_accuracy, linear_probe_accuracy
     from .track import Tracker
-    from .train import atomic_write_json, build_model, device, encode
+    from .train import atomic_write_json, build_model, encode
 
     run_dir = Path(args.run)
+    if missing := [n for n in ("config.yaml", "pretrain.json") if not (run_dir / n).is_file()]:
+        raise DataError(
+            f"{run_dir}: no finished pretraining ({', '.join(missing)} missing); run "
+            f"`simsiam pretrain --out {run_dir}` first"
+        )
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "pretrain.json").read_text())
     metrics = dict(summary, knn_acc=None, linear_acc=None)
@@ -266,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, PlacementError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -9,24 +9,28 @@ can go on and report the row as unstable (the paper's Table 3d).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .augment import AugmentConfig, normalize, two_views
-from .config import Config
+from . import distributed
+from .augment import AugmentConfig, Rows, normalize, two_views
+from .config import Config, ConfigError
 from .data import Split, load_split
 from .evaluate import extract_features, knn_accuracy
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
-from .target import build_target
+from .target import Target, build_target
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -77,6 +81,69 @@ def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
     )
 
 
+def autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
+    """The dtype to autocast the step to; `auto` is bf16 on CUDA only, as CPUs without
+    native bf16 units run it slower than fp32 (benchmarks/run.py measures both)."""
+    if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+Views = tuple[torch.Tensor, torch.Tensor]
+
+
+def _as_is(views: Views) -> Views:
+    return views
+
+
+def _channels_last(views: Views) -> Views:
+    x1, x2 = views
+    return x1.contiguous(memory_format=torch.channels_last), x2.contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def fast_path(
+    cfg: Config, model: SimSiam, dev: torch.device
+) -> tuple[Callable[[Views], Views], torch.dtype | None]:
+    """Apply the `compute` switches to the model; returns the view formatter and autocast dtype."""
+    compute = cfg["compute"]
+    fmt = _as_is
+    if compute["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+        fmt = _channels_last
+    if compute["compile"]:
+        model.compile()  # in place: state_dict keys stay those of the eager model
+    return fmt, autocast_dtype(compute["precision"], dev)
+
+
+def sgd_step(
+    model: nn.Module,
+    criterion: SimSiamLoss,
+    target: Target,
+    opt: torch.optim.Optimizer,
+    views: list[Views],
+    idx: torch.Tensor,
+    step: int,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on one or more pairs of views; returns the detached loss and first z.
+
+    `model` is the SimSiam or its DDP wrapper; the target sees the SimSiam itself.
+    """
+    loss = torch.zeros((), device=idx.device)
+    for x1, x2 in views:
+        with torch.autocast(x1.device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+            p1, p2, z1, z2 = model(x1, x2)
+            t1, t2 = target(getattr(model, "module", model), x1, x2, (z1, z2), idx, step)
+        # The similarity in fp32: a cosine of bf16 vectors is too coarse near -1.
+        loss = loss + criterion(p1.float(), p2.float(), t1.float(), t2.float()) / len(views)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), z1.detach()
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -87,10 +154,6 @@ def atomic_write_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def encode(model: SimSiam, cfg: Config, split: Split) -> torch.Tensor:
@@ -141,24 +204,31 @@ def pretrain(
     the same config picks it up and ends with the weights an uninterrupted run would have.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = device()
-    torch.manual_seed(cfg["seed"])
-    train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
-    model = build_model(cfg).to(dev)
-    start = time.perf_counter()
-    batch, n_images = cfg["optim"]["batch_size"], len(train.images)
-    reason = None
-    if batch > n_images:
-        # A scale mismatch (Table 2's batch 4096 on a small profile), not a bad config: the
-        # pipeline goes on and the report says the row was not run at this scale.
-        status, history, steps = "skipped", [], 0
-        reason = f"batch {batch} > {n_images} training images"
-        final = {"model": model.state_dict(), "epoch": 0}
-    else:
-        status, history, steps, final = _train(cfg, model, train, test, out_dir, log_epoch)
-    atomic_save(final, out_dir / "checkpoint.pt")
-    atomic_write_json(history, out_dir / "history.json")
-    (out_dir / STATE).unlink(missing_ok=True)
+    dev = distributed.device()
+    rank, world = distributed.init_from_env(dev)
+    try:
+        check_data_parallel(cfg, world)
+        torch.manual_seed(cfg["seed"])
+        train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
+        model = build_model(cfg).to(dev)
+        start = time.perf_counter()
+        batch, n_images = cfg["optim"]["batch_size"], len(train.images)
+        reason = None
+        if batch > n_images:
+            # A scale mismatch (Table 2's batch 4096 on a small profile), not a bad config: the
+            # pipeline goes on and the report says the row was not run at this scale.
+            status, history, steps = "skipped", [], 0
+            reason = f"batch {batch} > {n_images} training images"
+            final = {"model": model.state_dict(), "epoch": 0}
+        else:
+            log = log_epoch if rank == 0 else lambda record: None
+            status, history, steps, final = _train(cfg, model, train, test, out_dir, log)
+        if rank == 0:
+            atomic_save(final, out_dir / "checkpoint.pt")
+            atomic_write_json(history, out_dir / "history.json")
+            (out_dir / STATE).unlink(missing_ok=True)
+    finally:
+        distributed.shutdown()
     finite = [r for r in history if "loss" in r and math.isfinite(r["loss"])]
     return {
         "status": status,
@@ -167,6 +237,7 @@ def pretrain(
         "steps": steps,
         "wall_s": round(time.perf_counter() - start, 2),
         "device": str(dev),
+        "processes": world,
         "final_loss": finite[-1]["loss"] if finite else None,
         "final_z_std_ratio": finite[-1]["z_std_ratio"] if finite else None,
         "random_init_knn": history[0].get("knn") if history else None,
@@ -190,11 +261,31 @@ def _load_state(out_dir: Path, cfg: Config, dev: torch.device) -> dict[str, Any]
     return state if state.get("config") == cfg else None
 
 
+def check_data_parallel(cfg: Config, world: int) -> None:
+    if world == 1:
+        return
+    batch = cfg["optim"]["batch_size"]
+    if batch % world:
+        raise ConfigError(
+            f"optim.batch_size {batch} does not split into {world} processes: "
+            f"use a multiple of {world} (the global batch is kept, each process takes 1/{world})"
+        )
+    if cfg["target"]["mode"] == "moving_average":
+        raise ConfigError(
+            "target.mode moving_average keeps one vector per image in one process: "
+            "run it without torchrun"
+        )
+
+
 def _train(
     cfg: Config, model: SimSiam, train: Split, test: Split, out_dir: Path, log_epoch
 ) -> tuple[str, list[dict[str, float]], int, dict[str, Any]]:
-    """The SGD loop; returns (status, per-epoch history, steps, final checkpoint)."""
+    """The SGD loop; returns (status, per-epoch history, steps, final checkpoint).
+
+    Under torchrun every process walks the same global batches and trains on its 1/N of each.
+    """
     dev = next(model.parameters()).device
+    rank, world = distributed.rank_and_world()
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
     images = train.images.to(dev)
     size, optim, dim = cfg["data"]["image_size"], cfg["optim"], cfg["model"]["dim"]
@@ -213,6 +304,7 @@ def _train(
     every = cfg["monitor"]["knn_every"]
     target = build_target(cfg, model, len(images), steps_per_epoch, dev)
     pairs = loss_cfg["pairs"]
+    fmt, dtype = fast_path(cfg, model, dev)
 
     history: list[dict[str, float]] = []
     step, first_epoch = 0, 1
@@ -225,11 +317,14 @@ def _train(
         # A kill can land between saving an epoch and logging it: replay, the logger dedupes.
         for record in history:
             log_epoch(record)
-    elif every:
+    elif every and rank == 0:
         history.append({"epoch": 0, "knn": monitor(model)})
         log_epoch(history[-1])
+    net = distributed.data_parallel(model, dev) if world > 1 else model
+    local = batch // world
+    rows = Rows(rank * local, batch) if world > 1 else None
     for epoch in range(first_epoch, optim["epochs"] + 1):
-        model.train()
+        net.train()
         order = torch.randperm(len(images), device=dev, generator=gen)
         loss_sum = torch.zeros((), device=dev)
         std_sum = torch.zeros((), device=dev)
@@ -237,21 +332,15 @@ def _train(
             lr = learning_rate(step, total, warmup, peak)
             for group in opt.param_groups:
                 group["lr"] = peak if group["fixed_lr"] else lr
-            idx = order[i * batch : (i + 1) * batch]
-            batch_images = images[idx]
-            loss = torch.zeros((), device=dev)
-            for _ in range(pairs):
-                x1, x2 = two_views(batch_images, size, aug, gen)
-                p1, p2, z1, z2 = model(x1, x2)
-                t1, t2 = target(model, x1, x2, (z1, z2), idx, step)
-                loss = loss + criterion(p1, p2, t1, t2) / pairs
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            idx = order[i * batch + rank * local : i * batch + (rank + 1) * local]
+            views = [fmt(two_views(images[idx], size, aug, gen, rows)) for _ in range(pairs)]
+            loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
             # Accumulated on the device: one host sync per epoch, not per step.
-            loss_sum += loss.detach()
-            std_sum += F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
+            loss_sum += loss
+            std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
             step += 1
+        # z's std is each process's shard's, averaged: close to, not exactly, the global batch's.
+        loss_sum, std_sum = (distributed.mean_over_ranks(t) for t in (loss_sum, std_sum))
         record = _epoch_record(
             epoch, loss_sum.item() / steps_per_epoch, std_sum.item() / steps_per_epoch, dim, lr
         )
@@ -262,21 +351,22 @@ def _train(
             history.append(record)
             log_epoch(record)
             return "diverged", history, step, {"model": weights, "epoch": epoch - 1}
-        if every and (epoch % every == 0 or epoch == optim["epochs"]):
+        if every and rank == 0 and (epoch % every == 0 or epoch == optim["epochs"]):
             record["knn"] = monitor(model)
         history.append(record)
-        atomic_save(
-            {
-                "config": cfg,
-                "epoch": epoch,
-                "step": step,
-                "history": history,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "target": target.state_dict(),
-                "generator": gen.get_state(),
-            },
-            out_dir / STATE,
-        )
+        if rank == 0:
+            atomic_save(
+                {
+                    "config": cfg,
+                    "epoch": epoch,
+                    "step": step,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "target": target.state_dict(),
+                    "generator": gen.get_state(),
+                },
+                out_dir / STATE,
+            )
         log_epoch(record)
     return "ok", history, step, {"model": model.state_dict(), "epoch": optim["epochs"]}

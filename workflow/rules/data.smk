@@ -5,6 +5,8 @@ rule prepare:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/prepare.log",
+    benchmark:
+        f"logs/{PROFILE}/benchmark/prepare.tsv"
     params:
         profile=PROFILE,
     shell:

@@ -10,6 +10,8 @@ rule pretrain:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/pretrain/{{run}}.log",
+    benchmark:
+        f"logs/{PROFILE}/benchmark/pretrain/{{run}}.tsv"
     params:
         profile=PROFILE,
         trial=lambda wc: trial_args(wc.run),
@@ -17,6 +19,7 @@ rule pretrain:
     threads: THREADS
     resources:
         mem_mb=4000,
+        gpu=1,  # --resources gpu=N: N pretrainings at once, each on its own GPU
     shell:
         "simsiam --threads {threads} pretrain --profile {params.profile} {params.trial}"
         " --data {input} --out {params.out} > {log} 2>&1"
@@ -33,9 +36,14 @@ rule evaluate:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/evaluate/{{run}}.log",
+    benchmark:
+        f"logs/{PROFILE}/benchmark/evaluate/{{run}}.tsv"
     params:
         run=lambda wc, output: os.path.dirname(output[0]),
     threads: THREADS
+    resources:
+        mem_mb=4000,
+        gpu=1,
     shell:
         "simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"
         " > {log} 2>&1"

@@ -10,6 +10,8 @@ rule report:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/report/{{table}}.log",
+    benchmark:
+        f"logs/{PROFILE}/benchmark/report/{{table}}.tsv"
     params:
         profile=PROFILE,
         runs=lambda wc: " ".join(f"--run {r}={d}" for r, d in row_runs(wc.table)),
@@ -27,5 +29,7 @@ rule index:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/report/index.log",
+    benchmark:
+        f"logs/{PROFILE}/benchmark/index.tsv"
     shell:
         "simsiam index {input} --out {output} > {log} 2>&1"
