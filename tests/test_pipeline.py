@@ -233,7 +233,8 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         query = urllib.parse.quote("tags.`table.table3` LIKE '%'")
         browser.get(f"{base}/#/experiments/{experiment}/runs?searchFilter={query}")
         wait.until(lambda _: f"{len(runs)} matching runs" in body())
-        assert all(name in body() for _, _, name, _ in runs)
+        # The count renders before the rows: wait for every run's name.
+        wait.until(lambda _: all(name in body() for _, _, name, _ in runs))
 
         ids = ",".join(f'"{run_id}"' for _, run_id, _, _ in runs)
         browser.get(f'{base}/#/compare-runs?runs=[{ids}]&experiments=["{experiment}"]')
