@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -33,17 +33,19 @@ from simsiam_lab.model import ResNetTrunk
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
     augment_config,
+    autocast_dtype,
     build_model,
     build_optimizer,
     fast_path,
     sgd_step,
+    view_format,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import LightlySimSiam, ReferenceSimSiam, lightly_loss, reference_loss
+from project import copy_project
 
 ROOT = Path(__file__).parents[1]
-PROJECT_FILES = ["Snakefile", "dvc.yaml", ".dvc", ".dvcignore", "params", "workflow", "src"]
 ARCHIVE = "cifar10-jpeg.tar.gz"
 SLOW_STEP_S = 20.0
 OFF = {"channels_last": False, "precision": "fp32", "compile": False}
@@ -135,10 +137,7 @@ def contenders(cfg: dict, dev: torch.device, with_compile: bool) -> dict[str, di
 
 def _describe(compute: dict, dev: torch.device) -> str:
     on = [k for k in ("channels_last", "compile") if compute[k]]
-    precision = compute["precision"]
-    if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" else "fp32"
-    return ", ".join([*on, precision])
+    return ", ".join([*on, "bf16" if autocast_dtype(compute["precision"], dev) else "fp32"])
 
 
 def bench_train_step(cfg: dict, dev: torch.device, scale: Scale, with_compile: bool) -> dict:
@@ -175,7 +174,7 @@ def bench_train_step(cfg: dict, dev: torch.device, scale: Scale, with_compile: b
 def bench_data_path(cfg: dict, dev: torch.device, scale: Scale) -> dict:
     """Prepared uint8 on the device -> two augmented, formatted views, as the training loop does."""
     size, stored = cfg["data"]["image_size"], cfg["data"]["stored_size"]
-    fmt, _ = fast_path(cfg, build_model(cfg).to(dev), dev)
+    fmt = view_format(cfg["compute"])
     n = scale.batch * 8
     images = torch.randint(0, 256, (n, 3, stored, stored), dtype=torch.uint8, device=dev)
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -204,17 +203,6 @@ def bench_knn(dev: torch.device, repeats: int) -> dict:
     return {"seconds": statistics.median(times), "spread": (min(times), max(times))}
 
 
-def _copy_project(dest: Path) -> None:
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-
-
 def _wall(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -231,7 +219,7 @@ def bench_pipeline(data: Path, with_dvc: bool) -> dict:
     threads = str(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "snakemake"
-        _copy_project(project)
+        copy_project(project)
         wall = _wall(
             [
                 "snakemake",
@@ -257,7 +245,7 @@ def bench_pipeline(data: Path, with_dvc: bool) -> dict:
         }
         if with_dvc:
             project = Path(tmp) / "dvc"
-            _copy_project(project)
+            copy_project(project)
             pipeline = project / "params" / "pipeline.yaml"
             pipeline.write_text(pipeline.read_text().replace("profile: cpu", "profile: smoke"))
             dvc_wall = _wall(["dvc", "repro", "report-table3"], project, env)
@@ -289,10 +277,8 @@ def machine(dev: torch.device) -> dict:
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     try:
-        from importlib.metadata import version
-
         info["lightly"] = version("lightly")
-    except Exception:
+    except PackageNotFoundError:
         info["lightly"] = "not installed"
     return info
 

@@ -1,3 +1,7 @@
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -21,3 +25,32 @@ def small_simsiam():
         return SimSiam(ModelConfig(**(cfg.__dict__ | switches)))
 
     return build
+
+
+@pytest.fixture
+def write_prepared():
+    """Writes a directory as `simsiam prepare` does for CIFAR-10, with random images."""
+
+    def write(out: Path, classes: int, train_per_class: int, test_per_class: int, size: int = 32):
+        out.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        names = [f"c{i}" for i in range(classes)]
+        per_class = {"train": train_per_class, "test": test_per_class}
+        for split, n in per_class.items():
+            labels = np.repeat(np.arange(classes), n).astype(np.int64)
+            images = rng.integers(0, 256, (len(labels), 3, size, size), dtype=np.uint8)
+            np.save(out / f"{split}_images.npy", images)
+            np.save(out / f"{split}_labels.npy", labels)
+        manifest = {
+            "dataset": "cifar10",
+            "image_size": size,
+            "classes": names,
+            "counts": {split: dict.fromkeys(names, n) for split, n in per_class.items()},
+            "train_per_class": train_per_class,
+            "test_per_class": test_per_class,
+            "subset_seed": 0,
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        return out
+
+    return write

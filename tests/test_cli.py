@@ -64,26 +64,16 @@ def test_snakemake_rejects_an_unknown_profile_listing_the_available_ones():
     assert "unknown profile 'huge' (available: smoke, cpu, cifar10, imagenet" in output
 
 
-def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(tmp_path, monkeypatch):
+def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
+    tmp_path, monkeypatch, write_prepared
+):
     import math
-
-    import numpy as np
 
     from simsiam_lab.loss import SimSiamLoss
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    data = tmp_path / "data"  # what `simsiam prepare` writes for the smoke profile
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("test", 20)):
-        np.save(data / f"{split}_images.npy", rng.integers(0, 256, (10 * n, 3, 32, 32), np.uint8))
-        np.save(data / f"{split}_labels.npy", np.repeat(np.arange(10), n))
-    manifest = dict(dataset="cifar10", image_size=32, train_per_class=40, test_per_class=20)
-    classes = [f"c{i}" for i in range(10)]
-    counts = {"train": dict.fromkeys(classes, 40), "test": dict.fromkeys(classes, 20)}
-    manifest |= {"subset_seed": 0, "classes": classes, "counts": counts}
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    data = write_prepared(tmp_path / "data", 10, 40, 20)  # the smoke profile's shape
 
     runs = {"cosine": tmp_path / "cosine", "cross-entropy": tmp_path / "ce"}
     for row, out in runs.items():

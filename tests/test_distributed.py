@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -51,32 +50,10 @@ def _tiny_profile(tmp_path: Path) -> Path:
     return params
 
 
-def _tiny_data(tmp_path: Path) -> Path:
-    data = tmp_path / "prepared"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("test", 4)):
-        labels = np.repeat(np.arange(3), n).astype(np.int64)
-        np.save(
-            data / f"{split}_images.npy",
-            rng.integers(0, 256, (len(labels), 3, 16, 16), dtype=np.uint8),
-        )
-        np.save(data / f"{split}_labels.npy", labels)
-    manifest = {
-        "dataset": "cifar10",
-        "image_size": 16,
-        "classes": ["a", "b", "c"],
-        "train_per_class": 16,
-        "test_per_class": 4,
-        "subset_seed": 0,
-    }
-    (data / "manifest.json").write_text(json.dumps(manifest))
-    return data
-
-
 @pytest.mark.slow
-def test_two_cpu_processes_train_as_one_with_the_same_global_batch(tmp_path: Path):
-    params, data = _tiny_profile(tmp_path), _tiny_data(tmp_path)
+def test_two_cpu_processes_train_as_one_with_the_same_global_batch(tmp_path: Path, write_prepared):
+    params = _tiny_profile(tmp_path)
+    data = write_prepared(tmp_path / "prepared", 3, 16, 4, size=16)
     simsiam = shutil.which("simsiam")
     pretrain = [
         simsiam,

@@ -7,6 +7,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -17,13 +18,15 @@ import torch
 
 from simsiam_lab.config import Params, config_hash, flatten
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from project import copy_project
+
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 README_UI_COMMAND = (
     "mlflow ui --backend-store-uri sqlite:///.mlflow/mlflow.db --host 127.0.0.1 --port"
 )
 SCREENSHOT = ROOT / "test-artifacts" / "mlflow-ui-table3.png"
-TRACKED = ["Snakefile", "dvc.yaml", ".dvc", ".dvcignore", ".gitignore", "params", "workflow", "src"]
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,22 +37,9 @@ pytestmark = [
 ]
 
 
-def _copy_project(dest: Path) -> Path:
-    """A fresh copy of the project, so runs start from nothing and leave the checkout alone."""
-    dest.mkdir(parents=True)
-    for name in TRACKED:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
-        else:
-            shutil.copy2(src, dest / name)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    return _copy_project(tmp_path_factory.mktemp("smoke") / "project")
+    return copy_project(tmp_path_factory.mktemp("smoke") / "project")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -285,7 +275,7 @@ def _kill_the_pretraining(session: int) -> None:
 def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
     tmp_path: Path, engine: str
 ):
-    project = _copy_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project")
     profiles = project / "params" / "profiles.yaml"  # longer than smoke's 2 epochs: room to kill
     profiles.write_text(
         profiles.read_text().replace("epochs: 2, batch_size: 64", "epochs: 6, batch_size: 64")

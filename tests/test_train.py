@@ -3,7 +3,6 @@ import math
 from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,15 +22,9 @@ from simsiam_lab.train import (
 PARAMS = Params(Path(__file__).parents[1] / "params")
 
 
-def _prepared(tmp_path: Path, n_per_class: int = 16, classes: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        labels = np.repeat(np.arange(classes), n_per_class)
-        images = rng.integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
-        np.save(tmp_path / f"{split}_images.npy", images)
-        np.save(tmp_path / f"{split}_labels.npy", labels.astype(np.int64))
-    (tmp_path / "manifest.json").write_text(json.dumps({"classes": list("abc")[:classes]}))
-    return tmp_path
+@pytest.fixture
+def data(tmp_path: Path, write_prepared) -> Path:
+    return write_prepared(tmp_path, classes=3, train_per_class=16, test_per_class=16)
 
 
 def _config(**optim) -> dict:
@@ -55,8 +48,7 @@ def test_fix_pred_lr_puts_the_predictor_in_a_fixed_group():
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.predictor.parameters()}
 
 
-def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path):
-    data = _prepared(tmp_path)
+def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path, data: Path):
     summary = pretrain(_config(), data, tmp_path / "run")
     assert summary["status"] == "ok" and summary["epochs_completed"] == 2
     assert summary["steps"] == 2 * (48 // 16)
@@ -68,8 +60,7 @@ def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path):
     assert state["epoch"] == 2
 
 
-def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, monkeypatch):
-    data = _prepared(tmp_path)
+def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, data: Path, monkeypatch):
     monkeypatch.setattr(SimSiamLoss, "forward", lambda self, p1, p2, z1, z2: p1.sum() * math.nan)
     summary = pretrain(_config(), data, tmp_path / "run")
     assert summary["status"] == "diverged"
@@ -79,8 +70,8 @@ def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_a_batch_larger_than_the_data_is_skipped_not_trained(tmp_path: Path):
-    summary = pretrain(_config(batch_size=64), _prepared(tmp_path), tmp_path / "run")
+def test_a_batch_larger_than_the_data_is_skipped_not_trained(tmp_path: Path, data: Path):
+    summary = pretrain(_config(batch_size=64), data, tmp_path / "run")
     assert summary["status"] == "skipped" and summary["steps"] == 0
     assert summary["reason"] == "batch 64 > 48 training images"
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
@@ -112,9 +103,9 @@ def test_freeze_predictor_keeps_it_at_init(tmp_path: Path):
     ],
     ids=["asymmetric-2x", "snapshot-epoch", "moving-average"],
 )
-def test_ablation_switches_train(tmp_path: Path, overrides):
+def test_ablation_switches_train(tmp_path: Path, data: Path, overrides):
     cfg = deep_merge(_config(), {"monitor": {"knn_every": 0}, **overrides}, "test")
-    summary = pretrain(cfg, _prepared(tmp_path), tmp_path / "run")
+    summary = pretrain(cfg, data, tmp_path / "run")
     assert summary["status"] == "ok" and math.isfinite(summary["final_loss"])
 
 
@@ -127,9 +118,8 @@ class _Killed(Exception):
     [{}, {"target": {"mode": "moving_average"}, "loss": {"symmetric": False}}],
     ids=["live", "moving-average"],
 )
-def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, overrides):
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, data: Path, overrides):
     cfg = deep_merge(_config(epochs=3), overrides, "test")
-    data = _prepared(tmp_path)
     pretrain(cfg, data, tmp_path / "whole")
 
     def kill_after_epoch_2(record):
@@ -153,8 +143,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, override
     assert not (tmp_path / "resumed" / "state.pt").exists()
 
 
-def test_a_state_of_another_config_is_not_resumed(tmp_path: Path):
-    data = _prepared(tmp_path)
+def test_a_state_of_another_config_is_not_resumed(tmp_path: Path, data: Path):
     with pytest.raises(_Killed):
         pretrain(_config(), data, tmp_path / "run", lambda r: (_ for _ in ()).throw(_Killed()))
     summary = pretrain(_config(base_lr=0.1), data, tmp_path / "run")

@@ -97,10 +97,13 @@ def _as_is(views: Views) -> Views:
 
 
 def _channels_last(views: Views) -> Views:
-    x1, x2 = views
-    return x1.contiguous(memory_format=torch.channels_last), x2.contiguous(
-        memory_format=torch.channels_last
-    )
+    x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in views)
+    return x1, x2
+
+
+def view_format(compute: dict) -> Callable[[Views], Views]:
+    """What the views go through before the step: NHWC when the model is channels_last."""
+    return _channels_last if compute["channels_last"] else _as_is
 
 
 def fast_path(
@@ -108,13 +111,11 @@ def fast_path(
 ) -> tuple[Callable[[Views], Views], torch.dtype | None]:
     """Apply the `compute` switches to the model; returns the view formatter and autocast dtype."""
     compute = cfg["compute"]
-    fmt = _as_is
     if compute["channels_last"]:
         model.to(memory_format=torch.channels_last)
-        fmt = _channels_last
     if compute["compile"]:
         model.compile()  # in place: state_dict keys stay those of the eager model
-    return fmt, autocast_dtype(compute["precision"], dev)
+    return view_format(compute), autocast_dtype(compute["precision"], dev)
 
 
 def sgd_step(
@@ -340,7 +341,7 @@ def _train(
             std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
             step += 1
         # z's std is each process's shard's, averaged: close to, not exactly, the global batch's.
-        loss_sum, std_sum = (distributed.mean_over_ranks(t) for t in (loss_sum, std_sum))
+        loss_sum, std_sum = distributed.mean_over_ranks(torch.stack([loss_sum, std_sum]))
         record = _epoch_record(
             epoch, loss_sum.item() / steps_per_epoch, std_sum.item() / steps_per_epoch, dim, lr
         )
