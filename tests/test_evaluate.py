@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from simsiam_lab.evaluate import collapse_std, knn_accuracy, linear_probe_accuracy
+from simsiam_lab.evaluate import (
+    collapse_std,
+    knn_accuracy,
+    linear_probe_accuracy,
+    top_direction_share,
+)
 
 
 def test_collapse_std_is_zero_for_constant_outputs():
@@ -15,6 +20,15 @@ def test_collapse_std_is_one_over_sqrt_d_for_gaussian_outputs():
     torch.manual_seed(0)
     d = 256
     assert collapse_std(torch.randn(4096, d)) == pytest.approx(1 / math.sqrt(d), rel=0.02)
+
+
+def test_top_direction_share_is_one_on_a_line_and_small_when_isotropic():
+    torch.manual_seed(0)
+    direction = torch.randn(1, 64)
+    on_a_line = torch.randn(1000, 1) * direction + 3.0
+    assert top_direction_share(on_a_line) == pytest.approx(1.0, abs=1e-9)
+    assert top_direction_share(torch.randn(4096, 64)) < 2 / 64
+    assert top_direction_share(torch.ones(10, 64)) == 1.0  # a constant: a point is on a line
 
 
 def _separable(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

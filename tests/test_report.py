@@ -1,6 +1,11 @@
-import pytest
+import math
 
-from simsiam_lab.report import RowResult, RunResult, verdict
+import pytest
+import torch
+from torch import nn
+
+from simsiam_lab.evaluate import collapse_std
+from simsiam_lab.report import RowResult, RunResult, batch_norm_std_floor, verdict
 
 
 def _trial(
@@ -9,8 +14,10 @@ def _trial(
     knn=40.0,
     random_knn=20.0,
     ratio=0.9,
+    share=0.3,
     losses=(-0.5, -0.9),
     similarity="cosine",
+    batch=512,
 ):
     metrics = {
         "status": status,
@@ -18,10 +25,12 @@ def _trial(
         "knn_acc": knn,
         "random_init_knn": random_knn,
         "final_z_std_ratio": ratio,
+        "z_top_share": share,
         "final_loss": losses[-1] if status == "ok" else None,
     }
     history = [{"epoch": i + 1, "loss": loss} for i, loss in enumerate(losses)]
-    return RunResult({"loss": {"similarity": similarity}}, metrics, history)
+    config = {"loss": {"similarity": similarity}, "optim": {"batch_size": batch}}
+    return RunResult(config, metrics, history)
 
 
 def _row(row_id, *trials):
@@ -77,6 +86,30 @@ def test_collapse_needs_a_flat_std_and_a_minimal_loss():
     assert verdict({"collapsed": "flat-high-loss"}, rows, 1.0)[0] == "not reproduced"
     assert verdict({"not_collapsed": "flat"}, rows, 1.0)[0] == "not reproduced"
     assert verdict({"collapsed": "nan"}, rows, 1.0)[0] == "inconclusive"
+
+
+def test_batch_norm_keeps_a_small_batch_above_the_std_threshold():
+    # Outputs identical but for one image, through the affine-free BN that ends the projector.
+    for batch in (64, 512):
+        h = torch.zeros(batch, 128)
+        h[0] = 100 * torch.randn(128)  # far above BN's eps
+        z = nn.BatchNorm1d(128, affine=False)(h)
+        ratio = collapse_std(z) * math.sqrt(128)
+        assert ratio == pytest.approx(batch_norm_std_floor(batch), rel=1e-3)
+    assert batch_norm_std_floor(64) > 0.1 > batch_norm_std_floor(512)
+
+
+def test_collapse_onto_one_direction_counts_with_the_batch_s_loss_bound():
+    # No-predictor at batch 64 as measured on the cpu profile: std at the BN floor, z on a line.
+    line = _trial(ratio=0.27, share=0.9999, losses=(-0.5, -0.940), batch=64)
+    spread = _trial(ratio=0.27, share=0.7, losses=(-0.5, -0.940), batch=64)
+    # The same loss at the paper's batch is 0.06 above what a collapsed batch of 512 reaches.
+    big_batch = _trial(ratio=0.27, share=0.9999, losses=(-0.5, -0.940), batch=512)
+    rows = {"line": _row("line", line), "spread": _row("spread", spread)}
+    rows["big"] = _row("big", big_batch)
+    assert verdict({"collapsed": "line"}, rows, 1.0)[0] == "reproduced"
+    assert verdict({"collapsed": "spread"}, rows, 1.0)[0] == "not reproduced"
+    assert verdict({"collapsed": "big"}, rows, 1.0)[0] == "not reproduced"
 
 
 def test_a_row_collapses_only_when_all_its_trials_do():

@@ -135,7 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from .distributed import device
-    from .evaluate import knn_accuracy, linear_probe_accuracy
+    from .evaluate import knn_accuracy, linear_probe_accuracy, top_direction_share
     from .track import Tracker
     from .train import atomic_write_json, build_model, encode
 
@@ -147,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "pretrain.json").read_text())
-    metrics = dict(summary, knn_acc=None, linear_acc=None)
+    metrics = dict(summary, knn_acc=None, linear_acc=None, z_top_share=None)
     if summary["status"] == "ok":
         dev = device()
         model = build_model(cfg).to(dev)
@@ -172,9 +172,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             ev["linear_weight_decay"],
             cfg["seed"],
         )
+        metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
     atomic_write_json(metrics, run_dir / "metrics.json")
     tracker = Tracker()
-    final = {k: metrics[k] for k in ("knn_acc", "linear_acc") if metrics[k] is not None}
+    final = {
+        k: metrics[k] for k in ("knn_acc", "linear_acc", "z_top_share") if metrics[k] is not None
+    }
     if final:
         tracker.log_metrics(summary["mlflow_run_id"], final, step=summary["epochs_completed"])
     tracker.log_artifact(summary["mlflow_run_id"], run_dir / "metrics.json")

@@ -17,6 +17,14 @@ def collapse_std(z: torch.Tensor) -> float:
     return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
 
 
+def top_direction_share(z: torch.Tensor) -> float:
+    """Share of z's variance along its first principal direction: 1 when every output lies on
+    one line through the mean, the form collapse takes when BN keeps z from being constant."""
+    centred = z.double() - z.double().mean(dim=0)
+    var = torch.linalg.svdvals(centred).square()
+    return 1.0 if var.sum() == 0 else (var[0] / var.sum()).item()
+
+
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module, images: torch.Tensor, preprocess, batch_size: int = 512

@@ -157,10 +157,12 @@ def atomic_write_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def encode(model: SimSiam, cfg: Config, split: Split) -> torch.Tensor:
-    """Frozen backbone features of a split, preprocessed as at evaluation (no augmentation)."""
+def encode(model: SimSiam, cfg: Config, split: Split, projected: bool = False) -> torch.Tensor:
+    """Frozen features of a split, preprocessed as at evaluation (no augmentation): the
+    backbone's, or with `projected` z itself (backbone then projector) for the collapse check."""
     aug, size = augment_config(cfg), cfg["data"]["image_size"]
-    return extract_features(model.backbone, split.images, lambda x: normalize(x, aug, size))
+    net = nn.Sequential(model.backbone, model.projector) if projected else model.backbone
+    return extract_features(net, split.images, lambda x: normalize(x, aug, size))
 
 
 @dataclass
