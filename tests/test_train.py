@@ -14,6 +14,7 @@ from simsiam_lab.train import (
     build_model,
     build_optimizer,
     fast_path,
+    initial_weights,
     learning_rate,
     pretrain,
     sgd_step,
@@ -73,6 +74,10 @@ def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path, data: Path, monkeyp
 def test_a_batch_larger_than_the_data_is_skipped_not_trained(tmp_path: Path, data: Path):
     summary = pretrain(_config(batch_size=64), data, tmp_path / "run")
     assert summary["status"] == "skipped" and summary["steps"] == 0
+    # Its checkpoint is the network pretraining starts from, the random-init kNN control's.
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    for name, init in initial_weights(_config(batch_size=64)).items():
+        assert torch.equal(state["model"][name], init), name
     assert summary["reason"] == "batch 64 > 48 training images"
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
 

@@ -243,14 +243,14 @@ def pretrain(
         "processes": world,
         "final_loss": finite[-1]["loss"] if finite else None,
         "final_z_std_ratio": finite[-1]["z_std_ratio"] if finite else None,
-        "random_init_knn": history[0].get("knn") if history else None,
     }
 
 
 STATE = "state.pt"
 
 
-def _initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
+def initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
+    """The weights pretraining starts from (seeded as it is)."""
     torch.manual_seed(cfg["seed"])
     return build_model(cfg).state_dict()
 
@@ -350,7 +350,7 @@ def _train(
         if not math.isfinite(record["loss"]):
             # The last finite weights are kept, not the NaN ones.
             last = _load_state(out_dir, cfg, dev)
-            weights = last["model"] if last else _initial_weights(cfg)
+            weights = last["model"] if last else initial_weights(cfg)
             history.append(record)
             log_epoch(record)
             return "diverged", history, step, {"model": weights, "epoch": epoch - 1}
