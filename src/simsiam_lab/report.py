@@ -308,13 +308,13 @@ def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
                 )
     for d in sorted(dims):
         axes[1].axhline(1 / math.sqrt(d), color="grey", linestyle="--", linewidth=0.8)
-        axes[1].annotate(f"1/√{d}", (0, 1 / math.sqrt(d)), color="grey", fontsize=8)
+        _label_line(axes[1], f"1/√{d}", 1 / math.sqrt(d))
     # The lowest std the affine-free BN on z allows at the first row's batch (see RULES).
     first = rows[next(iter(table.rows))].trials[0].config
     batch, d = first["optim"]["batch_size"], first["model"]["dim"]
     floor = batch_norm_std_floor(batch) / math.sqrt(d)
     axes[1].axhline(floor, color="grey", linestyle=":", linewidth=0.8)
-    axes[1].annotate(f"BN floor at B = {batch}", (0, floor), color="grey", fontsize=8)
+    _label_line(axes[1], f"BN floor at B = {batch}", floor)
     for ax, title in zip(
         axes, ("training loss", "std of l2-normalised z", "kNN accuracy (%)"), strict=True
     ):
@@ -324,6 +324,10 @@ def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _label_line(ax, text: str, y: float) -> None:
+    ax.annotate(text, (0.01, y), xycoords=("axes fraction", "data"), color="grey", fontsize=8)
 
 
 def summary_json(context: dict[str, Any]) -> dict[str, Any]:
