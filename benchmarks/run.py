@@ -1,6 +1,6 @@
 """Speed of our SimSiam beside its peers, in one process, on one device, with the same seeds.
 
-    python benchmarks/run.py [--quick] [--device cpu|cuda] [--data ARCHIVE]
+    python benchmarks/run.py [--quick [--with-dvc]] [--device cpu|cuda] [--data ARCHIVE]
 
 Writes reports/benchmarks.md and reports/benchmarks.json; the last stdout line is that JSON.
 Every throughput is the median over repeats, contenders interleaved so drift hits all alike.
@@ -295,6 +295,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks.md")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    parser.add_argument(
+        "--with-dvc",
+        action="store_true",
+        help="with --quick, also time smoke Table 3 through DVC (about 2.5 more minutes)",
+    )
     args = parser.parse_args()
     try:
         import lightly  # noqa: F401
@@ -327,7 +332,8 @@ def main() -> None:
     print(f"kNN 50k x 10k, d=512: {results['knn_50k_10k_s']:.2f} s", flush=True)
 
     if Path(args.data).exists():
-        results["pipeline"] = bench_pipeline(Path(args.data), with_dvc=not args.quick)
+        with_dvc = args.with_dvc or not args.quick
+        results["pipeline"] = bench_pipeline(Path(args.data), with_dvc)
         print(f"pipeline    {results['pipeline']}", flush=True)
     else:
         results["pipeline"] = None
