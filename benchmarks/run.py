@@ -28,12 +28,12 @@ from jinja2 import Environment, FileSystemLoader
 from simsiam_lab.augment import two_views
 from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.evaluate import knn_accuracy
-from simsiam_lab.loss import SimSiamLoss
 from simsiam_lab.model import ResNetTrunk
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
     augment_config,
     autocast_dtype,
+    build_criterion,
     build_model,
     build_optimizer,
     fast_path,
@@ -90,8 +90,7 @@ def our_step(cfg: dict, compute: dict, views, dev: torch.device) -> Callable[[],
     torch.manual_seed(0)
     model = build_model(cfg).to(dev)
     fmt, dtype = fast_path(cfg, model, dev)
-    loss = cfg["loss"]
-    criterion = SimSiamLoss(loss["similarity"], loss["stop_gradient"], loss["symmetric"])
+    criterion = build_criterion(cfg)
     opt = build_optimizer(model, cfg)
     idx = torch.arange(len(views[0]), device=dev)
     pair = [fmt(views)]

@@ -135,9 +135,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from .distributed import device
-    from .evaluate import knn_accuracy, linear_probe_accuracy, top_direction_share
+    from .evaluate import linear_probe_accuracy, top_direction_share
     from .track import Tracker
-    from .train import atomic_write_json, build_model, encode, initial_weights
+    from .train import KnnProbe, atomic_write_json, build_model, encode
 
     run_dir = Path(args.run)
     if missing := [n for n in ("config.yaml", "pretrain.json") if not (run_dir / n).is_file()]:
@@ -147,27 +147,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "pretrain.json").read_text())
-    metrics = dict(summary, knn_acc=None, linear_acc=None, z_top_share=None, random_init_knn=None)
+    metrics = dict(summary, knn_acc=None, linear_acc=None, z_top_share=None)
     if summary["status"] == "ok":
         dev = device()
         model = build_model(cfg).to(dev)
+        state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
         ev = cfg["eval"]
         train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
+        probe = KnnProbe(cfg, train, test)
+        features = probe.features(model)
+        metrics["knn_acc"] = probe.accuracy(features, ev["knn_temperature"])
+        train_x, test_x = (f.cpu() for f in features)
         n_cls = len(train.classes)
-
-        def features(weights: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            model.load_state_dict(weights)
-            return encode(model, cfg, train).cpu(), encode(model, cfg, test).cpu()
-
-        def knn(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
-            k, temperature = ev["knn_k"], ev["knn_temperature"]
-            return knn_accuracy(train_x, train.labels, test_x, test.labels, n_cls, k, temperature)
-
-        # The same network at random init, measured as the trained one is (footnote 4's control).
-        metrics["random_init_knn"] = knn(*features(initial_weights(cfg)))
-        state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
-        train_x, test_x = features(state["model"])
-        metrics["knn_acc"] = knn(train_x, test_x)
         metrics["linear_acc"] = linear_probe_accuracy(
             train_x,
             train.labels,
@@ -184,9 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     atomic_write_json(metrics, run_dir / "metrics.json")
     tracker = Tracker()
     final = {
-        k: metrics[k]
-        for k in ("knn_acc", "linear_acc", "z_top_share", "random_init_knn")
-        if metrics[k] is not None
+        k: metrics[k] for k in ("knn_acc", "linear_acc", "z_top_share") if metrics[k] is not None
     }
     if final:
         tracker.log_metrics(summary["mlflow_run_id"], final, step=summary["epochs_completed"])

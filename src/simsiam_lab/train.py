@@ -48,6 +48,11 @@ def build_model(cfg: Config) -> SimSiam:
     return SimSiam(ModelConfig.from_dict(cfg["model"]))
 
 
+def build_criterion(cfg: Config) -> SimSiamLoss:
+    loss = cfg["loss"]
+    return SimSiamLoss(loss["similarity"], loss["stop_gradient"], loss["symmetric"])
+
+
 def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
     if step < warmup:
@@ -166,15 +171,19 @@ def encode(model: SimSiam, cfg: Config, split: Split, projected: bool = False) -
 
 
 @dataclass
-class Monitor:
-    """kNN accuracy of the backbone on the test split, the paper's training-time monitor."""
+class KnnProbe:
+    """Weighted kNN on frozen backbone features, the test split queried against the train split:
+    the paper's training-time monitor, the random-init control and the evaluation's kNN."""
 
     cfg: Config
     train: Split
     test: Split
 
-    def __call__(self, model: SimSiam) -> float:
-        bank, queries = encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
+    def features(self, model: SimSiam) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
+
+    def accuracy(self, features: tuple[torch.Tensor, torch.Tensor], temperature: float) -> float:
+        bank, queries = features
         dev = bank.device
         return knn_accuracy(
             bank,
@@ -183,8 +192,21 @@ class Monitor:
             self.test.labels.to(dev),
             len(self.train.classes),
             self.cfg["eval"]["knn_k"],
-            self.cfg["monitor"]["knn_temperature"],
+            temperature,
         )
+
+    def __call__(self, model: SimSiam) -> float:
+        """The monitor, at the monitor's temperature."""
+        return self.accuracy(self.features(model), self.cfg["monitor"]["knn_temperature"])
+
+    def at_init(self, model: SimSiam) -> dict[str, float]:
+        """Epoch 0: the monitor, and from the same features the control the trained network is
+        compared with, measured as the evaluation measures it (footnote 4)."""
+        features = self.features(model)
+        return {
+            "knn": self.accuracy(features, self.cfg["monitor"]["knn_temperature"]),
+            "random_init_knn": self.accuracy(features, self.cfg["eval"]["knn_temperature"]),
+        }
 
 
 def _epoch_record(epoch: int, loss: float, std: float, dim: int, lr: float) -> dict[str, float]:
@@ -243,6 +265,7 @@ def pretrain(
         "processes": world,
         "final_loss": finite[-1]["loss"] if finite else None,
         "final_z_std_ratio": finite[-1]["z_std_ratio"] if finite else None,
+        "random_init_knn": history[0].get("random_init_knn") if history else None,
     }
 
 
@@ -294,19 +317,16 @@ def _train(
     size, optim, dim = cfg["data"]["image_size"], cfg["optim"], cfg["model"]["dim"]
     batch = optim["batch_size"]
     aug = augment_config(cfg)
-    loss_cfg = cfg["loss"]
-    criterion = SimSiamLoss(
-        loss_cfg["similarity"], loss_cfg["stop_gradient"], loss_cfg["symmetric"]
-    )
+    criterion = build_criterion(cfg)
     opt = build_optimizer(model, cfg)
     peak = peak_lr(cfg)
     steps_per_epoch = len(images) // batch  # drop_last, as the paper's loader
     total = optim["epochs"] * steps_per_epoch
     warmup = round(optim["warmup_fraction"] * total)
-    monitor = Monitor(cfg, train, test)
+    monitor = KnnProbe(cfg, train, test)
     every = cfg["monitor"]["knn_every"]
     target = build_target(cfg, model, len(images), steps_per_epoch, dev)
-    pairs = loss_cfg["pairs"]
+    pairs = cfg["loss"]["pairs"]
     fmt, dtype = fast_path(cfg, model, dev)
 
     history: list[dict[str, float]] = []
@@ -321,7 +341,7 @@ def _train(
         for record in history:
             log_epoch(record)
     elif every and rank == 0:
-        history.append({"epoch": 0, "knn": monitor(model)})
+        history.append({"epoch": 0, **monitor.at_init(model)})
         log_epoch(history[-1])
     net = distributed.data_parallel(model, dev) if world > 1 else model
     local = batch // world
