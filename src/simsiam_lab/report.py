@@ -28,7 +28,7 @@ RULES = [
     "0.25 at B = 64 and 0.09 at the paper's 512, so below 0.1 is out of reach at small batches. "
     f"For the cosine loss, the final loss must also be at most -1 + 4/B + {COLLAPSE_LOSS_GAP}: "
     "-1 + 4/B is the loss of such a batch when the image set apart differs between the two "
-    "views. A row is collapsed when all its trials are",
+    "views. A row with several trials is collapsed only if every trial is",
     "unstable: a trial's loss became non-finite (diverged), or ended more than "
     f"{UNSTABLE_RISE} above its minimum",
     "X better than Y: X's mean linear accuracy exceeds Y's by more than the margin "
