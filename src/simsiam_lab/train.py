@@ -209,6 +209,20 @@ class KnnProbe:
         }
 
 
+class Stopwatch:
+    """Seconds a run has trained, over every process that worked on it: a resumed run is
+    credited with what its killed predecessors saved in state.pt."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    def credit(self, seconds: float) -> None:
+        self._start -= seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+
 def _epoch_record(epoch: int, loss: float, std: float, dim: int, lr: float) -> dict[str, float]:
     return {
         "epoch": epoch,
@@ -236,9 +250,9 @@ def pretrain(
         torch.manual_seed(cfg["seed"])
         train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
         model = build_model(cfg).to(dev)
-        start = time.perf_counter()
+        clock = Stopwatch()
         batch, n_images = cfg["optim"]["batch_size"], len(train.images)
-        reason, resumed_s = None, 0.0
+        reason = None
         if batch > n_images:
             # A scale mismatch (Table 2's batch 4096 on a small profile), not a bad config: the
             # pipeline goes on and the report says the row was not run at this scale.
@@ -247,7 +261,7 @@ def pretrain(
             final = {"model": model.state_dict(), "epoch": 0}
         else:
             log = log_epoch if rank == 0 else lambda record: None
-            status, history, steps, final, resumed_s = _train(cfg, model, train, test, out_dir, log)
+            status, history, steps, final = _train(cfg, model, train, test, out_dir, log, clock)
         if rank == 0:
             atomic_save(final, out_dir / "checkpoint.pt")
             atomic_write_json(history, out_dir / "history.json")
@@ -260,7 +274,7 @@ def pretrain(
         "reason": reason,
         "epochs_completed": len(finite),
         "steps": steps,
-        "wall_s": round(time.perf_counter() - start + resumed_s, 2),
+        "wall_s": round(clock.elapsed(), 2),
         "device": str(dev),
         "processes": world,
         "final_loss": finite[-1]["loss"] if finite else None,
@@ -304,10 +318,15 @@ def check_data_parallel(cfg: Config, world: int) -> None:
 
 
 def _train(
-    cfg: Config, model: SimSiam, train: Split, test: Split, out_dir: Path, log_epoch
-) -> tuple[str, list[dict[str, float]], int, dict[str, Any], float]:
-    """The SGD loop; returns (status, per-epoch history, steps, final checkpoint, seconds
-    trained by earlier processes of this run, up to the state it resumed from).
+    cfg: Config,
+    model: SimSiam,
+    train: Split,
+    test: Split,
+    out_dir: Path,
+    log_epoch,
+    clock: Stopwatch,
+) -> tuple[str, list[dict[str, float]], int, dict[str, Any]]:
+    """The SGD loop; returns (status, per-epoch history, steps, final checkpoint).
 
     Under torchrun every process walks the same global batches and trains on its 1/N of each.
     """
@@ -331,21 +350,20 @@ def _train(
     fmt, dtype = fast_path(cfg, model, dev)
 
     history: list[dict[str, float]] = []
-    step, first_epoch, resumed_s = 0, 1, 0.0
+    step, first_epoch = 0, 1
     if state := _load_state(out_dir, cfg, dev):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         target.load_state_dict(state["target"])
         gen.set_state(state["generator"].cpu())
         history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
-        resumed_s = state.get("wall_s", 0.0)
+        clock.credit(state.get("wall_s", 0.0))
         # A kill can land between saving an epoch and logging it: replay, the logger dedupes.
         for record in history:
             log_epoch(record)
     elif every and rank == 0:
         history.append({"epoch": 0, **monitor.at_init(model)})
         log_epoch(history[-1])
-    clock = time.perf_counter()
     net = distributed.data_parallel(model, dev) if world > 1 else model
     local = batch // world
     rows = Rows(rank * local, batch) if world > 1 else None
@@ -376,7 +394,7 @@ def _train(
             weights = last["model"] if last else initial_weights(cfg)
             history.append(record)
             log_epoch(record)
-            return "diverged", history, step, {"model": weights, "epoch": epoch - 1}, resumed_s
+            return "diverged", history, step, {"model": weights, "epoch": epoch - 1}
         if every and rank == 0 and (epoch % every == 0 or epoch == optim["epochs"]):
             record["knn"] = monitor(model)
         history.append(record)
@@ -391,11 +409,9 @@ def _train(
                     "optimizer": opt.state_dict(),
                     "target": target.state_dict(),
                     "generator": gen.get_state(),
-                    # so that a resumed run's wall time counts the killed process's epochs
-                    "wall_s": resumed_s + time.perf_counter() - clock,
+                    "wall_s": clock.elapsed(),
                 },
                 out_dir / STATE,
             )
         log_epoch(record)
-    final = {"model": model.state_dict(), "epoch": optim["epochs"]}
-    return "ok", history, step, final, resumed_s
+    return "ok", history, step, {"model": model.state_dict(), "epoch": optim["epochs"]}
