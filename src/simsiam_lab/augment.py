@@ -49,12 +49,18 @@ class Rows:
 
 
 def _draw(
-    n: int, generator: torch.Generator | None, device: torch.device, rows: Rows | None
+    n: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+    rows: Rows | None,
+    cols: int | None = None,
 ) -> torch.Tensor:
+    """Uniform [0, 1) numbers of shape (n,) or (n, cols): this process's rows of the batch's."""
     dev = _gen_device(generator, device)
-    if rows is None:
-        return torch.rand(n, generator=generator, device=dev)
-    return torch.rand(rows.total, generator=generator, device=dev)[rows.start : rows.start + n]
+    total = n if rows is None else rows.total
+    shape = (total,) if cols is None else (total, cols)
+    drawn = torch.rand(shape, generator=generator, device=dev)
+    return drawn if rows is None else drawn[rows.start : rows.start + n]
 
 
 def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
@@ -69,8 +75,9 @@ def _uniform(
     generator: torch.Generator | None,
     device: torch.device,
     rows: Rows | None = None,
+    cols: int | None = None,
 ) -> torch.Tensor:
-    return (low + (high - low) * _draw(n, generator, device, rows)).to(device)
+    return (low + (high - low) * _draw(n, generator, device, rows, cols)).to(device)
 
 
 def _bernoulli(
@@ -81,6 +88,9 @@ def _bernoulli(
     rows: Rows | None = None,
 ) -> torch.Tensor:
     return (_draw(n, generator, device, rows) < p).to(device)
+
+
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 
 
 def sample_crop_params(
@@ -94,27 +104,49 @@ def sample_crop_params(
 ) -> dict[str, torch.Tensor]:
     """Per-sample RandomResizedCrop + flip parameters, as fractions of the image size.
 
+    Drawn as torchvision draws them: up to 10 (area, aspect ratio) candidates per image, the
+    first that fits inside the image wins, and an image with none falls back to the largest
+    centre crop within the ratio range. Clamping an oversized candidate instead would give
+    larger crops than the paper's (more of them spanning a full side).
+
     Returns float tensors ``x0``, ``y0`` (top-left corner), ``w``, ``h`` (crop size), all in
     [0, 1] with ``x0 + w <= 1`` and ``y0 + h <= 1``, and a bool tensor ``flip``; shape (n,).
     """
     device = (
         torch.device(device) if device is not None else _gen_device(generator, torch.device("cpu"))
     )
-    area = _uniform(n, *cfg.crop_scale, generator, device, rows)
+    k = CROP_ATTEMPTS
+    area = _uniform(n, *cfg.crop_scale, generator, device, rows, cols=k) * (height * width)
     log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
-    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device, rows))
-    # The aspect ratio is w/h in pixels, so non-square images rescale it per axis.
-    w = torch.sqrt(area * ratio * (height / width))
-    h = torch.sqrt(area / ratio * (width / height))
-    # Deviation: torchvision retries 10 draws and then falls back to a centre crop; a batched
-    # draw cannot retry, so an oversized side is clamped to the image instead (this shrinks the
-    # area of such crops below the drawn value).
-    w = w.clamp(max=1.0)
-    h = h.clamp(max=1.0)
-    x0 = _uniform(n, 0.0, 1.0, generator, device, rows) * (1.0 - w)
-    y0 = _uniform(n, 0.0, 1.0, generator, device, rows) * (1.0 - h)
+    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device, rows, cols=k))
+    # Whole pixels, as torchvision rounds them: at 32 px half a pixel is 1.6% of a side.
+    w_try = torch.round(torch.sqrt(area * ratio))
+    h_try = torch.round(torch.sqrt(area / ratio))
+    fits = (w_try >= 1) & (w_try <= width) & (h_try >= 1) & (h_try <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first candidate that fits
+    fallback = ~fits.any(dim=1)
+    w_fb, h_fb = _centre_crop_fallback(height, width, cfg.crop_ratio)
+    w = torch.where(fallback, w_fb, w_try.gather(1, first).squeeze(1))
+    h = torch.where(fallback, h_fb, h_try.gather(1, first).squeeze(1))
+    left = torch.floor(_uniform(n, 0.0, 1.0, generator, device, rows) * (width - w + 1))
+    top = torch.floor(_uniform(n, 0.0, 1.0, generator, device, rows) * (height - h + 1))
+    left = torch.where(fallback, torch.div(width - w, 2, rounding_mode="floor"), left)
+    top = torch.where(fallback, torch.div(height - h, 2, rounding_mode="floor"), top)
+    x0, y0, w, h = left / width, top / height, w / width, h / height
     flip = _bernoulli(n, cfg.flip_p, generator, device, rows)
     return {"x0": x0, "y0": y0, "w": w, "h": h, "flip": flip}
+
+
+def _centre_crop_fallback(
+    height: int, width: int, ratio: tuple[float, float]
+) -> tuple[float, float]:
+    """(w, h) in pixels: the whole image, cut to the nearest aspect ratio in range."""
+    image_ratio = width / height
+    if image_ratio < ratio[0]:
+        return float(width), float(round(width / ratio[0]))
+    if image_ratio > ratio[1]:
+        return float(round(height * ratio[1])), float(height)
+    return float(width), float(height)
 
 
 # ---------------------------------------------------------------------------- geometry

@@ -135,9 +135,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from .distributed import device
-    from .evaluate import linear_probe_accuracy, top_direction_share
+    from .evaluate import top_direction_share
     from .track import Tracker
-    from .train import KnnProbe, atomic_write_json, build_model, encode
+    from .train import (
+        KnnProbe,
+        atomic_write_json,
+        build_model,
+        encode,
+        frozen_accuracies,
+        initial_weights,
+    )
 
     run_dir = Path(args.run)
     if missing := [n for n in ("config.yaml", "pretrain.json") if not (run_dir / n).is_file()]:
@@ -147,41 +154,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "pretrain.json").read_text())
-    metrics = dict(summary, knn_acc=None, linear_acc=None, z_top_share=None)
+    final = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "z_top_share")
+    metrics = dict(summary) | dict.fromkeys(final)
     if summary["status"] == "ok":
         dev = device()
         model = build_model(cfg).to(dev)
         state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
-        ev = cfg["eval"]
         train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
         probe = KnnProbe(cfg, train, test)
-        features = probe.features(model)
-        metrics["knn_acc"] = probe.accuracy(features, ev["knn_temperature"])
-        train_x, test_x = (f.cpu() for f in features)
-        n_cls = len(train.classes)
-        metrics["linear_acc"] = linear_probe_accuracy(
-            train_x,
-            train.labels,
-            test_x,
-            test.labels,
-            n_cls,
-            ev["linear_epochs"],
-            ev["linear_lr"],
-            ev["linear_batch_size"],
-            ev["linear_weight_decay"],
-            cfg["seed"],
-        )
+        trained = frozen_accuracies(model, cfg, probe)
+        model.load_state_dict(initial_weights(cfg))
+        at_init = frozen_accuracies(model, cfg, probe)
+        metrics |= {f"{k}_acc": v for k, v in trained.items()}
+        metrics |= {f"random_init_{k}": v for k, v in at_init.items()}
+        model.load_state_dict(state["model"])
         metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
     atomic_write_json(metrics, run_dir / "metrics.json")
     tracker = Tracker()
-    final = {
-        k: metrics[k] for k in ("knn_acc", "linear_acc", "z_top_share") if metrics[k] is not None
-    }
-    if final:
-        tracker.log_metrics(summary["mlflow_run_id"], final, step=summary["epochs_completed"])
+    if logged := {k: metrics[k] for k in final if metrics[k] is not None}:
+        tracker.log_metrics(summary["mlflow_run_id"], logged, step=summary["epochs_completed"])
     tracker.log_artifact(summary["mlflow_run_id"], run_dir / "metrics.json")
-    print(f"{run_dir}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']}")
+    print(
+        f"{run_dir}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']} (random init: "
+        f"kNN {metrics['random_init_knn']}, linear {metrics['random_init_linear']})"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:

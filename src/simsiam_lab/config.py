@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -115,26 +115,30 @@ class Row:
     overrides: Config
     paper: float | str
     paper_note: str = ""
-    seeds: tuple[int, ...] = ()  # several trials of the row; empty: the config's own seed
+    seeds: tuple[int, ...] = ()  # the row's own trials; empty: the profile's count
+    compared: bool = False  # a comparison claim names it, so its seed noise matters
 
     @property
     def ref(self) -> str:
         return f"{self.table}:{self.id}"
 
-    def trials(self) -> list[Trial]:
-        return [Trial(self, seed) for seed in self.seeds] or [Trial(self, None)]
+    def trials(self, count: int = 1) -> list[Trial]:
+        """The row's seeds, else seeds 0..count-1 when a comparison uses the row, else seed 0:
+        a collapse check needs no interval, a difference does."""
+        seeds = self.seeds or tuple(range(count if self.compared else 1))
+        return [Trial(self, seed) for seed in seeds]
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One training run of a row: the row's config, with its seed replaced when given."""
+    """One training run of a row: the row's config with this seed."""
 
     row: Row
-    seed: int | None
+    seed: int
 
     @property
     def ref(self) -> str:
-        return self.row.ref if self.seed is None else f"{self.row.ref}@{self.seed}"
+        return f"{self.row.ref}@{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ CHECKS = {
     "not_worse": "than",
     "similar": "to",
 }
+# The equivalence or non-inferiority margin is part of the claim, so the table must state it.
+MARGIN_REQUIRED = ("not_worse", "similar")
 _ROW_KEYS = {"label", "overrides", "paper", "paper_note", "seeds"}
 
 
@@ -189,6 +195,11 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
     claims = raw.get("claims") or []
     for i, claim in enumerate(claims):
         _check_claim(claim, rows, f"{path}: claims[{i}]")
+    comparison_keys = {key for kind, other in CHECKS.items() if other for key in (kind, other)}
+    compared = {
+        row for claim in claims for key, row in claim["check"].items() if key in comparison_keys
+    }
+    rows = {row_id: replace(row, compared=row_id in compared) for row_id, row in rows.items()}
     return Table(
         name=name,
         title=raw.get("title", name),
@@ -212,6 +223,16 @@ def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
     named = [check[kinds[0]]] + ([check.get(other)] if other else [])
     if unknown := [r for r in named if r not in rows]:
         raise ConfigError(f"{where}: unknown row {unknown[0]!r} (rows: {', '.join(rows)})")
+    margin = check.get("margin")
+    if kinds[0] in MARGIN_REQUIRED and margin is None:
+        raise ConfigError(
+            f"{where}: a '{kinds[0]}' check needs a margin in accuracy points, e.g. "
+            f"{{{kinds[0]}: {named[0]}, {other}: {named[1]}, margin: 1.0}}"
+        )
+    if margin is not None and (
+        isinstance(margin, bool) or not isinstance(margin, int | float) or not margin >= 0
+    ):
+        raise ConfigError(f"{where}: margin = {margin!r}: must be a number >= 0 (accuracy points)")
 
 
 class Params:
@@ -242,6 +263,20 @@ class Params:
                 f"defined in {self.root / 'profiles.yaml'})"
             )
         return self.profiles[name].get("overrides") or {}
+
+    def trials(self, profile: str) -> int:
+        """Seeds per compared row at this profile (params/profiles.yaml: `trials`)."""
+        self.profile(profile)
+        count = self.profiles[profile].get("trials", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(
+                f"{self.root / 'profiles.yaml'}: {profile}.trials = {count!r}: must be an "
+                "integer >= 1 (seeds per row that a comparison claim uses)"
+            )
+        return count
+
+    def row_trials(self, profile: str, row: Row) -> list[Trial]:
+        return row.trials(self.trials(profile))
 
     def table_names(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "tables").glob("*.yaml"))
@@ -278,7 +313,7 @@ class Params:
         runs: dict[str, list[Trial]] = {}
         for name in tables:
             for row in self.table(name).rows.values():
-                for trial in row.trials():
+                for trial in self.row_trials(profile, row):
                     cfg = self.resolve(profile, row, trial.seed)
                     runs.setdefault(config_hash(cfg), []).append(trial)
         return runs

@@ -89,10 +89,12 @@ def linear_probe_accuracy(
     weight_decay: float = 0.0,
     seed: int = 0,
 ) -> float:
-    """Top-1 of a linear classifier trained on cached frozen features (SGD, cosine lr).
+    """Top-1 of a linear classifier trained on cached frozen features of un-augmented images
+    (SGD, cosine lr): the fast `cached` probe, not the paper's protocol (main_lincls.py trains
+    with LARS at batch 4096 on randomly cropped and flipped images; see `linear_probe: paper`).
 
-    Features are standardised with the training set's statistics, the role the BN without
-    affine plays in front of the classifier in the paper's linear protocol.
+    Features are standardised with the training set's statistics so that one lr suits every
+    network, trained or at random init.
     """
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std

@@ -27,7 +27,7 @@ from . import distributed
 from .augment import AugmentConfig, Rows, normalize, two_views
 from .config import Config, ConfigError
 from .data import Split, load_split
-from .evaluate import extract_features, knn_accuracy
+from .evaluate import extract_features, knn_accuracy, linear_probe_accuracy
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
 from .target import Target, build_target
@@ -199,14 +199,28 @@ class KnnProbe:
         """The monitor, at the monitor's temperature."""
         return self.accuracy(self.features(model), self.cfg["monitor"]["knn_temperature"])
 
-    def at_init(self, model: SimSiam) -> dict[str, float]:
-        """Epoch 0: the monitor, and from the same features the control the trained network is
-        compared with, measured as the evaluation measures it (footnote 4)."""
-        features = self.features(model)
-        return {
-            "knn": self.accuracy(features, self.cfg["monitor"]["knn_temperature"]),
-            "random_init_knn": self.accuracy(features, self.cfg["eval"]["knn_temperature"]),
-        }
+
+def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str, float]:
+    """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
+    same code, for its random init (the control every accuracy is read against)."""
+    ev = cfg["eval"]
+    features = probe.features(model)
+    train_x, test_x = (f.cpu() for f in features)
+    return {
+        "knn": probe.accuracy(features, ev["knn_temperature"]),
+        "linear": linear_probe_accuracy(
+            train_x,
+            probe.train.labels,
+            test_x,
+            probe.test.labels,
+            len(probe.train.classes),
+            ev["linear_epochs"],
+            ev["linear_lr"] * ev["linear_batch_size"] / 256,
+            ev["linear_batch_size"],
+            ev["linear_weight_decay"],
+            cfg["seed"],
+        ),
+    }
 
 
 class Stopwatch:
@@ -251,13 +265,10 @@ def pretrain(
         train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
         model = build_model(cfg).to(dev)
         clock = Stopwatch()
-        batch, n_images = cfg["optim"]["batch_size"], len(train.images)
-        reason = None
-        if batch > n_images:
-            # A scale mismatch (Table 2's batch 4096 on a small profile), not a bad config: the
-            # pipeline goes on and the report says the row was not run at this scale.
+        if reason := scale_mismatch(cfg, len(train.images)):
+            # Not a bad config (Table 2's batch 4096 on a small profile): the pipeline goes on
+            # and the report says why the row was not run at this scale.
             status, history, steps = "skipped", [], 0
-            reason = f"batch {batch} > {n_images} training images"
             final = {"model": model.state_dict(), "epoch": 0}
         else:
             log = log_epoch if rank == 0 else lambda record: None
@@ -279,8 +290,22 @@ def pretrain(
         "processes": world,
         "final_loss": finite[-1]["loss"] if finite else None,
         "final_z_std_ratio": finite[-1]["z_std_ratio"] if finite else None,
-        "random_init_knn": history[0].get("random_init_knn") if history else None,
     }
+
+
+def scale_mismatch(cfg: Config, n_images: int) -> str | None:
+    """Why this profile's data cannot test the run's config, or None when it can."""
+    optim = cfg["optim"]
+    batch = optim["batch_size"]
+    if batch > n_images:
+        return f"batch {batch} > {n_images} training images"
+    steps = optim["epochs"] * (n_images // batch)
+    if steps < optim["min_steps"]:
+        return (
+            f"{steps} SGD steps ({optim['epochs']} epochs of {n_images // batch}) < the "
+            f"profile's optim.min_steps = {optim['min_steps']}: too few to test a claim"
+        )
+    return None
 
 
 STATE = "state.pt"
@@ -362,7 +387,7 @@ def _train(
         for record in history:
             log_epoch(record)
     elif every and rank == 0:
-        history.append({"epoch": 0, **monitor.at_init(model)})
+        history.append({"epoch": 0, "knn": monitor(model)})
         log_epoch(history[-1])
     net = distributed.data_parallel(model, dev) if world > 1 else model
     local = batch // world
@@ -375,7 +400,8 @@ def _train(
         for i in range(steps_per_epoch):
             lr = learning_rate(step, total, warmup, peak)
             for group in opt.param_groups:
-                group["lr"] = peak if group["fixed_lr"] else lr
+                # A constant-lr predictor still warms up with the encoder.
+                group["lr"] = peak if group["fixed_lr"] and step >= warmup else lr
             idx = order[i * batch + rank * local : i * batch + (rank + 1) * local]
             views = [fmt(two_views(images[idx], size, aug, gen, rows)) for _ in range(pairs)]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)

@@ -25,7 +25,7 @@ wildcard_constraints:
 def trial_args(run):
     """CLI arguments naming the first trial that uses this config."""
     trial = PLAN[run][0]
-    return f"--row {trial.row.ref}" + ("" if trial.seed is None else f" --seed {trial.seed}")
+    return f"--row {trial.row.ref} --seed {trial.seed}"
 
 
 def row_runs(table):
@@ -33,7 +33,7 @@ def row_runs(table):
     return [
         (trial.row.id, f"{RUNS}/{RUN_OF[trial.ref]}")
         for row in PARAMS.table(table).rows.values()
-        for trial in row.trials()
+        for trial in PARAMS.row_trials(PROFILE, row)
     ]
 
 

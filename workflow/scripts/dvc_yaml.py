@@ -3,8 +3,10 @@
     python workflow/scripts/dvc_yaml.py > dvc.yaml      # regenerate
     python workflow/scripts/dvc_yaml.py --check         # fail when dvc.yaml is stale (CI)
 
-DVC's paths must be static, so a DVC run is keyed by its row's overrides rather than by the
-resolved-config hash (which depends on the profile): rows with the same overrides share a stage.
+DVC's paths must be static, so a DVC run is keyed by its row's overrides and seed rather than by
+the resolved-config hash (which depends on the profile): rows with the same overrides share a
+stage. The seeds are those of the profile named in params/pipeline.yaml (`trials`): regenerate
+after changing it there.
 """
 
 from __future__ import annotations
@@ -28,36 +30,38 @@ RUNS = "results/${profile}/dvc"
 RUN_FILES = ["config.yaml", "checkpoint.pt", "history.json", "pretrain.json"]
 
 
-def pipeline_tables(params: Params) -> list[str]:
-    return yaml.safe_load((params.root / "pipeline.yaml").read_text())["tables"]
+def pipeline(params: Params) -> dict:
+    return yaml.safe_load((params.root / "pipeline.yaml").read_text())
 
 
-def run_keys(params: Params, tables: list[str]) -> tuple[dict[str, str], dict[str, Trial]]:
+def run_keys(
+    params: Params, profile: str, tables: list[str]
+) -> tuple[dict[str, str], dict[str, Trial]]:
     """Trial ref -> stage key, and stage key -> the first trial (same overrides and seed)."""
     keys: dict[str, str] = {}
     firsts: dict[str, Trial] = {}
     by_identity: dict[str, str] = {}
     for name in tables:
         for row in params.table(name).rows.values():
-            for trial in row.trials():
+            for trial in params.row_trials(profile, row):
                 identity = json.dumps([row.overrides, trial.seed], sort_keys=True)
-                suffix = "" if trial.seed is None else f"-s{trial.seed}"
-                key = by_identity.setdefault(identity, f"{row.table}-{row.id}{suffix}")
+                key = by_identity.setdefault(identity, f"{row.table}-{row.id}-s{trial.seed}")
                 keys[trial.ref] = key
                 firsts.setdefault(key, trial)
     return keys, firsts
 
 
 def stages(params: Params) -> dict:
-    tables = pipeline_tables(params)
-    keys, firsts = run_keys(params, tables)
+    settings = pipeline(params)
+    profile, tables = settings["profile"], settings["tables"]
+    keys, firsts = run_keys(params, profile, tables)
 
     def profile_params() -> list[dict]:  # fresh dicts: shared ones would become YAML anchors
         return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
 
     foreach = {
         key: {
-            "args": f"--row {t.row.ref}" + ("" if t.seed is None else f" --seed {t.seed}"),
+            "args": f"--row {t.row.ref} --seed {t.seed}",
             "table": t.row.table,
             "overrides": f"rows.{t.row.id}.overrides",
         }
@@ -90,7 +94,9 @@ def stages(params: Params) -> dict:
         },
     }
     for name in tables:
-        trials = [t for row in params.table(name).rows.values() for t in row.trials()]
+        trials = [
+            t for row in params.table(name).rows.values() for t in params.row_trials(profile, row)
+        ]
         run_args = " ".join(f"--run {t.row.id}={RUNS}/{keys[t.ref]}" for t in trials)
         out[f"report-{name}"] = {
             "cmd": (
