@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -21,3 +22,18 @@ def copy_project(dest: Path) -> Path:
             shutil.copy2(src, dest / name)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)  # DVC needs a repository
     return dest
+
+
+def use_dvc_profile(project: Path, profile: str) -> None:
+    """Point the copy's DVC pipeline at another profile: params/pipeline.yaml, and dvc.yaml
+    regenerated for that profile's trials."""
+    pipeline = project / "params" / "pipeline.yaml"
+    pipeline.write_text(pipeline.read_text().replace("profile: cpu", f"profile: {profile}"))
+    generated = subprocess.run(
+        [sys.executable, "workflow/scripts/dvc_yaml.py"],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (project / "dvc.yaml").write_text(generated.stdout)

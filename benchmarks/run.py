@@ -43,7 +43,7 @@ from simsiam_lab.train import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import LightlySimSiam, ReferenceSimSiam, lightly_loss, reference_loss
-from project import copy_project
+from project import copy_project, use_dvc_profile
 
 ROOT = Path(__file__).parents[1]
 ARCHIVE = "cifar10-jpeg.tar.gz"
@@ -245,8 +245,7 @@ def bench_pipeline(data: Path, with_dvc: bool) -> dict:
         if with_dvc:
             project = Path(tmp) / "dvc"
             copy_project(project)
-            pipeline = project / "params" / "pipeline.yaml"
-            pipeline.write_text(pipeline.read_text().replace("profile: cpu", "profile: smoke"))
+            use_dvc_profile(project, "smoke")
             dvc_wall = _wall(["dvc", "repro", "report-table3"], project, env)
             # Same commands as Snakemake's jobs: what DVC adds is its wall minus theirs.
             out |= {

@@ -19,7 +19,7 @@ import torch
 from simsiam_lab.config import Params, config_hash, flatten
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from project import copy_project
+from project import copy_project, use_dvc_profile
 
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -120,12 +120,12 @@ def test_snakemake_smoke_all_tables(project: Path):
     assert [r.split("|")[1].strip() for r in rows] == [
         "(a) none",
         "(b) hidden-only",
-        "(c) default",
-        "(c') default, affine output BN",
+        "(c) default: output BN without affine (builder.py)",
+        "(c) as in the paper's Table 3: output BN with affine",
         "(d) all",
     ]
-    papers = [r.split("|")[6].strip() for r in rows]  # after the label and four BN columns
-    assert [p.split()[0] for p in papers] == ["34.6", "67.4", "68.1", "68.2", "unstable"]
+    papers = [r.split("|")[7].strip() for r in rows]  # after the label and five BN columns
+    assert [p.split()[0] for p in papers] == ["34.6", "67.4", "68.2", "68.1", "unstable"]
     summary = json.loads((project / "reports" / "table3.json").read_text())
     assert set(summary["rows"]) == {"a", "b", "c", "c-affine", "d"}
 
@@ -243,8 +243,7 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
 
 
 def test_dvc_repro_smoke_table3(project: Path):
-    pipeline = project / "params" / "pipeline.yaml"
-    pipeline.write_text(pipeline.read_text().replace("profile: cpu", "profile: smoke"))
+    use_dvc_profile(project, "smoke")
     (project / "reports" / "table3.md").unlink(missing_ok=True)
     _run(["dvc", "repro", "report-table3"], project)  # `dvc repro` builds every table
     assert len(_report_rows(project / "reports" / "table3.md")) == 5
@@ -288,9 +287,8 @@ def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
         cmd = f"snakemake --cores 1 {run}/metrics.json --config profile=smoke threads=1".split()
         data, threads = "data/prepared/smoke", "--threads 1"
     else:
-        pipeline = project / "params" / "pipeline.yaml"
-        pipeline.write_text(pipeline.read_text().replace("profile: cpu", "profile: smoke"))
-        run, cmd = Path("results/smoke/dvc/table3-a"), ["dvc", "repro", "pretrain@table3-a"]
+        use_dvc_profile(project, "smoke")
+        run, cmd = Path("results/smoke/dvc/table3-a-s0"), ["dvc", "repro", "pretrain@table3-a-s0"]
         data, threads = "data/dvc/smoke", ""  # as dvc.yaml: torch's default
     state = project / run / "state.pt"
 

@@ -1,91 +1,163 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from simsiam_lab.config import Params
 from simsiam_lab.evaluate import collapse_std
-from simsiam_lab.report import RowResult, RunResult, batch_norm_std_floor, verdict
+from simsiam_lab.report import (
+    RowResult,
+    RunResult,
+    batch_norm_std_floor,
+    build_context,
+    render,
+    summary_json,
+    verdict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _trial(
     status="ok",
     linear=50.0,
     knn=40.0,
-    random_knn=20.0,
+    random_linear=20.0,
     ratio=0.9,
     share=0.3,
     losses=(-0.5, -0.9),
     similarity="cosine",
     batch=512,
+    seed=0,
+    reason=None,
 ):
     metrics = {
         "status": status,
+        "reason": reason,
         "linear_acc": linear,
         "knn_acc": knn,
-        "random_init_knn": random_knn,
+        "random_init_knn": 20.0,
+        "random_init_linear": random_linear,
         "final_z_std_ratio": ratio,
         "z_top_share": share,
         "final_loss": losses[-1] if status == "ok" else None,
     }
     history = [{"epoch": i + 1, "loss": loss} for i, loss in enumerate(losses)]
-    config = {"loss": {"similarity": similarity}, "optim": {"batch_size": batch}}
+    config = {"seed": seed, "loss": {"similarity": similarity}, "optim": {"batch_size": batch}}
     return RunResult(config, metrics, history)
 
 
-def _row(row_id, *trials):
-    return RowResult(row_id, list(trials) or [_trial()])
+def _row(row_id, *linear, **kw):
+    """A row with one trial per linear accuracy, seeds 0, 1, ..."""
+    return RowResult(row_id, [_trial(linear=v, seed=i, **kw) for i, v in enumerate(linear)])
+
+
+def _verdict(check, **rows):
+    return verdict(check, {k: v for k, v in rows.items()}, alpha=0.05)
 
 
 @pytest.mark.parametrize(
-    ("x", "y", "expected"),
-    [(60.0, 50.0, "reproduced"), (50.5, 50.0, "inconclusive"), (40.0, 50.0, "not reproduced")],
+    ("x", "expected"),
+    [
+        ((60.0, 61.0, 59.5), "reproduced"),  # clearly above
+        ((51.0, 49.0, 52.0), "inconclusive"),  # the interval straddles 0
+        ((40.0, 41.0, 39.0), "not reproduced"),  # clearly below
+    ],
 )
-def test_better_uses_the_margin(x, y, expected):
-    rows = {"x": _row("x", _trial(linear=x)), "y": _row("y", _trial(linear=y))}
-    assert verdict({"better": "x", "than": "y"}, rows, margin=1.0)[0] == expected
+def test_better_is_read_off_the_interval(x, expected):
+    found = _verdict({"better": "x", "than": "y"}, x=_row("x", *x), y=_row("y", 50.0, 50.5, 49.5))
+    assert found.result == expected
+    assert found.interval.lo < found.interval.estimate < found.interval.hi
+    assert found.interval.test == "paired t, 3 seeds"
+    assert found.level == pytest.approx(0.9)
 
 
-def test_similar_and_not_worse_use_the_margin():
-    rows = {
-        "x": _row("x", _trial(linear=50.4)),
-        "y": _row("y", _trial(linear=50.0)),
-        "z": _row("z", _trial(linear=55.0)),
-    }
-    assert verdict({"similar": "x", "to": "y"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"similar": "z", "to": "y"}, rows, 1.0)[0] == "not reproduced"
-    assert verdict({"not_worse": "y", "than": "x"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"not_worse": "y", "than": "z"}, rows, 1.0)[0] == "not reproduced"
+def test_a_better_claim_with_a_margin_needs_the_interval_above_it():
+    x, y = _row("x", 52.0, 52.4, 51.8), _row("y", 50.0, 50.3, 49.9)
+    assert _verdict({"better": "x", "than": "y"}, x=x, y=y).result == "reproduced"
+    assert _verdict({"better": "x", "than": "y", "margin": 3.0}, x=x, y=y).result == (
+        "not reproduced"
+    )
 
 
-def test_the_trials_spread_widens_the_margin():
-    noisy = _row("x", _trial(linear=50.0), _trial(linear=56.0), _trial(linear=62.0))
-    rows = {"x": noisy, "y": _row("y", _trial(linear=52.0))}
-    result, evidence = verdict({"better": "x", "than": "y"}, rows, 1.0)
-    assert result == "inconclusive" and "margin 6.0" in evidence  # Δ 4 < std 6
+def test_non_inferiority_and_equivalence():
+    y = _row("y", 50.0, 50.3, 49.9)
+    close = _row("x", 49.8, 50.4, 49.8)
+    far = _row("x", 45.0, 45.5, 44.8)
+    noisy = _row("x", 44.0, 56.0, 50.0)
+    assert _verdict({"not_worse": "x", "than": "y", "margin": 1.0}, x=close, y=y).result == (
+        "reproduced"
+    )
+    assert _verdict({"not_worse": "x", "than": "y", "margin": 1.0}, x=far, y=y).result == (
+        "not reproduced"
+    )
+    assert _verdict({"similar": "x", "to": "y", "margin": 1.0}, x=close, y=y).result == (
+        "reproduced"
+    )
+    assert _verdict({"similar": "x", "to": "y", "margin": 1.0}, x=far, y=y).result == (
+        "not reproduced"
+    )
+    # Seed noise wider than the margin: neither equivalence nor its opposite can be shown.
+    assert _verdict({"similar": "x", "to": "y", "margin": 1.0}, x=noisy, y=y).result == (
+        "inconclusive"
+    )
+    assert _verdict({"not_worse": "x", "than": "y", "margin": 1.0}, x=noisy, y=y).result == (
+        "inconclusive"
+    )
 
 
-def test_a_better_claim_needs_the_better_row_to_have_learned():
-    rows = {"x": _row("x", _trial(linear=60.0, knn=20.5)), "y": _row("y", _trial(linear=40.0))}
-    result, evidence = verdict({"better": "x", "than": "y"}, rows, 1.0)
-    assert result == "inconclusive" and "random init" in evidence
+def test_rows_with_other_seeds_are_compared_with_welch():
+    x = RowResult("x", [_trial(linear=v, seed=s) for s, v in [(0, 60.0), (1, 61.0), (2, 59.0)]])
+    y = RowResult("y", [_trial(linear=v, seed=s) for s, v in [(5, 50.0), (6, 51.0)]])
+    found = _verdict({"better": "x", "than": "y"}, x=x, y=y)
+    assert found.interval.test == "Welch t, 3 vs 2 seeds"
+    assert found.result == "reproduced"
+
+
+def test_one_trial_a_row_is_inconclusive_however_large_the_gap():
+    found = _verdict({"better": "x", "than": "y"}, x=_row("x", 80.0), y=_row("y", 10.0))
+    assert found.result == "inconclusive" and "at least 2 trials" in found.evidence
+
+
+def test_a_comparison_needs_the_better_row_to_beat_its_random_init():
+    y = _row("y", 10.0, 10.5, 9.5)
+    untrained = _row("x", 20.5, 19.0, 21.0, random_linear=20.0)
+    found = _verdict({"better": "x", "than": "y"}, x=untrained, y=y)
+    assert found.result == "inconclusive" and "random init" in found.evidence
     # ... but not the worse one: a collapsed row beaten by a trained one is a real result.
-    rows = {"x": _row("x", _trial(linear=60.0)), "y": _row("y", _trial(linear=10.0, knn=10.0))}
-    assert verdict({"better": "x", "than": "y"}, rows, 1.0)[0] == "reproduced"
+    assert _verdict({"better": "x", "than": "y"}, x=_row("x", 60.0, 61.0, 59.0), y=y).result == (
+        "reproduced"
+    )
+
+
+def test_a_skipped_row_makes_its_claims_inconclusive_and_says_why():
+    skipped = RowResult("x", [_trial(status="skipped", reason="60 SGD steps < 200", linear=None)])
+    found = _verdict({"better": "x", "than": "y"}, x=skipped, y=_row("y", 50.0, 51.0))
+    assert found.result == "inconclusive" and "60 SGD steps < 200" in found.evidence
 
 
 def test_collapse_needs_a_flat_std_and_a_minimal_loss():
     rows = {
-        "ok": _row("ok"),
-        "flat": _row("flat", _trial(ratio=0.01, losses=(-0.5, -0.999))),
-        "flat-high-loss": _row("flat-high-loss", _trial(ratio=0.01, losses=(-0.5, -0.6))),
-        "nan": _row("nan", _trial(status="diverged", linear=None, knn=None, ratio=None)),
+        "ok": _row("ok", 50.0),
+        "flat": _row("flat", 10.0, ratio=0.01, losses=(-0.5, -0.999)),
+        "flat-high-loss": _row("flat-high-loss", 10.0, ratio=0.01, losses=(-0.5, -0.6)),
+        "nan": RowResult("nan", [_trial(status="diverged", linear=None, knn=None, ratio=None)]),
     }
-    assert verdict({"not_collapsed": "ok"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"collapsed": "flat"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"collapsed": "flat-high-loss"}, rows, 1.0)[0] == "not reproduced"
-    assert verdict({"not_collapsed": "flat"}, rows, 1.0)[0] == "not reproduced"
-    assert verdict({"collapsed": "nan"}, rows, 1.0)[0] == "inconclusive"
+    assert verdict({"not_collapsed": "ok"}, rows, 0.05).result == "reproduced"
+    assert verdict({"collapsed": "flat"}, rows, 0.05).result == "reproduced"
+    assert verdict({"collapsed": "flat-high-loss"}, rows, 0.05).result == "not reproduced"
+    assert verdict({"not_collapsed": "flat"}, rows, 0.05).result == "not reproduced"
+    assert verdict({"collapsed": "nan"}, rows, 0.05).result == "inconclusive"
+
+
+def test_trials_that_disagree_on_collapse_are_inconclusive():
+    row = RowResult("r", [_trial(ratio=0.01, losses=(-0.5, -0.999)), _trial(seed=1)])
+    assert not row.collapsed and row.status == "some trials collapsed"
+    for kind in ("collapsed", "not_collapsed"):
+        found = verdict({kind: "r"}, {"r": row}, 0.05)
+        assert found.result == "inconclusive" and "1 of 2 trials collapsed" in found.evidence
 
 
 def test_batch_norm_keeps_a_small_batch_above_the_std_threshold():
@@ -105,24 +177,53 @@ def test_collapse_onto_one_direction_counts_with_the_batch_s_loss_bound():
     spread = _trial(ratio=0.27, share=0.7, losses=(-0.5, -0.940), batch=64)
     # The same loss at the paper's batch is 0.06 above what a collapsed batch of 512 reaches.
     big_batch = _trial(ratio=0.27, share=0.9999, losses=(-0.5, -0.940), batch=512)
-    rows = {"line": _row("line", line), "spread": _row("spread", spread)}
-    rows["big"] = _row("big", big_batch)
-    assert verdict({"collapsed": "line"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"collapsed": "spread"}, rows, 1.0)[0] == "not reproduced"
-    assert verdict({"collapsed": "big"}, rows, 1.0)[0] == "not reproduced"
-
-
-def test_a_row_collapses_only_when_all_its_trials_do():
-    row = _row("r", _trial(ratio=0.01, losses=(-0.5, -0.999)), _trial())
-    assert not row.collapsed and row.status == "ok"
+    rows = {
+        name: RowResult(name, [t])
+        for name, t in [("line", line), ("spread", spread), ("big", big_batch)]
+    }
+    assert verdict({"collapsed": "line"}, rows, 0.05).result == "reproduced"
+    assert verdict({"collapsed": "spread"}, rows, 0.05).result == "not reproduced"
+    assert verdict({"collapsed": "big"}, rows, 0.05).result == "not reproduced"
 
 
 def test_instability():
     rows = {
-        "ok": _row("ok"),
-        "nan": _row("nan", _trial(status="diverged", linear=None, knn=None, ratio=None)),
-        "rising": _row("rising", _trial(losses=(-0.9, -0.6))),
+        "ok": _row("ok", 50.0),
+        "nan": RowResult("nan", [_trial(status="diverged", linear=None, knn=None, ratio=None)]),
+        "rising": _row("rising", 50.0, losses=(-0.9, -0.6)),
     }
-    assert verdict({"unstable": "nan"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"unstable": "rising"}, rows, 1.0)[0] == "reproduced"
-    assert verdict({"unstable": "ok"}, rows, 1.0)[0] == "not reproduced"
+    assert verdict({"unstable": "nan"}, rows, 0.05).result == "reproduced"
+    assert verdict({"unstable": "rising"}, rows, 0.05).result == "reproduced"
+    assert verdict({"unstable": "ok"}, rows, 0.05).result == "not reproduced"
+
+
+def _table_runs(table, params, linear_of):
+    """RowResults for every row of a table at the smoke profile, three seeds each."""
+    rows = {}
+    for row_id, row in table.rows.items():
+        trials = []
+        for seed in range(3):
+            run = _trial(linear=linear_of(row_id, seed), seed=seed)
+            run = RunResult(params.resolve("smoke", row, seed), run.metrics, run.history)
+            trials.append(run)
+        rows[row_id] = RowResult(row_id, trials)
+    return rows
+
+
+def test_a_report_carries_trials_intervals_and_its_power():
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
+    manifest = {"counts": {"train": {"a": 400}, "test": {"a": 200}}}
+    context = build_context(table, "smoke", rows, manifest, "abc")
+    summary = summary_json(context)
+    assert [t["seed"] for t in summary["rows"]["a"]["trials"]] == [0, 1, 2]
+    claim = next(c for c in summary["claims"] if c["text"].startswith("BN on the hidden"))
+    assert claim["verdict"] == "reproduced"  # b is 5 points above a on every seed
+    assert claim["interval"][0] == claim["interval"][1] == pytest.approx(5.0)
+    assert claim["paper_difference"] == pytest.approx(67.4 - 34.6)
+    # Three comparisons: each interval at 1 - 0.1/3; the seed std is 1 (40, 41, 42).
+    assert summary["comparisons"] == 3
+    assert summary["power"]["seed_std"] == pytest.approx(1.0)
+    text = render(context)
+    assert "96.7% CI" in text and "smallest difference this table resolves" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,20 @@ import jinja2
 import yaml
 
 from .config import CHECKS, Config, Table, flatten
+from .stats import (
+    Interval,
+    difference_interval,
+    mean_interval,
+    pooled_std,
+    smallest_resolvable_difference,
+)
 
 COLLAPSE_RATIO = 0.1  # std(z)·sqrt(d) below this: the outputs have collapsed to a constant
 COLLAPSE_SHARE = 0.99  # ... or this share of z's variance lies along one direction
 COLLAPSE_LOSS_GAP = 0.02  # ... and the cosine loss sits this close to the lowest it can reach
 UNSTABLE_RISE = 0.1  # loss that ends this far above its minimum counts as unstable
-DEFAULT_MARGIN = 1.0  # accuracy points; differences inside it are within single-run noise
+ALPHA = 0.05  # one-sided error rate of a table's comparison claims together (Bonferroni)
+POWER = 0.8  # for the smallest difference a table's seed noise can resolve
 
 RULES = [
     f"collapsed: final std(z)·√d < {COLLAPSE_RATIO} (isotropic outputs give ≈ 1), or at least "
@@ -28,19 +36,31 @@ RULES = [
     "0.25 at B = 64 and 0.09 at the paper's 512, so below 0.1 is out of reach at small batches. "
     f"For the cosine loss, the final loss must also be at most -1 + 4/B + {COLLAPSE_LOSS_GAP}: "
     "-1 + 4/B is the loss of such a batch when the image set apart differs between the two "
-    "views. A row with several trials is collapsed only if every trial is",
+    "views. A collapse claim is reproduced when every trial of the row collapsed (or, for "
+    "'does not collapse', none did), not reproduced when the opposite holds for every trial, "
+    "and inconclusive when the trials disagree",
     "unstable: a trial's loss became non-finite (diverged), or ended more than "
     f"{UNSTABLE_RISE} above its minimum",
-    "X better than Y: X's mean linear accuracy exceeds Y's by more than the margin "
-    "(reproduced), falls short by more than the margin (not reproduced), otherwise inconclusive; "
-    "X not worse than Y: X is at most the margin below Y; X similar to Y: within the margin",
-    f"the margin is {DEFAULT_MARGIN} accuracy points unless the claim states another, or the "
-    "larger std over the two rows' trials if that is wider",
-    "a claim about a row that was not run at this scale (e.g. a batch larger than the training "
-    "set) is inconclusive",
-    "a claim that X is better than, not worse than or similar to Y is inconclusive unless X's "
-    "(and, for similar, Y's) kNN accuracy beats the same network at random init by the margin: "
-    "chance-level accuracy alone says nothing (paper, footnote 4)",
+    "comparisons use the mean linear accuracy over a row's trials (seeds) and a t interval of "
+    "the difference X − Y: paired by seed when both rows ran the same seeds, else Welch's. "
+    f"The {ALPHA} one-sided error rate is split evenly over the table's k comparison claims "
+    "(Bonferroni), so each interval is two-sided at 1 − 0.1/k and each of its ends is a "
+    f"one-sided test at {ALPHA}/k",
+    "X better than Y (margin m, 0 unless the claim states one): reproduced when the interval "
+    "lies above m, not reproduced when it lies below m, else inconclusive. X not worse than Y "
+    "(non-inferiority margin m): reproduced above −m, not reproduced below −m. X similar to Y "
+    "(equivalence margin m, two one-sided tests): reproduced when the interval lies inside "
+    "(−m, m), not reproduced when it lies wholly outside [−m, m]",
+    "a comparison needs at least 2 trials of each row; with one it is inconclusive",
+    "a comparison is inconclusive unless X (and, for similar, Y too) learned: its linear "
+    "accuracy lies above the same network's at random init (paired by seed, one-sided at "
+    f"{ALPHA}); chance-level accuracy alone says nothing (paper, footnote 4)",
+    "a row the profile cannot test is not trained and its claims are inconclusive: a batch "
+    "larger than the training set, or fewer SGD steps than the profile's optim.min_steps",
+    "power: the seed std of linear accuracy pooled over the table's rows that trained without "
+    f"collapse gives the smallest difference a one-sided test at {ALPHA}/k detects with "
+    f"{POWER:.0%} probability over the profile's trials (unpaired); a paper effect below it "
+    "cannot be decided at this profile",
 ]
 
 
@@ -110,6 +130,13 @@ class RowResult:
     def values(self, metric: str) -> list[float]:
         return [t.metrics[metric] for t in self.trials if t.metrics.get(metric) is not None]
 
+    def by_seed(self, metric: str) -> dict[int, float]:
+        return {
+            t.config["seed"]: t.metrics[metric]
+            for t in self.trials
+            if t.metrics.get(metric) is not None
+        }
+
     def mean(self, metric: str) -> float | None:
         values = self.values(metric)
         return statistics.fmean(values) if values else None
@@ -134,12 +161,24 @@ class RowResult:
             return "diverged"
         if self.unstable:
             return "unstable"
-        return "collapsed" if self.collapsed else "ok"
+        if self.collapsed:
+            return "collapsed"
+        return "ok" if not any(t.collapsed for t in self.trials) else "some trials collapsed"
 
-    def learned(self, margin: float) -> bool:
-        """Whether training beat the same network at random init."""
-        knn, random_knn = self.mean("knn_acc"), self.mean("random_init_knn")
-        return knn is not None and (random_knn is None or knn > random_knn + margin)
+    def gain_over_init(self, alpha: float) -> Interval | None:
+        """Linear accuracy minus the same network's at random init, paired by seed."""
+        trained, init = self.by_seed("linear_acc"), self.by_seed("random_init_linear")
+        gains = [trained[s] - init[s] for s in sorted(trained) if s in init]
+        return mean_interval(gains, alpha, f"paired t, {len(gains)} seeds")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    result: str  # reproduced | not reproduced | inconclusive
+    evidence: str
+    interval: Interval | None = None
+    margin: float | None = None
+    level: float | None = None  # two-sided confidence of the interval
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -154,51 +193,119 @@ def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
     return mean if std is None else f"{mean} ± {_fmt(std, digits)}"
 
 
-def _compare(kind: str, diff: float, margin: float) -> str:
+def _fmt_interval(interval: Interval, level: float) -> str:
+    return (
+        f"Δ {interval.estimate:+.1f}, {level:.1%} CI [{interval.lo:+.1f}, {interval.hi:+.1f}] "
+        f"({interval.test})"
+    )
+
+
+def _decide(kind: str, interval: Interval, margin: float) -> str:
+    lo, hi = interval.lo, interval.hi
     if kind == "similar":
-        return "reproduced" if abs(diff) <= margin else "not reproduced"
-    if kind == "not_worse":
-        return "reproduced" if diff >= -margin else "not reproduced"
-    if diff > margin:
-        return "reproduced"
-    return "not reproduced" if diff < -margin else "inconclusive"
+        inside, outside = -margin < lo and hi < margin, lo > margin or hi < -margin
+    else:
+        bound = margin if kind == "better" else -margin
+        inside, outside = lo > bound, hi < bound
+    return "reproduced" if inside else "not reproduced" if outside else "inconclusive"
 
 
-def verdict(check: dict[str, Any], rows: dict[str, RowResult], margin: float) -> tuple[str, str]:
-    """Return (verdict, the evidence behind it) for one claim's check."""
-    margin = float(check.get("margin", margin))
+def comparison_count(claims: list[Config]) -> int:
+    return sum(
+        1 for c in claims if any(k in c["check"] for k in ("better", "not_worse", "similar"))
+    )
+
+
+def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
+    evidence = (
+        f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)}, "
+        f"top-direction share {_fmt_trials(row, 'z_top_share', 4)}, "
+        f"final loss {_fmt_trials(row, 'final_loss', 3)}"
+    )
+    if kind == "unstable":
+        return Verdict("reproduced" if row.unstable else "not reproduced", evidence)
+    if row.unstable:
+        return Verdict("inconclusive", evidence)
+    collapsed = [t.collapsed for t in row.trials]
+    evidence += f"; {sum(collapsed)} of {len(collapsed)} trials collapsed"
+    if all(collapsed) or not any(collapsed):
+        holds = all(collapsed) if kind == "collapsed" else not any(collapsed)
+        return Verdict("reproduced" if holds else "not reproduced", evidence)
+    return Verdict("inconclusive", evidence)
+
+
+def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> Verdict:
+    """One claim's check, decided from the rows' trials; `alpha` is this claim's one-sided
+    share of the table's error rate."""
     named = [rows[v] for k, v in check.items() if k in CHECKS or k in ("than", "to")]
-    if skipped := [r.id for r in named if r.status == "skipped"]:
-        return "inconclusive", f"{', '.join(skipped)}: not run at this scale"
+    if skipped := [r for r in named if r.status == "skipped"]:
+        reason = skipped[0].trials[0].metrics.get("reason") or "not run at this scale"
+        return Verdict("inconclusive", f"{skipped[0].id}: not trained at this scale ({reason})")
     for kind in ("collapsed", "not_collapsed", "unstable"):
         if kind in check:
-            row = rows[check[kind]]
-            evidence = (
-                f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)}, "
-                f"top-direction share {_fmt_trials(row, 'z_top_share', 4)}, "
-                f"final loss {_fmt_trials(row, 'final_loss', 3)}"
-            )
-            if kind == "unstable":
-                return ("reproduced" if row.unstable else "not reproduced"), evidence
-            if row.unstable:
-                return "inconclusive", evidence
-            collapsed = row.collapsed if kind == "collapsed" else not row.collapsed
-            return ("reproduced" if collapsed else "not reproduced"), evidence
+            return _collapse_verdict(kind, rows[check[kind]])
     kind = next(k for k, other in CHECKS.items() if other and k in check)
     x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
-    spread = max((r.std("linear_acc") or 0.0 for r in (x, y)), default=0.0)
-    margin = max(margin, spread)
-    ax, ay = x.mean("linear_acc"), y.mean("linear_acc")
-    diff = None if ax is None or ay is None else ax - ay
+    margin = float(check.get("margin", 0.0))
+    level = 1 - 2 * alpha
     evidence = (
-        f"linear {x.id} {_fmt(ax)} vs {y.id} {_fmt(ay)} (Δ {_fmt(diff)}, margin {margin:.1f})"
+        f"linear {x.id} {_fmt_trials(x, 'linear_acc')} vs {y.id} {_fmt_trials(y, 'linear_acc')}"
     )
-    if diff is None:
-        return "inconclusive", evidence
-    must_learn = [x, y] if kind == "similar" else [x]
-    if untrained := [r.id for r in must_learn if not r.learned(margin)]:
-        return "inconclusive", evidence + f"; {', '.join(untrained)}: kNN not above random init"
-    return _compare(kind, diff, margin), evidence
+    interval = difference_interval(x.by_seed("linear_acc"), y.by_seed("linear_acc"), alpha)
+    if interval is None:
+        return Verdict("inconclusive", evidence + "; needs at least 2 trials of each row")
+    evidence += f": {_fmt_interval(interval, level)}, margin {margin:g}"
+    found = Verdict("inconclusive", evidence, interval, margin, level)
+    for row in [x, y] if kind == "similar" else [x]:
+        gain = row.gain_over_init(ALPHA)
+        if gain is None or gain.lo <= 0:
+            shown = "no interval" if gain is None else f"{gain.estimate:+.1f} [{gain.lo:+.1f}, …]"
+            return replace(
+                found,
+                evidence=evidence + f"; {row.id} not shown to beat its random init "
+                f"(linear gain {shown})",
+            )
+    return replace(found, result=_decide(kind, interval, margin))
+
+
+def power(table: Table, rows: dict[str, RowResult], alpha: float) -> dict[str, Any] | None:
+    """The smallest linear-accuracy difference this table's seed noise lets a claim resolve."""
+    trained = [rows[r] for r in table.rows if rows[r].status == "ok"]
+    pooled = pooled_std([r.values("linear_acc") for r in trained])
+    counts = [len(rows[r].values("linear_acc")) for r in table.rows if table.rows[r].compared]
+    n = min((c for c in counts if c >= 2), default=0)
+    if pooled is None or n < 2:
+        return None
+    std, df = pooled
+    return {
+        "seed_std": std,
+        "df": df,
+        "trials": n,
+        "alpha": alpha,
+        "difference": smallest_resolvable_difference(std, n, alpha, POWER),
+    }
+
+
+def _trial_summary(trial: RunResult) -> dict[str, Any]:
+    keep = ("status", "knn_acc", "linear_acc", "random_init_knn", "random_init_linear")
+    return (
+        {"seed": trial.config["seed"]}
+        | {k: trial.metrics.get(k) for k in keep}
+        | {
+            "collapsed": trial.collapsed,
+            "mlflow_run_id": trial.metrics.get("mlflow_run_id"),
+        }
+    )
+
+
+def _paper_difference(table: Table, check: Config) -> float | None:
+    """The paper's X − Y for a comparison claim, where both rows print a number."""
+    kind = next((k for k, other in CHECKS.items() if other and k in check), None)
+    if kind is None:
+        return None
+    x, y = table.rows[check[kind]].paper, table.rows[check[CHECKS[kind]]].paper
+    numbers = all(isinstance(v, int | float) for v in (x, y))
+    return round(x - y, 2) if numbers else None
 
 
 def _mark(value: Any) -> str:
@@ -233,16 +340,31 @@ def build_context(
                 "linear": _fmt_trials(result, "linear_acc"),
                 "ratio": _fmt_trials(result, "final_z_std_ratio", 3),
                 "share": _fmt_trials(result, "z_top_share", 3),
-                "trials": len(result.trials),
+                "trials": [_trial_summary(t) for t in result.trials],
                 "status": result.status
                 + (f": {result.trials[0].metrics['reason']}" if result.status == "skipped" else ""),
                 "run_ids": [t.metrics.get("mlflow_run_id", "–") for t in result.trials],
             }
         )
+    k = comparison_count(table.claims)
+    alpha = ALPHA / max(1, k)
     claims = []
     for claim in table.claims:
-        result, evidence = verdict(claim["check"], rows, DEFAULT_MARGIN)
-        claims.append({"text": claim["text"], "verdict": result, "evidence": evidence})
+        found = verdict(claim["check"], rows, alpha)
+        interval = found.interval
+        claims.append(
+            {
+                "text": claim["text"],
+                "verdict": found.result,
+                "evidence": found.evidence,
+                "paper_difference": _paper_difference(table, claim["check"]),
+                "interval": None if interval is None else [interval.lo, interval.hi],
+                "estimate": None if interval is None else interval.estimate,
+                "test": None if interval is None else interval.test,
+                "level": found.level,
+                "margin": found.margin,
+            }
+        )
     distinct = {
         t.metrics.get("config_hash"): t.metrics.get("wall_s", 0.0)
         for r in rows.values()
@@ -259,13 +381,18 @@ def build_context(
         "dim": first["model"]["dim"],
         "epochs": first["optim"]["epochs"],
         "batch_size": first["optim"]["batch_size"],
+        "linear_probe": first["eval"]["linear_probe"],
         "wall_min": sum(distinct.values()) / 60,
         "n_runs": len(distinct),
         "commit": commit,
         "columns": list(table.columns),
         "rows": table_rows,
         "random_init_knn": _fmt_trials(next(iter(rows.values())), "random_init_knn"),
+        "random_init_linear": _fmt_trials(next(iter(rows.values())), "random_init_linear"),
         "claims": claims,
+        "comparisons": k,
+        "alpha": alpha,
+        "power": power(table, rows, alpha),
         "rules": RULES,
         "curves": curves,
     }
@@ -341,16 +468,29 @@ def summary_json(context: dict[str, Any]) -> dict[str, Any]:
         "scale": f"{context['dataset']}, {context['counts']['train']} train images at "
         f"{context['image_size']} px, {context['backbone']}, {context['epochs']} epochs",
         "rows": {
-            row["id"]: {"knn": row["knn_acc"], "linear": row["linear_acc"], "status": row["status"]}
+            row["id"]: {
+                "knn": row["knn_acc"],
+                "linear": row["linear_acc"],
+                "status": row["status"],
+                "trials": row["trials"],
+            }
             for row in context["rows"]
         },
         "claims_reproduced": sum(c["verdict"] == "reproduced" for c in context["claims"]),
         "claims_total": len(context["claims"]),
         "claims": context["claims"],
+        "comparisons": context["comparisons"],
+        "power": context["power"],
         "mlflow_runs": sorted({i for row in context["rows"] for i in row["run_ids"]}),
     }
 
 
 def render_index(summaries: list[dict[str, Any]], commit: str) -> str:
     """Every table's claims and verdicts on one page, linking to each table's report."""
-    return _template("index.md.j2").render(tables=summaries, rules=RULES, commit=commit)
+    totals = {
+        verdict: sum(c["verdict"] == verdict for t in summaries for c in t["claims"])
+        for verdict in ("reproduced", "not reproduced", "inconclusive")
+    }
+    return _template("index.md.j2").render(
+        tables=summaries, totals=totals, rules=RULES, commit=commit
+    )
