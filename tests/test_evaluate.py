@@ -3,10 +3,14 @@ import math
 import pytest
 import torch
 
+from simsiam_lab.augment import AugmentConfig
 from simsiam_lab.evaluate import (
+    LARC,
+    centre_crop,
     collapse_std,
     knn_accuracy,
     linear_probe_accuracy,
+    paper_linear_probe_accuracy,
     top_direction_share,
 )
 
@@ -65,3 +69,41 @@ def test_linear_probe_is_deterministic_for_a_seed():
     torch.rand(5)  # the probe must not depend on the global RNG's position
     runs.append(linear_probe_accuracy(train_x, train_y, noisy, test_y, 4, epochs=3))
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_larc_scales_each_tensors_step_by_its_trust_ratio():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    b = torch.nn.Parameter(torch.zeros(4))
+    w.grad, b.grad = torch.randn(4, 3), torch.randn(4)
+    w0, gw, gb = w.detach().clone(), w.grad.clone(), b.grad.clone()
+    lr, wd, trust = 0.5, 0.01, 0.001
+    LARC(torch.optim.SGD([w, b], lr=lr, weight_decay=wd), trust=trust).step()
+    rate = trust * w0.norm() / (gw.norm() + wd * w0.norm() + 1e-8)
+    torch.testing.assert_close(w.detach(), w0 - lr * rate * (gw + wd * w0))
+    torch.testing.assert_close(b.detach(), -lr * gb)  # zero norm: the plain SGD step
+
+
+def _coloured_images(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes a random conv net tells apart: red-ish vs blue-ish noise at 40 px."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(2).repeat_interleave(n_per_class)
+    images = torch.randint(0, 120, (len(labels), 3, 40, 40), generator=gen, dtype=torch.uint8)
+    images[labels == 0, 0] += 120
+    images[labels == 1, 2] += 120
+    return images, labels
+
+
+def test_the_paper_probe_learns_and_leaves_the_backbone_frozen(small_simsiam):
+    backbone = small_simsiam().backbone
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    (train_x, train_y), (test_x, test_y) = _coloured_images(32, 0), _coloured_images(16, 1)
+    # A random-init backbone's features are small (about 0.1), and LARC scales each step by
+    # the classifier's own small norm: so few images need a high lr to train in 30 epochs.
+    accuracy = paper_linear_probe_accuracy(
+        backbone, train_x, train_y, test_x, test_y, 2, AugmentConfig(), 32, 30, 16.0, 16
+    )
+    assert accuracy >= 90.0
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+    assert centre_crop(test_x, 32).shape[-2:] == (32, 32)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .augment import AugmentConfig, augment, normalize
 
 
 def collapse_std(z: torch.Tensor) -> float:
@@ -117,3 +121,103 @@ def linear_probe_accuracy(
     with torch.no_grad():
         preds = classifier(test_x).argmax(dim=1)
     return round(100.0 * (preds == test_y).float().mean().item(), 2)
+
+
+class LARC:
+    """Layer-wise adaptive rate clipping over SGD, as main_lincls.py wraps its optimizer (apex's
+    LARC, clip=False): each tensor's gradient, weight decay added, is scaled by
+    trust * ||w|| / (||g|| + wd * ||w||) before the SGD step. A tensor whose norm or gradient
+    norm is zero (the fc bias at init) takes the plain SGD step."""
+
+    def __init__(self, optimizer: torch.optim.SGD, trust: float = 0.001, eps: float = 1e-8):
+        self.optimizer, self.trust, self.eps = optimizer, trust, eps
+
+    @torch.no_grad()
+    def step(self) -> None:
+        decays = []
+        for group in self.optimizer.param_groups:
+            wd = group["weight_decay"]
+            decays.append(wd)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                w_norm, g_norm = p.norm(), p.grad.norm()
+                if w_norm > 0 and g_norm > 0:
+                    rate = self.trust * w_norm / (g_norm + w_norm * wd + self.eps)
+                    p.grad.add_(p, alpha=wd).mul_(rate)
+            group["weight_decay"] = 0.0  # applied above, inside the scaling
+        self.optimizer.step()
+        for group, wd in zip(self.optimizer.param_groups, decays, strict=True):
+            group["weight_decay"] = wd
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size pixels: the paper's test view of an image stored at 256 px."""
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def paper_linear_probe_accuracy(
+    backbone: nn.Module,
+    train_images: torch.Tensor,
+    train_y: torch.Tensor,
+    test_images: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    aug: AugmentConfig,
+    size: int,
+    epochs: int = 90,
+    lr: float = 1.6,
+    batch_size: int = 4096,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """Top-1 (%) under main_lincls.py's protocol: a linear layer (init N(0, 0.01)) on the frozen
+    backbone in eval mode, LARC over SGD (momentum 0.9) with a per-epoch cosine lr, trained on
+    RandomResizedCrop(size) (scale 0.08 to 1) and flip views, tested on the centre crop."""
+    device = next(backbone.parameters()).device
+    train_aug = replace(
+        aug, crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.5
+    )
+    was_training = backbone.training
+    backbone.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    @torch.no_grad()
+    def features(x: torch.Tensor) -> torch.Tensor:
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with ctx:
+            return backbone(x).float()
+
+    with torch.no_grad():
+        dim = features(normalize(centre_crop(train_images[:2], size).to(device), aug)).shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = nn.Linear(dim, num_classes).to(device)
+        nn.init.normal_(classifier.weight, std=0.01)
+        nn.init.zeros_(classifier.bias)
+    sgd = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    opt = LARC(sgd)
+    for epoch in range(epochs):
+        for group in sgd.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        order = torch.randperm(len(train_images), generator=gen, device=device).cpu()
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            views = augment(train_images[idx].to(device), size, train_aug, gen)
+            loss = F.cross_entropy(classifier(features(views)), train_y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(test_images), batch_size):
+            x = normalize(centre_crop(test_images[i : i + batch_size], size).to(device), aug)
+            preds = classifier(features(x)).argmax(dim=1).cpu()
+            correct += int((preds == test_y[i : i + batch_size]).sum())
+    backbone.train(was_training)
+    return round(100.0 * correct / len(test_images), 2)

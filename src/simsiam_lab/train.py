@@ -27,7 +27,12 @@ from . import distributed
 from .augment import AugmentConfig, Rows, normalize, two_views
 from .config import Config, ConfigError
 from .data import Split, load_split
-from .evaluate import extract_features, knn_accuracy, linear_probe_accuracy
+from .evaluate import (
+    extract_features,
+    knn_accuracy,
+    linear_probe_accuracy,
+    paper_linear_probe_accuracy,
+)
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
 from .target import Target, build_target
@@ -204,23 +209,42 @@ def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str,
     """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
     same code, for its random init (the control every accuracy is read against)."""
     ev = cfg["eval"]
+    lr = ev["linear_lr"] * ev["linear_batch_size"] / 256
     features = probe.features(model)
-    train_x, test_x = (f.cpu() for f in features)
-    return {
-        "knn": probe.accuracy(features, ev["knn_temperature"]),
-        "linear": linear_probe_accuracy(
-            train_x,
-            probe.train.labels,
-            test_x,
-            probe.test.labels,
-            len(probe.train.classes),
+    train, test = probe.train, probe.test
+    if ev["linear_probe"] == "paper":
+        dtype = autocast_dtype(cfg["compute"]["precision"], next(model.parameters()).device)
+        linear = paper_linear_probe_accuracy(
+            model.backbone,
+            train.images,
+            train.labels,
+            test.images,
+            test.labels,
+            len(train.classes),
+            augment_config(cfg),
+            cfg["data"]["image_size"],
             ev["linear_epochs"],
-            ev["linear_lr"] * ev["linear_batch_size"] / 256,
+            lr,
             ev["linear_batch_size"],
             ev["linear_weight_decay"],
             cfg["seed"],
-        ),
-    }
+            dtype,
+        )
+    else:
+        train_x, test_x = (f.cpu() for f in features)
+        linear = linear_probe_accuracy(
+            train_x,
+            train.labels,
+            test_x,
+            test.labels,
+            len(train.classes),
+            ev["linear_epochs"],
+            lr,
+            ev["linear_batch_size"],
+            ev["linear_weight_decay"],
+            cfg["seed"],
+        )
+    return {"knn": probe.accuracy(features, ev["knn_temperature"]), "linear": linear}
 
 
 class Stopwatch:
