@@ -7,13 +7,17 @@ import pytest
 import torch
 
 from simsiam_lab.config import Params, deep_merge
+from simsiam_lab.data import load_split
 from simsiam_lab.loss import SimSiamLoss
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
+    KnnProbe,
     autocast_dtype,
     build_model,
     build_optimizer,
+    constant_lr,
     fast_path,
+    frozen_accuracies,
     initial_weights,
     learning_rate,
     pretrain,
@@ -39,6 +43,30 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in pairwise(lrs[9:]))
     assert lrs[100] == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(0, total=100, warmup=0, peak=0.5) == pytest.approx(0.5)
+
+
+def test_a_constant_lr_predictor_warms_up_with_the_encoder():
+    lrs = [learning_rate(s, total=100, warmup=10, peak=1.0) for s in range(100)]
+    fixed = [constant_lr(s, 10, lr, 1.0) for s, lr in enumerate(lrs)]
+    assert fixed[:10] == lrs[:10]  # the warm-up ramp
+    assert fixed[10:] == [1.0] * 90  # then the peak, where the encoder decays
+
+
+def test_a_run_with_fewer_steps_than_the_profile_can_test_is_skipped(tmp_path: Path, data: Path):
+    summary = pretrain(_config(min_steps=7), data, tmp_path / "run")  # 2 epochs of 3 steps
+    assert summary["status"] == "skipped" and summary["steps"] == 0
+    assert "6 SGD steps" in summary["reason"] and "min_steps = 7" in summary["reason"]
+    assert pretrain(_config(min_steps=6), data, tmp_path / "run6")["status"] == "ok"
+
+
+@pytest.mark.parametrize("protocol", ["cached", "paper"])
+def test_both_linear_probes_measure_a_network(data: Path, protocol: str):
+    eval_ = {"linear_probe": protocol, "linear_epochs": 2, "linear_batch_size": 16}
+    cfg = deep_merge(_config(), {"eval": eval_}, "test")
+    probe = KnnProbe(cfg, load_split(data, "train"), load_split(data, "test"))
+    found = frozen_accuracies(build_model(cfg), cfg, probe)
+    assert set(found) == {"knn", "linear"}
+    assert 0.0 <= found["linear"] <= 100.0
 
 
 def test_fix_pred_lr_puts_the_predictor_in_a_fixed_group():

@@ -66,6 +66,11 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def constant_lr(step: int, warmup: int, lr: float, peak: float) -> float:
+    """The `fix_pred_lr` predictor's lr: it warms up with the encoder, then stays at the peak."""
+    return lr if step < warmup else peak
+
+
 def peak_lr(cfg: Config) -> float:
     """The paper's linear scaling rule: lr = base_lr * batch / 256."""
     return cfg["optim"]["base_lr"] * cfg["optim"]["batch_size"] / 256
@@ -424,8 +429,7 @@ def _train(
         for i in range(steps_per_epoch):
             lr = learning_rate(step, total, warmup, peak)
             for group in opt.param_groups:
-                # A constant-lr predictor still warms up with the encoder.
-                group["lr"] = peak if group["fixed_lr"] and step >= warmup else lr
+                group["lr"] = constant_lr(step, warmup, lr, peak) if group["fixed_lr"] else lr
             idx = order[i * batch + rank * local : i * batch + (rank + 1) * local]
             views = [fmt(two_views(images[idx], size, aug, gen, rows)) for _ in range(pairs)]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)

@@ -106,6 +106,7 @@ def stages(params: Params) -> dict:
             "deps": [
                 *sorted({f"{RUNS}/{keys[t.ref]}/metrics.json" for t in trials}),
                 "src/simsiam_lab/report.py",
+                "src/simsiam_lab/stats.py",
                 "src/simsiam_lab/templates",
             ],
             "params": [{"params/pipeline.yaml": ["profile"]}, {f"params/tables/{name}.yaml": None}],
