@@ -61,6 +61,10 @@ def test_identical_rows_share_one_run(params: Params):
         ({"optim": {"epochs": "ten"}}, "optim.epochs = 'ten': must be of type integer"),
         ({"model": {"backbone": "vit"}}, "model.backbone = 'vit': must be one of resnet18"),
         ({"optim": {"nesterov": True}}, "unknown key 'optim.nesterov' (allowed here: epochs"),
+        ({"optim": {"base_lr": float("nan")}}, "optim.base_lr = nan: must be of type number"),
+        ({"optim": {"momentum": float("inf")}}, "optim.momentum = inf: must be of type number"),
+        ({"eval": {"knn_temperature": float("nan")}}, "eval.knn_temperature = nan: must be"),
+        ({"optim": {"batch_size": 64.0}}, "optim.batch_size = 64.0: must be of type integer"),
     ],
 )
 def test_bad_values_are_rejected_with_one_line(params: Params, overrides, message):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
@@ -59,7 +60,23 @@ def _load_schema() -> Config:
     return yaml.safe_load(text)
 
 
-_VALIDATOR = jsonschema.Draft202012Validator(_load_schema())
+def _is_integer(_, value: Any) -> bool:
+    # JSON Schema counts 64.0 as an integer; a batch size of 64.0 then fails inside training.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(_, value: Any) -> bool:
+    # NaN passes every bound (each comparison is false): a NaN lr would train and "diverge".
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_STRICT = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
+)
+_VALIDATOR = _STRICT(_load_schema())
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -70,7 +87,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
         return f"must be {op[error.validator]} {schema[error.validator]}"
     if error.validator == "type":
-        return f"must be of type {schema['type']}"
+        finite = " (finite)" if isinstance(error.instance, float) else ""
+        return f"must be of type {schema['type']}{finite}"
     if "description" in schema:
         return f"must be {schema['description']}"
     return error.message
