@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 import urllib.error
 import zipfile
@@ -269,6 +270,14 @@ def test_differing_class_sets_are_listed(tree: Path, tmp_path: Path):
     (tree / "test" / "green").rename(tmp_path / "moved")
     (tmp_path / "moved").rename(tree / "test" / "yellow")
     _fails(_spec(_zip(tree, tmp_path / "t.zip")), tmp_path / "out", "green", "yellow")
+
+
+def test_a_single_class_is_refused(tree: Path, tmp_path: Path):
+    for split in ("train", "test"):
+        for cls in ("green", "red"):
+            shutil.rmtree(tree / split / cls)
+    _fails(_spec(tree), tmp_path / "out", "1 class folder", "at least 2 classes")
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_test_split(tree: Path, tmp_path: Path):

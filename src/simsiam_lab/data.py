@@ -322,6 +322,11 @@ def _layout(source: _Source, label: str) -> dict[str, dict[str, list[str]]]:
                 )
             names.sort()
         tree[split] = by_class
+    if len(tree["train"]) < 2:
+        raise DataError(
+            f"{label}: {root}train/ has {len(tree['train'])} class folder; accuracy needs at "
+            "least 2 classes (one folder per class)"
+        )
     if extra := sorted(tree["train"].keys() ^ tree["test"].keys()):
         only = ", ".join(f"{c} (only in {'train' if c in tree['train'] else test})" for c in extra)
         raise DataError(
