@@ -211,14 +211,15 @@ def test_resize_solid_images(tree: Path, tmp_path: Path, size: int):
 def test_resize_non_square_crops_the_centre(tmp_path: Path):
     root = tmp_path / "tall"
     for split in ("train", "test"):
-        (root / split / "a").mkdir(parents=True)
-        img = Image.new("RGB", (4, 12), (255, 0, 0))  # red / green / blue thirds, top to bottom
-        img.paste((0, 255, 0), (0, 4, 4, 8))
-        img.paste((0, 0, 255), (0, 8, 4, 12))
-        img.save(root / split / "a" / "0.png")
+        for cls in ("a", "b"):  # two classes: a one-class tree is refused
+            (root / split / cls).mkdir(parents=True)
+            img = Image.new("RGB", (4, 12), (255, 0, 0))  # red / green / blue thirds, top to bottom
+            img.paste((0, 255, 0), (0, 4, 4, 8))
+            img.paste((0, 0, 255), (0, 8, 4, 12))
+            img.save(root / split / cls / "0.png")
     prepare(DataSpec("imagefolder", str(root), image_size=4), tmp_path / "out")
     s = load_split(tmp_path / "out", "train")
-    assert s.images.shape == (1, 3, 4, 4)
+    assert s.images.shape == (2, 3, 4, 4)
     assert s.images[0, :, :, :].reshape(3, -1).T.tolist() == [[0, 255, 0]] * 16
 
 
