@@ -52,6 +52,16 @@ def test_identical_rows_share_one_run(params: Params):
     assert sorted(shared) == ["c", "c-copy"]
 
 
+def test_every_row_a_claim_names_gets_the_profiles_trials():
+    params = Params(PARAMS)
+    table = params.table("table3")
+    seeds = {row_id: [t.seed for t in row.trials(3)] for row_id, row in table.rows.items()}
+    # d is named only by the 'unstable' claim: a one-seed collapse verdict can be luck
+    assert seeds["d"] == [0, 1, 2] and seeds["b"] == [0, 1, 2]
+    table2 = params.table("table2")
+    assert [t.seed for t in table2.rows["b128"].trials(3)] == [0]  # no claim names it
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -134,16 +134,16 @@ class Row:
     paper: float | str
     paper_note: str = ""
     seeds: tuple[int, ...] = ()  # the row's own trials; empty: the profile's count
-    compared: bool = False  # a comparison claim names it, so its seed noise matters
+    claimed: bool = False  # a claim names it, so its verdict rests on its seed noise
 
     @property
     def ref(self) -> str:
         return f"{self.table}:{self.id}"
 
     def trials(self, count: int = 1) -> list[Trial]:
-        """The row's seeds, else seeds 0..count-1 when a comparison uses the row, else seed 0:
-        a collapse check needs no interval, a difference does."""
-        seeds = self.seeds or tuple(range(count if self.compared else 1))
+        """The row's seeds, else seeds 0..count-1 when a claim names the row, else seed 0: a
+        difference needs an interval, and a collapse verdict from one seed can be luck."""
+        seeds = self.seeds or tuple(range(count if self.claimed else 1))
         return [Trial(self, seed) for seed in seeds]
 
 
@@ -213,11 +213,9 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
     claims = raw.get("claims") or []
     for i, claim in enumerate(claims):
         _check_claim(claim, rows, f"{path}: claims[{i}]")
-    comparison_keys = {key for kind, other in CHECKS.items() if other for key in (kind, other)}
-    compared = {
-        row for claim in claims for key, row in claim["check"].items() if key in comparison_keys
-    }
-    rows = {row_id: replace(row, compared=row_id in compared) for row_id, row in rows.items()}
+    row_keys = {key for kind, other in CHECKS.items() for key in (kind, other) if key}
+    claimed = {row for claim in claims for key, row in claim["check"].items() if key in row_keys}
+    rows = {row_id: replace(row, claimed=row_id in claimed) for row_id, row in rows.items()}
     return Table(
         name=name,
         title=raw.get("title", name),
@@ -283,13 +281,13 @@ class Params:
         return self.profiles[name].get("overrides") or {}
 
     def trials(self, profile: str) -> int:
-        """Seeds per compared row at this profile (params/profiles.yaml: `trials`)."""
+        """Seeds per claimed row at this profile (params/profiles.yaml: `trials`)."""
         self.profile(profile)
         count = self.profiles[profile].get("trials", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigError(
                 f"{self.root / 'profiles.yaml'}: {profile}.trials = {count!r}: must be an "
-                "integer >= 1 (seeds per row that a comparison claim uses)"
+                "integer >= 1 (seeds per row that a claim names)"
             )
         return count
 

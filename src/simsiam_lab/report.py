@@ -272,7 +272,7 @@ def power(table: Table, rows: dict[str, RowResult], alpha: float) -> dict[str, A
     """The smallest linear-accuracy difference this table's seed noise lets a claim resolve."""
     trained = [rows[r] for r in table.rows if rows[r].status == "ok"]
     pooled = pooled_std([r.values("linear_acc") for r in trained])
-    counts = [len(rows[r].values("linear_acc")) for r in table.rows if table.rows[r].compared]
+    counts = [len(rows[r].values("linear_acc")) for r in table.rows if table.rows[r].claimed]
     n = min((c for c in counts if c >= 2), default=0)
     if pooled is None or n < 2:
         return None
