@@ -227,3 +227,12 @@ def test_a_report_carries_trials_intervals_and_its_power():
     assert summary["power"]["seed_std"] == pytest.approx(1.0)
     text = render(context)
     assert "96.7% CI" in text and "smallest difference this table resolves" in text
+    table_lines = [
+        line for line in text.splitlines() if line.startswith("| ") or line.startswith("|---")
+    ]
+    results = table_lines[table_lines.index(next(x for x in table_lines if "MLflow runs" in x)) :]
+    results = results[: 2 + len(table.rows) + 1]  # header, separator, rows, random-init row
+    cells = {line.count("|") for line in results}
+    assert len(cells) == 1, results  # every line of the results table has the header's cells
+    assert results[-1].startswith("| random-init encoder")
+    assert "| 0, 1, 2 |" in results[2]
