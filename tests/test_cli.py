@@ -32,6 +32,31 @@ def test_evaluate_without_a_finished_pretraining_says_what_to_run(capsys, tmp_pa
     assert err.count("\n") == 1 and "config.yaml, pretrain.json missing" in err
 
 
+def _one_line_error(capsys, argv: list[str], needle: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+
+
+def test_report_and_index_on_missing_or_stale_inputs_say_what_to_rerun(
+    capsys, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(ROOT)
+    runs = [f"--run={row}={tmp_path / 'run'}" for row in ("a", "b", "c", "c-affine", "d")]
+    report = ["report", "--profile", "smoke", "--table", "table3", "--data", str(tmp_path)]
+    _one_line_error(capsys, [*report, *runs, "--out", "r.md"], "run `simsiam prepare`")
+    (tmp_path / "manifest.json").write_text("{}")
+    _one_line_error(capsys, [*report, *runs, "--out", "r.md"], "config.yaml: missing")
+    _one_line_error(capsys, [*report, "--run", "a", "--out", "r.md"], "expected ROW=DIR")
+    index = ["index", str(tmp_path / "table3.json"), "--out", str(tmp_path / "index.md")]
+    _one_line_error(capsys, index, "table3.json: no such report")
+    (tmp_path / "table3.json").write_text('{"table": "table3", "claims": []}')
+    _one_line_error(capsys, index, "written by another version of simsiam_lab (no 'title')")
+    (tmp_path / "table3.json").write_text("{")
+    _one_line_error(capsys, index, "not a readable report JSON")
+    assert not (tmp_path / "index.md").exists()
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_refused():
     from simsiam_lab.config import ConfigError, Params
     from simsiam_lab.train import check_data_parallel

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simsiam_lab.config import Params, deep_merge
+from simsiam_lab.config import ConfigError, Params, deep_merge
 from simsiam_lab.data import load_split
 from simsiam_lab.loss import SimSiamLoss
 from simsiam_lab.target import LiveTarget
@@ -15,6 +15,7 @@ from simsiam_lab.train import (
     autocast_dtype,
     build_model,
     build_optimizer,
+    check_resumable,
     constant_lr,
     fast_path,
     frozen_accuracies,
@@ -186,6 +187,43 @@ def test_a_state_of_another_config_is_not_resumed(tmp_path: Path, data: Path):
         pretrain(_config(), data, tmp_path / "run", lambda r: (_ for _ in ()).throw(_Killed()))
     summary = pretrain(_config(base_lr=0.1), data, tmp_path / "run")
     assert summary["steps"] == 2 * 3  # trained from scratch
+
+
+def _killed_run(cfg: dict, data: Path, out: Path) -> Path:
+    def kill_after_epoch_1(record):
+        if record["epoch"] == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        pretrain(cfg, data, out, kill_after_epoch_1)
+    return out / "state.pt"
+
+
+def test_an_unreadable_state_is_moved_aside_and_the_run_starts_over(
+    tmp_path: Path, data: Path, capsys
+):
+    cfg = _config()
+    state = _killed_run(cfg, data, tmp_path / "run")
+    state.write_bytes(state.read_bytes()[:1000])  # truncated, as a full disk leaves it
+    assert not check_resumable(tmp_path / "run", cfg)
+    assert not state.exists() and (tmp_path / "run" / "state.pt.unreadable").is_file()
+    message = capsys.readouterr().out
+    assert "state.pt: unreadable, moved to state.pt.unreadable" in message
+    assert message.count("\n") == 1
+    pretrain(cfg, data, tmp_path / "run")
+    pretrain(cfg, data, tmp_path / "whole")
+    fresh, whole = (torch.load(tmp_path / d / "checkpoint.pt") for d in ("run", "whole"))
+    for key, value in whole["model"].items():
+        assert torch.equal(value, fresh["model"][key]), key
+
+
+def test_the_state_of_another_config_is_refused_not_discarded(tmp_path: Path, data: Path):
+    state = _killed_run(_config(), data, tmp_path / "run")
+    assert check_resumable(tmp_path / "run", _config())
+    with pytest.raises(ConfigError) as err:
+        check_resumable(tmp_path / "run", _config(base_lr=0.1))
+    assert f"{state} holds an interrupted run of another config" in str(err.value)
+    assert "\n" not in str(err.value) and state.is_file()
 
 
 def _one_step(cfg: dict, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, Params, config_hash, flatten
+from .config import ConfigError, Params, ReportError, config_hash, flatten
 from .data import DataError, DataSpec, load_split, prepare
 from .distributed import PlacementError
 
@@ -69,7 +69,7 @@ def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) ->
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .track import Tracker, experiment_name, git_commit
-    from .train import STATE, atomic_write_json, pretrain
+    from .train import STATE, atomic_write_json, check_resumable, pretrain
 
     params = Params(args.params)
     row = params.row(args.row)
@@ -82,11 +82,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         pretrain(cfg, Path(args.data), out)  # torchrun's other processes: rank 0 records
         return
 
+    resuming = check_resumable(out, cfg)
     tracker = Tracker()
     # A resumed run (its state.pt left by a kill) continues its MLflow run rather than adding one.
     run_file = out / "mlflow_run_id"
     logged: set[tuple[str, int]] = set()
-    if (out / STATE).is_file() and run_file.is_file():
+    if resuming and run_file.is_file():
         run_id = run_file.read_text().strip()
         tracker.reopen(run_id)
         logged = tracker.logged(run_id)
@@ -188,12 +189,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     table = Params(args.params).table(args.table)
     run_dirs: dict[str, list[Path]] = {}
     for item in args.run:
-        row, _, path = item.partition("=")
+        row, eq, path = item.partition("=")
+        if not eq or not path:
+            raise ConfigError(f"report {args.table}: --run {item!r}: expected ROW=DIR")
         run_dirs.setdefault(row, []).append(Path(path))
     if missing := [r for r in table.rows if r not in run_dirs]:
         raise ConfigError(f"report {args.table}: no --run given for row(s) {', '.join(missing)}")
+    manifest_path = Path(args.data) / "manifest.json"
+    if not manifest_path.is_file():
+        raise ReportError(f"{manifest_path}: missing; run `simsiam prepare` for {args.data} first")
+    manifest = json.loads(manifest_path.read_text())
     rows = {r: RowResult(r, [load_run(d) for d in run_dirs[r]]) for r in table.rows}
-    manifest = json.loads((Path(args.data) / "manifest.json").read_text())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(table, rows, out.with_suffix(".png"))
@@ -206,10 +212,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from .report import render_index
+    from .report import load_summary, render_index
     from .track import git_commit
 
-    summaries = [json.loads(Path(path).read_text()) for path in args.summaries]
+    summaries = [load_summary(Path(path)) for path in args.summaries]
     out = Path(args.out)
     out.write_text(render_index(summaries, git_commit()))
     print(f"wrote {out}")
@@ -277,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (ConfigError, DataError, PlacementError) as err:
+    except (ConfigError, DataError, PlacementError, ReportError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """A bad params file or value; the message is one line naming the key, value and fix."""
 
 
+class ReportError(ValueError):
+    """A report step's input (a run directory, a table's JSON) that is missing or unreadable;
+    defined here, not in report.py, so the CLI can catch it without importing scipy."""
+
+
 def load_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")

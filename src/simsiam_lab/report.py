@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from .config import CHECKS, Config, Table, flatten
+from .config import CHECKS, Config, ReportError, Table, flatten
 from .stats import (
     Interval,
     difference_interval,
@@ -113,11 +113,24 @@ class RunResult:
 
 
 def load_run(run_dir: Path) -> RunResult:
-    return RunResult(
-        config=yaml.safe_load((run_dir / "config.yaml").read_text()),
-        metrics=json.loads((run_dir / "metrics.json").read_text()),
-        history=json.loads((run_dir / "history.json").read_text()),
-    )
+    """A pretrained and evaluated run directory."""
+    parsed = {}
+    for name, parse in (
+        ("config.yaml", yaml.safe_load),
+        ("metrics.json", json.loads),
+        ("history.json", json.loads),
+    ):
+        path = run_dir / name
+        try:
+            parsed[name] = parse(path.read_text())
+        except FileNotFoundError:
+            step = "evaluate" if name == "metrics.json" else "pretrain"
+            raise ReportError(
+                f"{path}: missing; run `simsiam {step}` for {run_dir} first"
+            ) from None
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            raise ReportError(f"{path}: unreadable ({err}); delete {run_dir} and rerun") from None
+    return RunResult(parsed["config.yaml"], parsed["metrics.json"], parsed["history.json"])
 
 
 @dataclass(frozen=True)
@@ -483,6 +496,26 @@ def summary_json(context: dict[str, Any]) -> dict[str, Any]:
         "power": context["power"],
         "mlflow_runs": sorted({i for row in context["rows"] for i in row["run_ids"]}),
     }
+
+
+_SUMMARY_KEYS = ("table", "title", "section", "profile", "scale", "claims", "power")
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """A table report's JSON, checked to be one this version writes (the index reads it)."""
+    rerun = "rerun `simsiam report` for its table (snakemake: --forcerun report)"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such report; {rerun}") from None
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path}: not a readable report JSON ({err}); {rerun}") from None
+    missing = [k for k in _SUMMARY_KEYS if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise ReportError(
+            f"{path}: written by another version of simsiam_lab (no {missing[0]!r}); {rerun}"
+        )
+    return summary
 
 
 def render_index(summaries: list[dict[str, Any]], commit: str) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -346,13 +347,40 @@ def initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
     return build_model(cfg).state_dict()
 
 
+def _read_state(path: Path, dev: torch.device | str) -> dict[str, Any] | None:
+    """state.pt's contents; None when it is absent or unreadable (cut short by a full disk or
+    copied half-way): an interrupted run with no usable state starts over."""
+    try:
+        return torch.load(path, map_location=dev, weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
+
+
 def _load_state(out_dir: Path, cfg: Config, dev: torch.device) -> dict[str, Any] | None:
     """The resumable state of an interrupted run of this very config, if there is one."""
+    state = _read_state(out_dir / STATE, dev)
+    return state if state is not None and state.get("config") == cfg else None
+
+
+def check_resumable(out_dir: Path, cfg: Config) -> bool:
+    """Whether out_dir holds an interrupted run of cfg to resume. An unreadable state.pt is
+    moved aside (said in one line) so that the run starts over instead of failing on every
+    rerun; the state of another config is refused, since training here would discard it."""
     path = out_dir / STATE
     if not path.is_file():
-        return None
-    state = torch.load(path, map_location=dev, weights_only=False)
-    return state if state.get("config") == cfg else None
+        return False
+    state = _read_state(path, "cpu")
+    if state is None:
+        aside = path.with_name(STATE + ".unreadable")
+        path.replace(aside)
+        print(f"{path}: unreadable, moved to {aside.name}; training starts over", flush=True)
+        return False
+    if state.get("config") != cfg:
+        raise ConfigError(
+            f"{path} holds an interrupted run of another config; to resume it, rerun that "
+            f"config with --out {out_dir}; to train this one, pick another --out or delete {path}"
+        )
+    return True
 
 
 def check_data_parallel(cfg: Config, world: int) -> None:
