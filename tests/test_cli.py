@@ -1,10 +1,12 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.project import copy_project
 from simsiam_lab.cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -115,3 +117,41 @@ def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     assert main([*args, "--out", str(report)]) == 0
     row = next(line for line in report.read_text().splitlines() if line.startswith("| cross"))
     assert "diverged" in row
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("foo://bar", "MLFLOW_TRACKING_URI=foo://bar: unknown scheme 'foo'"),
+        ("sqlite:////etc/hostname/mlflow.db", "cannot create /etc/hostname"),
+    ],
+)
+def test_an_unusable_tracking_uri_is_one_line(capsys, monkeypatch, tmp_path, uri, message):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _one_line_error(capsys, ["init-tracking", "--profile", "smoke"], message)
+
+
+def test_a_thread_count_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--threads", "-1", "prepare", "--profile", "smoke", "--out", "x"])
+    assert exit_.value.code == 2
+    assert "--threads: '-1': use a whole number of threads >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failing_snakemake_job_shows_its_error_line_on_the_console(tmp_path):
+    project = copy_project(tmp_path / "project")
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"not an archive")
+    result = subprocess.run(
+        ["snakemake", "--cores", "1", "data/prepared/smoke", "--config", "profile=smoke"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SIMSIAM_DATA=str(broken)),
+    )
+    assert result.returncode != 0
+    console = result.stdout + result.stderr
+    assert "--- last lines of logs/smoke/prepare.log:" in console
+    assert f"simsiam prepare: error: cannot read archive {broken}" in console

@@ -108,3 +108,39 @@ def test_malformed_yaml_names_the_file_and_line(params: Params):
     (params.root / "profiles.yaml").write_text("smoke:\n  overrides: {data: [\n")
     with pytest.raises(ConfigError, match=r"profiles.yaml: malformed YAML \(line 3"):
         params.resolve("smoke")
+
+
+def _edit_table3(params: Params, edit) -> None:
+    path = params.root / "tables" / "table3.yaml"
+    table = yaml.safe_load(path.read_text())
+    edit(table)
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t["rows"]["c"].update(seeds=[0, 0]), "rows.c.seeds = [0, 0]: must be a list of"),
+        (lambda t: t["rows"]["c"].update(seeds=3), "rows.c.seeds = 3: must be of type list"),
+        (
+            lambda t: t["rows"]["b"].update(overrides=[{"model": {}}]),
+            "rows.b.overrides = [{'model': {}}]: must be of type mapping",
+        ),
+        (lambda t: t["rows"].update(e=None), "rows.e = None: must be of type mapping"),
+        (lambda t: t["rows"]["b"].pop("paper"), "missing key 'rows.b.paper'"),
+        (lambda t: t["rows"]["b"].update(lable="x"), "unknown key 'rows.b.lable' (allowed here"),
+        (lambda t: t.update(colums={}), "unknown key 'colums' (allowed here: title"),
+        (
+            lambda t: t["columns"].update({"typo": "model.predictor_outptu_bn"}),
+            "columns.typo = 'model.predictor_outptu_bn': not a config key (keys of that section",
+        ),
+        (lambda t: t["claims"][1]["check"].update(thn="a"), "unknown key 'check.thn'"),
+        (lambda t: t["claims"][0].pop("text"), "claims.0.text"),
+    ],
+)
+def test_a_bad_table_is_one_line_naming_file_and_key(params: Params, edit, message):
+    _edit_table3(params, edit)
+    with pytest.raises(ConfigError) as err:
+        params.plan("smoke", params.table_names())  # what Snakemake and dvc_yaml.py run first
+    assert message in str(err.value) and "table3.yaml" in str(err.value)
+    assert "\n" not in str(err.value)

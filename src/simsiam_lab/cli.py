@@ -13,6 +13,7 @@ import yaml
 from .config import ConfigError, Params, ReportError, config_hash, flatten
 from .data import DataError, DataSpec, load_split, prepare
 from .distributed import PlacementError
+from .track import TrackingError
 
 
 def data_spec(data: dict) -> DataSpec:
@@ -228,10 +229,16 @@ def cmd_init_tracking(args: argparse.Namespace) -> None:
     print(f"MLflow store {tracking_uri()}: experiment {experiment_name(args.profile)} ready")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number of threads >= 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simsiam", description=__doc__)
     parser.add_argument("--params", default="params", help="params directory (default: params)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="decode a profile's dataset once into uint8 arrays")
@@ -283,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (ConfigError, DataError, PlacementError, ReportError) as err:
+    except (ConfigError, DataError, PlacementError, ReportError, TrackingError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -60,9 +60,8 @@ def deep_merge(base: Config, override: Config, origin: str, prefix: str = "") ->
     return merged
 
 
-def _load_schema() -> Config:
-    text = resources.files(__package__).joinpath("config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+def _load_schema(name: str) -> Config:
+    return yaml.safe_load(resources.files(__package__).joinpath(name).read_text())
 
 
 def _is_integer(_, value: Any) -> bool:
@@ -81,7 +80,8 @@ _STRICT = jsonschema.validators.extend(
         {"integer": _is_integer, "number": _is_number}
     ),
 )
-_VALIDATOR = _STRICT(_load_schema())
+_VALIDATOR = _STRICT(_load_schema("config.schema.yaml"))
+_TABLE_VALIDATOR = _STRICT(_load_schema("table.schema.yaml"))
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -93,21 +93,33 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"must be {op[error.validator]} {schema[error.validator]}"
     if error.validator == "type":
         finite = " (finite)" if isinstance(error.instance, float) else ""
-        return f"must be of type {schema['type']}{finite}"
+        yaml_words = {"object": "mapping", "array": "list"}
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        return f"must be of type {' or '.join(yaml_words.get(t, t) for t in types)}{finite}"
     if "description" in schema:
         return f"must be {schema['description']}"
     return error.message
 
 
+def _check_schema(validator: jsonschema.protocols.Validator, doc: Any, origin: str) -> None:
+    """One line for the most relevant schema error: the key, its value and what it must be."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return
+    key = ".".join(map(str, error.absolute_path))
+    where = f"{key}." if key else ""
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        raise ConfigError(f"{origin}: missing key '{where}{missing[0]}'")
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        raise ConfigError(f"{origin}: unknown key '{where}{unknown[0]}' (allowed here: {allowed})")
+    raise ConfigError(f"{origin}: {key or 'the file'} = {error.instance!r}: {_describe(error)}")
+
+
 def validate(cfg: Config, origin: str) -> None:
-    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(cfg))
-    if error is not None:
-        key = ".".join(map(str, error.absolute_path))
-        if error.validator == "required":
-            missing = [k for k in error.validator_value if k not in error.instance]
-            where = f"{key}." if key else ""
-            raise ConfigError(f"{origin}: missing key '{where}{missing[0]}'")
-        raise ConfigError(f"{origin}: {key} = {error.instance!r}: {_describe(error)}")
+    _check_schema(_VALIDATOR, cfg, origin)
     if cfg["target"]["mode"] == "moving_average" and cfg["loss"]["symmetric"]:
         raise ConfigError(
             f"{origin}: target.mode = 'moving_average' needs loss.symmetric = false "
@@ -175,7 +187,6 @@ class Table:
     claims: list[Config]
 
 
-_TABLE_KEYS = {"title", "section", "paper_setting", "columns", "rows", "claims"}
 # A claim's check: one kind naming a row, plus the other row for comparisons.
 CHECKS = {
     "collapsed": None,
@@ -187,25 +198,12 @@ CHECKS = {
 }
 # The equivalence or non-inferiority margin is part of the claim, so the table must state it.
 MARGIN_REQUIRED = ("not_worse", "similar")
-_ROW_KEYS = {"label", "overrides", "paper", "paper_note", "seeds"}
 
 
 def _parse_table(name: str, raw: Any, path: Path) -> Table:
-    if not isinstance(raw, dict) or not isinstance(raw.get("rows"), dict) or not raw["rows"]:
-        raise ConfigError(f"{path}: expected a mapping with a non-empty 'rows' mapping")
-    if unknown := set(raw) - _TABLE_KEYS:
-        raise ConfigError(
-            f"{path}: unknown key(s) {sorted(unknown)} (allowed: {sorted(_TABLE_KEYS)})"
-        )
+    _check_schema(_TABLE_VALIDATOR, raw, str(path))
     rows = {}
     for row_id, spec in raw["rows"].items():
-        if unknown := set(spec) - _ROW_KEYS:
-            raise ConfigError(
-                f"{path}: rows.{row_id}: unknown key(s) {sorted(unknown)} "
-                f"(allowed: {sorted(_ROW_KEYS)})"
-            )
-        if "paper" not in spec:
-            raise ConfigError(f"{path}: rows.{row_id}: missing 'paper' (the paper's number)")
         rows[str(row_id)] = Row(
             table=name,
             id=str(row_id),
@@ -233,14 +231,17 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
 
 
 def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
-    check = claim.get("check") if isinstance(claim, dict) else None
-    kinds = [k for k in CHECKS if isinstance(check, dict) and k in check]
-    if "text" not in claim or len(kinds) != 1:
+    check = claim["check"]
+    kinds = [k for k in CHECKS if k in check]
+    if len(kinds) != 1:
         raise ConfigError(
             f"{where}: expected {{text: ..., check: {{KIND: ROW, ...}}}} with one KIND of "
             f"{', '.join(CHECKS)}"
         )
     other = CHECKS[kinds[0]]
+    if unknown := sorted(set(check) - {kinds[0], other, "margin"}):
+        allowed = ", ".join(k for k in (kinds[0], other, "margin") if k)
+        raise ConfigError(f"{where}: unknown key 'check.{unknown[0]}' (allowed here: {allowed})")
     named = [check[kinds[0]]] + ([check.get(other)] if other else [])
     if unknown := [r for r in named if r not in rows]:
         raise ConfigError(f"{where}: unknown row {unknown[0]!r} (rows: {', '.join(rows)})")
@@ -307,7 +308,16 @@ class Params:
         if not path.is_file():
             available = ", ".join(self.table_names())
             raise ConfigError(f"unknown table '{name}' (available: {available}; in {path.parent})")
-        return _parse_table(name, load_yaml(path), path)
+        table = _parse_table(name, load_yaml(path), path)
+        keys = flatten(self.baseline)
+        for header, key in table.columns.items():
+            if key not in keys:
+                near = ", ".join(k for k in keys if k.split(".")[0] == key.split(".")[0])
+                raise ConfigError(
+                    f"{path}: columns.{header} = {key!r}: not a config key "
+                    f"(keys of that section: {near or ', '.join(self.baseline)})"
+                )
+        return table
 
     def row(self, ref: str) -> Row:
         table, sep, row_id = ref.partition(":")

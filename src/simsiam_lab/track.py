@@ -18,6 +18,29 @@ from typing import Any
 from filelock import FileLock
 
 DEFAULT_STORE = Path(".mlflow")
+# The schemes MLflow's client can store runs under; anything else is a typo in the URI.
+SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used; the message names the URI and the fix."""
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a URI MLflow cannot store runs under before any training starts."""
+    scheme = uri.partition("://")[0] if "://" in uri else ""
+    fix = "set MLFLOW_TRACKING_URI to e.g. sqlite:///.mlflow/mlflow.db or http://host:5000"
+    if scheme.split("+")[0] not in SCHEMES:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: unknown scheme '{scheme}'; {fix}")
+    if db := _sqlite_path(uri):
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI={uri}: cannot create {db.parent} ({err.strerror}); {fix}"
+            ) from None
+        if not os.access(db.parent, os.W_OK):
+            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {db.parent} is not writable; {fix}")
 
 
 def tracking_uri() -> str:
@@ -63,6 +86,7 @@ class Tracker:
         from mlflow import MlflowClient  # heavy import, only where tracking happens
 
         self.uri = uri or tracking_uri()
+        check_tracking_uri(self.uri)
         with _store_lock(self.uri):  # the client creates a fresh store's tables
             self.client = MlflowClient(tracking_uri=self.uri)
 

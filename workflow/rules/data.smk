@@ -10,4 +10,5 @@ rule prepare:
     params:
         profile=PROFILE,
     shell:
-        "simsiam prepare --profile {params.profile} --out {output} > {log} 2>&1"
+        "bash workflow/scripts/logged.sh {log}"
+        " simsiam prepare --profile {params.profile} --out {output}"

@@ -21,8 +21,9 @@ rule pretrain:
         mem_mb=4000,
         gpu=1,  # --resources gpu=N: N pretrainings at once, each on its own GPU
     shell:
-        "simsiam --threads {threads} pretrain --profile {params.profile} {params.trial}"
-        " --data {input} --out {params.out} > {log} 2>&1"
+        "bash workflow/scripts/logged.sh {log}"
+        " simsiam --threads {threads} pretrain --profile {params.profile} {params.trial}"
+        " --data {input} --out {params.out}"
 
 
 rule evaluate:
@@ -45,5 +46,5 @@ rule evaluate:
         mem_mb=4000,
         gpu=1,
     shell:
-        "simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"
-        " > {log} 2>&1"
+        "bash workflow/scripts/logged.sh {log}"
+        " simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"

@@ -16,8 +16,9 @@ rule report:
         profile=PROFILE,
         runs=lambda wc: " ".join(f"--run {r}={d}" for r, d in row_runs(wc.table)),
     shell:
-        "simsiam report --profile {params.profile} --table {wildcards.table} --data {input.data}"
-        " {params.runs} --out {output.report} > {log} 2>&1"
+        "bash workflow/scripts/logged.sh {log}"
+        " simsiam report --profile {params.profile} --table {wildcards.table} --data {input.data}"
+        " {params.runs} --out {output.report}"
 
 
 rule index:
@@ -32,4 +33,4 @@ rule index:
     benchmark:
         f"logs/{PROFILE}/benchmark/index.tsv"
     shell:
-        "simsiam index {input} --out {output} > {log} 2>&1"
+        "bash workflow/scripts/logged.sh {log} simsiam index {input} --out {output}"
