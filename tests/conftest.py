@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from simsiam_lab.data import source_identity
 from simsiam_lab.model import ModelConfig, SimSiam
 
 
@@ -43,6 +44,8 @@ def write_prepared():
             np.save(out / f"{split}_labels.npy", labels)
         manifest = {
             "dataset": "cifar10",
+            "source": "random images",
+            "source_sha256": source_identity("cifar10", None),  # what the configs resolve to
             "image_size": size,
             "classes": names,
             "counts": {split: dict.fromkeys(names, n) for split, n in per_class.items()},

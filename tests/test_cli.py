@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,55 @@ def test_a_failing_snakemake_job_shows_its_error_line_on_the_console(tmp_path):
     console = result.stdout + result.stderr
     assert "--- last lines of logs/smoke/prepare.log:" in console
     assert f"simsiam prepare: error: cannot read archive {broken}" in console
+
+
+def test_pretrain_refuses_data_prepared_from_another_source(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    monkeypatch.chdir(ROOT)
+    prepared = write_prepared(
+        tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
+    )
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest["source_sha256"] = "0" * 64  # prepared from other data than the config names now
+    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    args = ["pretrain", "--profile", "smoke", "--row", "table3:c", "--data", str(prepared)]
+    _one_line_error(capsys, [*args, "--out", str(tmp_path / "run")], "prepared from random images")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_snakemake_re_prepares_when_the_data_source_s_content_changes(tmp_path):
+    project = copy_project(tmp_path / "project")
+    archive = Path(
+        os.environ.get("SIMSIAM_DATA") or ROOT.parent / "shared/datasets/cifar10-jpeg.tar.gz"
+    )
+    same = tmp_path / "copy" / "cifar10.tar.gz"
+    same.parent.mkdir()
+    shutil.copy(archive, same)
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(b"other data")
+
+    def snakemake(source: Path, *args: str) -> str:
+        result = subprocess.run(
+            [
+                "snakemake",
+                "--cores",
+                "1",
+                *args,
+                "data/prepared/smoke",
+                "--config",
+                "profile=smoke",
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, SIMSIAM_DATA=str(source.resolve())),
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    snakemake(archive)
+    assert "Nothing to be done" in snakemake(same, "-n")  # the same bytes elsewhere
+    plan = snakemake(other, "-n")
+    assert "rule prepare:" in plan and "Params have changed" in plan

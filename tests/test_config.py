@@ -1,3 +1,4 @@
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -144,3 +145,22 @@ def test_a_bad_table_is_one_line_naming_file_and_key(params: Params, edit, messa
         params.plan("smoke", params.table_names())  # what Snakemake and dvc_yaml.py run first
     assert message in str(err.value) and "table3.yaml" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_the_data_source_s_content_is_part_of_a_run_s_identity(tmp_path: Path, monkeypatch):
+    row = Params(PARAMS).row("table3:c")
+    a, b, a_copy = tmp_path / "a.tar", tmp_path / "b.tar", tmp_path / "elsewhere" / "a.tar"
+    a.write_bytes(b"one archive")
+    b.write_bytes(b"another archive")
+    a_copy.parent.mkdir()
+    a_copy.write_bytes(a.read_bytes())
+
+    def resolved(source: Path) -> dict:
+        monkeypatch.setenv("SIMSIAM_DATA", str(source))
+        return Params(PARAMS).resolve("smoke", row)
+
+    assert resolved(a)["data"]["source_sha256"] == hashlib.sha256(b"one archive").hexdigest()
+    assert config_hash(resolved(a)) != config_hash(resolved(b))
+    assert config_hash(resolved(a)) == config_hash(resolved(a_copy))  # content, not path
+    monkeypatch.delenv("SIMSIAM_DATA")
+    assert Params(PARAMS).resolve("smoke", row)["data"]["source_sha256"] == "torchvision:cifar10"

@@ -306,6 +306,17 @@ def test_imagefolder_needs_a_source(tmp_path: Path):
     _fails(DataSpec("imagefolder"), tmp_path / "out", "SIMSIAM_DATA")
 
 
+def test_ten_classes_that_are_not_cifar10_are_not_called_cifar10(tmp_path: Path):
+    root = tmp_path / "flowers"
+    for split in ("train", "test"):
+        for i in range(10):
+            (root / split / f"flower{i}").mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(root / split / f"flower{i}" / "0.png")
+    message = _fails(DataSpec("cifar10", str(root)), tmp_path / "out", "not CIFAR-10's")
+    assert "flower0" in message and "use dataset imagefolder" in message
+    assert prepare(DataSpec("imagefolder", str(root), image_size=4), tmp_path / "ok")["classes"]
+
+
 def test_known_dataset_with_wrong_class_count(tree: Path, tmp_path: Path):
     _fails(DataSpec("cifar10", str(tree)), tmp_path / "out", "3 classes", "cifar10 has 10")
 
@@ -353,7 +364,9 @@ def test_torchvision_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("torchvision.datasets.CIFAR10", _FakeCIFAR10)
     spec = DataSpec("cifar10", image_size=16, train_per_class=3)
     manifest = prepare(spec, tmp_path / "out", download_root=tmp_path / "dl")
-    assert manifest["source"] == "torchvision" and manifest["source_sha256"] is None
+    assert (
+        manifest["source"] == "torchvision" and manifest["source_sha256"] == "torchvision:cifar10"
+    )
     assert manifest["counts"]["train"] == dict.fromkeys(_FakeCIFAR10.classes, 3)
     assert manifest["counts"]["test"] == dict.fromkeys(_FakeCIFAR10.classes, 2)
     s = load_split(tmp_path / "out", "train")

@@ -214,7 +214,12 @@ def test_a_report_carries_trials_intervals_and_its_power():
     params = Params(ROOT / "params")
     table = params.table("table3")
     rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
-    manifest = {"counts": {"train": {"a": 400}, "test": {"a": 200}}}
+    manifest = {
+        "counts": {"train": {"a": 400}, "test": {"a": 200}},
+        "classes": ["a"],
+        "source": "/data/cifar10-jpeg.tar.gz",
+        "source_sha256": "b215d45e51121fd3",
+    }
     context = build_context(table, "smoke", rows, manifest, "abc")
     summary = summary_json(context)
     assert [t["seed"] for t in summary["rows"]["a"]["trials"]] == [0, 1, 2]
@@ -227,6 +232,7 @@ def test_a_report_carries_trials_intervals_and_its_power():
     assert summary["power"]["seed_std"] == pytest.approx(1.0)
     text = render(context)
     assert "96.7% CI" in text and "smallest difference this table resolves" in text
+    assert "| data source | `cifar10-jpeg.tar.gz`, sha256 `b215d45e5112` |" in text
     table_lines = [
         line for line in text.splitlines() if line.startswith("| ") or line.startswith("|---")
     ]

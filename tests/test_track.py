@@ -1,5 +1,6 @@
 """Concurrent tracking: eight writers released at once into one fresh SQLite store lose nothing."""
 
+import json
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
@@ -51,3 +52,22 @@ def test_eight_writers_at_once_lose_no_run_metric_or_artifact(tmp_path: Path):
             assert dict(steps) == {"loss": EPOCHS, "z_std": EPOCHS}
             artifacts = store.parent / "artifacts" / run_id / "artifacts"
             assert len(list(artifacts.glob("metrics-*.json"))) == 1
+
+
+def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = tracker.start("simsiam-test", "run", {}, {"seed": 0})
+    manifest = {
+        "dataset": "imagefolder",
+        "source": "/data/flowers.tar.gz",
+        "source_sha256": "ab" * 32,
+        "classes": ["daisy", "rose"],
+        "counts": {"train": {"daisy": 3, "rose": 4}, "test": {"daisy": 1, "rose": 1}},
+        "image_size": 32,
+    }
+    tracker.log_dataset(run_id, manifest)
+    (found,) = tracker.client.get_run(run_id).inputs.dataset_inputs
+    assert found.dataset.name == "imagefolder" and found.dataset.digest == ("ab" * 32)[:36]
+    assert json.loads(found.dataset.source)["uri"] == "/data/flowers.tar.gz"
+    assert json.loads(found.dataset.schema)["classes"] == ["daisy", "rose"]
+    assert json.loads(found.dataset.profile)["counts"] == {"train": 7, "test": 2}

@@ -40,6 +40,13 @@ def check_prepared(data: dict, prepared: Path) -> dict:
         "test_per_class": data["test_per_class"],
         "subset_seed": data["subset_seed"],
     }
+    if manifest.get("source_sha256") != data["source_sha256"]:
+        raise DataError(
+            f"{manifest_path}: prepared from {manifest.get('source')} "
+            f"({str(manifest.get('source_sha256'))[:12]}), but the config's data source is now "
+            f"{data['source'] or '$SIMSIAM_DATA'} ({str(data['source_sha256'])[:12]}); "
+            "re-run `simsiam prepare` for this profile"
+        )
     for key, value in expected.items():
         if manifest.get(key) != value:
             raise DataError(
@@ -56,6 +63,20 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     )
     counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
     print(f"prepared {manifest['dataset']} into {args.out}: {counts}")
+
+
+def cmd_source(args: argparse.Namespace) -> None:
+    from .data import resolve_source
+
+    data = Params(args.params).resolve(args.profile)["data"]
+    path = resolve_source(data_spec(data))
+    # Content only, no path: the same archive elsewhere is the same data.
+    record = {"dataset": data["dataset"], "source_sha256": data["source_sha256"]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    where = Path(path).resolve() if path else "torchvision"
+    print(f"data source of {args.profile}: {where} ({record['source_sha256']})")
 
 
 def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) -> dict[str, str]:
@@ -76,7 +97,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     row = params.row(args.row)
     cfg = params.resolve(args.profile, row, args.seed)
     cfg_hash = config_hash(cfg)
-    check_prepared(cfg["data"], Path(args.data))
+    manifest = check_prepared(cfg["data"], Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -102,6 +123,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             tags,
             flatten(cfg),
         )
+        tracker.log_dataset(run_id, manifest)
         run_file.write_text(run_id + "\n")
 
     def log_epoch(record: dict) -> None:
@@ -246,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--download-root", default="data/downloads")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("source", help="record a profile's data source and its fingerprint")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_source)
 
     p = sub.add_parser("pretrain", help="train one table row's config")
     p.add_argument("--profile", required=True)

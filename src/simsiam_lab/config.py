@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
@@ -262,6 +263,7 @@ class Params:
 
     def __init__(self, root: Path | str = "params") -> None:
         self.root = Path(root)
+        self._sources: dict[tuple, str | None] = {}
 
     @cached_property
     def baseline(self) -> Config:
@@ -329,6 +331,8 @@ class Params:
         return rows[row_id]
 
     def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> Config:
+        """The config a run trains with; its hash is the run's identity, so it also holds
+        the content fingerprint of the data source (`data.source_sha256`)."""
         cfg = deep_merge(self.baseline, self.profile(profile), f"profile '{profile}'")
         origin = f"profile '{profile}'"
         if row is not None:
@@ -337,7 +341,20 @@ class Params:
         if seed is not None:
             cfg["seed"] = seed
         validate(cfg, origin)
+        cfg["data"]["source_sha256"] = self.source_identity(
+            cfg["data"]["dataset"], cfg["data"]["source"]
+        )
         return cfg
+
+    def source_identity(self, dataset: str, source: str | None) -> str | None:
+        """data.source_identity, once per source for this Params (a plan resolves ~70 configs,
+        and fingerprinting a large tree walks all of it)."""
+        from .data import ENV_VAR, source_identity  # imports torch: only where it is needed
+
+        key = (dataset, source, os.environ.get(ENV_VAR))
+        if key not in self._sources:
+            self._sources[key] = source_identity(dataset, source)
+        return self._sources[key]
 
     def plan(self, profile: str, tables: list[str]) -> dict[str, list[Trial]]:
         """Distinct configs (by hash) of the tables' trials, each with the trials that use it."""

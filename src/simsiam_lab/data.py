@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DataError", "DataSpec", "Split", "load_split", "prepare", "resolve_source"]
+__all__ = [
+    "DataError",
+    "DataSpec",
+    "Split",
+    "load_split",
+    "prepare",
+    "resolve_source",
+    "source_identity",
+]
 
 DATASETS = ("cifar10", "cifar100", "imagefolder")
 SPLITS = ("train", "test")
@@ -31,6 +39,9 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".t
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 # A local copy of a known dataset must have its class count; catches SIMSIAM_DATA at the wrong set.
 KNOWN_CLASS_COUNTS = {"cifar10": 10, "cifar100": 100}
+CIFAR10_CLASSES = sorted(
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+)
 FORMAT = "npy uint8 NCHW"
 
 # tarfile/zipfile/gzip report damage through all of these, depending on where the damage lies.
@@ -90,6 +101,25 @@ def resolve_source(spec: DataSpec) -> str | None:
     return env
 
 
+def source_identity(dataset: str, source: str | None) -> str | None:
+    """What the data comes from, by content, for a run's identity: the sha256 of an archive,
+    of a tree's file names and sizes, or `torchvision:<dataset>` for a download (None when a
+    dataset has no source: `prepare` says what to set)."""
+    path = resolve_source(DataSpec(dataset, source))
+    if path is None:
+        return f"torchvision:{dataset}" if dataset in KNOWN_CLASS_COUNTS else None
+    root = Path(path)
+    if not root.is_dir():
+        with root.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    # Hashing every image's bytes would cost as much as decoding; names + sizes catch
+    # added, removed and re-encoded files.
+    digest = hashlib.sha256()
+    for name in sorted(_DirSource(root).files):
+        digest.update(f"{name}\0{(root / name).stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
 def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) -> dict:
     """Decode the source once into out_dir/{train,test}_{images,labels}.npy and manifest.json.
 
@@ -108,15 +138,12 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
         if source is None:
             root = Path(download_root) if download_root else out_dir.parent / "downloads"
             classes, arrays = _from_torchvision(spec, root)
-            fingerprint = None
         else:
-            reader = _open_source(Path(source))
-            classes, arrays = _from_tree(spec, reader, source)
-            fingerprint = reader.fingerprint()
+            classes, arrays = _from_tree(spec, _open_source(Path(source)), source)
         manifest = {
             "dataset": spec.dataset,
-            "source": source or "torchvision",
-            "source_sha256": fingerprint,
+            "source": str(Path(source).resolve()) if source else "torchvision",
+            "source_sha256": source_identity(spec.dataset, spec.source),
             "image_size": spec.image_size,
             "classes": classes,
             "counts": {
@@ -178,8 +205,6 @@ class _Source(Protocol):
 
     def where(self, name: str) -> str: ...
 
-    def fingerprint(self) -> str: ...
-
 
 class _DirSource:
     def __init__(self, root: Path) -> None:
@@ -199,14 +224,6 @@ class _DirSource:
 
     def where(self, name: str) -> str:
         return str(self.root / name)
-
-    def fingerprint(self) -> str:
-        # Hashing every image's bytes would cost as much as decoding; names + sizes catch
-        # added, removed and re-encoded files.
-        digest = hashlib.sha256()
-        for name in sorted(self.files):
-            digest.update(f"{name}\0{(self.root / name).stat().st_size}\n".encode())
-        return digest.hexdigest()
 
 
 class _ArchiveSource:
@@ -250,10 +267,6 @@ class _ArchiveSource:
 
     def where(self, name: str) -> str:
         return f"{name} in archive {self.path}"
-
-    def fingerprint(self) -> str:
-        with self.path.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
 
     def _damaged(self, e: BaseException) -> DataError:
         return DataError(
@@ -386,10 +399,16 @@ def _from_torchvision(
 
 def _check_class_count(spec: DataSpec, classes: list[str], label: str) -> None:
     expected = KNOWN_CLASS_COUNTS.get(spec.dataset)
+    fix = f"point the source at a copy of {spec.dataset}, or use dataset imagefolder"
     if expected is not None and len(classes) != expected:
         raise DataError(
-            f"{label} has {len(classes)} classes but {spec.dataset} has {expected}; point the "
-            f"source at a copy of {spec.dataset}, or use dataset imagefolder"
+            f"{label} has {len(classes)} classes but {spec.dataset} has {expected}; {fix}"
+        )
+    # Ten classes are not CIFAR-10: a dataset is reported and tracked under the name it has.
+    if spec.dataset == "cifar10" and sorted(c.lower() for c in classes) != CIFAR10_CLASSES:
+        raise DataError(
+            f"{label} has classes {', '.join(sorted(classes)[:4])}, ..., not CIFAR-10's "
+            f"({', '.join(CIFAR10_CLASSES[:4])}, ...); {fix}"
         )
 
 

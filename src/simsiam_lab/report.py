@@ -388,6 +388,9 @@ def build_context(
         "profile": profile,
         "dataset": first["data"]["dataset"],
         "counts": {s: sum(c.values()) for s, c in manifest["counts"].items()},
+        "classes": len(manifest["classes"]),
+        "source": Path(manifest.get("source", "unknown")).name,
+        "source_sha256": str(manifest.get("source_sha256"))[:12],
         "image_size": first["data"]["image_size"],
         "backbone": f"{first['model']['backbone']} (width {first['model']['width']}"
         + (", CIFAR stem)" if first["model"]["cifar_stem"] else ")"),

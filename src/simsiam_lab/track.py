@@ -8,6 +8,7 @@ processes create its tables at once), so every write to a SQLite store goes thro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -131,6 +132,25 @@ class Tracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         with _store_lock(self.uri):
             self.client.log_batch(run_id, metrics=batch)
+
+    def log_dataset(self, run_id: str, manifest: dict[str, Any]) -> None:
+        """The prepared data as the run's MLflow dataset input (the UI's "Datasets used"):
+        its name, content fingerprint, source, classes and counts."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
+        dataset = Dataset(
+            name=manifest["dataset"],
+            digest=str(manifest["source_sha256"])[:36],  # MLflow stores at most 36 characters
+            source_type="torchvision" if manifest["source"] == "torchvision" else "local",
+            source=json.dumps({"uri": manifest["source"], "sha256": manifest["source_sha256"]}),
+            schema=json.dumps({"classes": manifest["classes"]}),
+            profile=json.dumps({"counts": counts, "image_size": manifest["image_size"]}),
+        )
+        with _store_lock(self.uri):
+            self.client.log_inputs(
+                run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+            )
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         with _store_lock(self.uri):

@@ -9,6 +9,9 @@ rule prepare:
         f"logs/{PROFILE}/benchmark/prepare.tsv"
     params:
         profile=PROFILE,
+        # The source's content fingerprint: pointing SIMSIAM_DATA (or data.source) at other
+        # data changes it, so Snakemake re-prepares (and the runs' hashes change with it).
+        source_sha256=PARAMS.resolve(PROFILE)["data"]["source_sha256"],
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam prepare --profile {params.profile} --out {output}"

@@ -26,6 +26,7 @@ HEADER = (
 # DVC's outputs are kept apart from Snakemake's, so a `dvc checkout` (which rewrites mtimes)
 # never makes Snakemake's runs look stale.
 PREPARED = "data/dvc/${profile}"
+SOURCE = "data/dvc/${profile}.source.json"
 RUNS = "results/${profile}/dvc"
 RUN_FILES = ["config.yaml", "checkpoint.pt", "history.json", "pretrain.json"]
 
@@ -68,9 +69,17 @@ def stages(params: Params) -> dict:
         for key, t in firsts.items()
     }
     out: dict = {
+        # Runs every time and rewrites the same bytes unless the data source changed: DVC
+        # cannot see $SIMSIAM_DATA, but it sees this file, so other data re-prepares.
+        "source": {
+            "cmd": f"simsiam source --profile ${{profile}} --out {SOURCE}",
+            "always_changed": True,
+            "params": profile_params(),
+            "outs": [{SOURCE: {"cache": False}}],
+        },
         "prepare": {
             "cmd": f"simsiam prepare --profile ${{profile}} --out {PREPARED}",
-            "deps": ["src/simsiam_lab/data.py"],
+            "deps": [SOURCE, "src/simsiam_lab/data.py"],
             "params": [*profile_params(), {"params/baseline.yaml": ["data"]}],
             "outs": [PREPARED],
         },
