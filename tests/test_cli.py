@@ -208,3 +208,30 @@ def test_snakemake_re_prepares_when_the_data_source_s_content_changes(tmp_path):
     assert "Nothing to be done" in snakemake(same, "-n")  # the same bytes elsewhere
     plan = snakemake(other, "-n")
     assert "rule prepare:" in plan and "Params have changed" in plan
+
+
+@pytest.mark.slow
+def test_your_own_images_through_the_folder_profile(tmp_path):
+    from PIL import Image
+
+    project = copy_project(tmp_path / "project")
+    flowers = tmp_path / "flowers"
+    for split, n in (("train", 12), ("val", 3)):
+        for cls in ("daisy", "rose", "tulip"):
+            (flowers / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 48), (i * 20, 0, 0)).save(flowers / split / cls / f"{i}.jpg")
+    env = {k: v for k, v in os.environ.items() if k != "SIMSIAM_DATA"}
+    command = ["snakemake", "--cores", "1", "data/prepared/folder", "--config", "profile=folder"]
+    result = subprocess.run(
+        [*command, f"data={flowers}"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((project / "data/prepared/folder/manifest.json").read_text())
+    assert manifest["dataset"] == "imagefolder" and manifest["source"] == str(flowers)
+    assert manifest["classes"] == ["daisy", "rose", "tulip"]
+    assert manifest["counts"]["train"] == {"daisy": 12, "rose": 12, "tulip": 12}  # up to 250

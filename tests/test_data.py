@@ -291,9 +291,10 @@ def test_missing_train_split(tmp_path: Path):
     _fails(_spec(tmp_path / "odd"), tmp_path / "out", "train/", "images/")
 
 
-def test_too_few_images_for_subset(tree: Path, tmp_path: Path):
+def test_per_class_counts_mean_up_to(tree: Path, tmp_path: Path):
     (tree / "train" / "green" / "000.png").unlink()
-    _fails(_spec(tree, train_per_class=6), tmp_path / "out", "'green'", "5", "6")
+    manifest = prepare(_spec(tree, train_per_class=6), tmp_path / "out")
+    assert manifest["counts"]["train"] == {"blue": 6, "green": 5, "red": 6}
 
 
 def test_unsupported_and_missing_sources(tmp_path: Path):
@@ -400,8 +401,9 @@ def test_existing_output_is_replaced_only_on_success(tree: Path, tmp_path: Path)
         "train_labels.npy",
     ]
     assert not list(tmp_path.glob(".out.tmp-*"))
+    (tree / "train" / "red" / "001.png").write_bytes(b"corrupt")
     with pytest.raises(DataError):
-        prepare(_spec(tree, train_per_class=99), out)
+        prepare(_spec(tree), out)
     assert (out / "manifest.json").is_file()
 
 

@@ -415,19 +415,15 @@ def _check_class_count(spec: DataSpec, classes: list[str], label: str) -> None:
 def _select(
     by_class: dict[str, Sequence[T]], spec: DataSpec, split: str, label: str
 ) -> list[tuple[int, T]]:
-    """(label, item) pairs in class order; a seeded stratified subset when the spec asks."""
+    """(label, item) pairs in class order; a seeded stratified subset of up to n a class when
+    the spec asks (the manifest's counts say what was taken)."""
     n = getattr(spec, f"{split}_per_class")
     # Seeded per split, so changing test_per_class leaves the train subset as it was.
     rng = np.random.default_rng([spec.subset_seed, SPLITS.index(split)])
     chosen = []
     for index, cls in enumerate(sorted(by_class)):
         items = by_class[cls]
-        if n is not None:
-            if len(items) < n:
-                raise DataError(
-                    f"{label}: class {cls!r} has {len(items)} {split} images but "
-                    f"{split}_per_class = {n}; lower {split}_per_class"
-                )
+        if n is not None and len(items) > n:  # up to n: a smaller class is taken whole
             items = [items[i] for i in np.sort(rng.choice(len(items), n, replace=False))]
         chosen.extend((index, item) for item in items)
     return chosen

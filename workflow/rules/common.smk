@@ -1,7 +1,12 @@
 # The plan: every distinct resolved config of the requested tables, computed by the library
 # from params/ (the single source of truth shared with dvc.yaml).
 from simsiam_lab.config import ConfigError, Params
+from simsiam_lab.data import DataError
 
+if "data" in config:
+    # --config data=PATH: the source every job reads (jobs inherit the environment); its
+    # fingerprint enters each run's config, so other data never reuses a run.
+    os.environ["SIMSIAM_DATA"] = os.path.abspath(config["data"])
 PARAMS = Params("params")
 PROFILE = config["profile"]
 TABLES = config["tables"]
@@ -9,7 +14,7 @@ try:
     PARAMS.profile(PROFILE)
     # Reports can be asked for any table in params/tables, not only those `all` builds.
     PLAN = PARAMS.plan(PROFILE, PARAMS.table_names())
-except ConfigError as err:
+except (ConfigError, DataError) as err:
     raise WorkflowError(f"params: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
 PREPARED = f"data/prepared/{PROFILE}"
