@@ -90,6 +90,7 @@ def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) ->
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .progress import progress
     from .track import Tracker, experiment_name, git_commit
     from .train import STATE, atomic_write_json, check_resumable, pretrain
 
@@ -126,8 +127,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         tracker.log_dataset(run_id, manifest)
         run_file.write_text(run_id + "\n")
 
+    epochs = progress(total=cfg["optim"]["epochs"], desc="pretrain", unit="epoch")
+
     def log_epoch(record: dict) -> None:
         step = int(record["epoch"])
+        epochs.update(max(0, step - epochs.n))  # a resumed run's replayed epochs count once
         metrics = {k: v for k, v in record.items() if k != "epoch" and (k, step) not in logged}
         if not metrics:
             return
@@ -143,6 +147,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         tracker.set_tags(run_id, {"status": "failed"})
         tracker.finish(run_id, failed=True)
         raise
+    finally:
+        epochs.close()
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": run_id, "profile": args.profile}
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tracker.set_tags(run_id, {"status": summary["status"]})

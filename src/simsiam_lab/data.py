@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .progress import progress
+
 __all__ = [
     "DataError",
     "DataSpec",
@@ -362,7 +364,8 @@ def _from_tree(
         chosen = _select(tree[split], spec, split, label)
         rows = {name: i for i, (_, name) in enumerate(chosen)}
         images = np.empty((len(chosen), 3, size, size), np.uint8)
-        for name, data in source.read(list(rows)):
+        decoding = progress(source.read(list(rows)), total=len(rows), desc=split, unit="img")
+        for name, data in decoding:
             images[rows[name]] = _decode(data, size, source.where(name))
         arrays[split] = images, np.array([c for c, _ in chosen], np.int64)
     return classes, arrays

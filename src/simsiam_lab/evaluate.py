@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AugmentConfig, augment, normalize
+from .progress import progress
 
 
 def collapse_std(z: torch.Tensor) -> float:
@@ -109,7 +110,7 @@ def linear_probe_accuracy(
     opt = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train_x) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    for _ in range(epochs):
+    for _ in progress(range(epochs), desc="linear probe", unit="epoch"):
         order = torch.randperm(len(train_x), generator=gen)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
@@ -202,7 +203,7 @@ def paper_linear_probe_accuracy(
         nn.init.zeros_(classifier.bias)
     sgd = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     opt = LARC(sgd)
-    for epoch in range(epochs):
+    for epoch in progress(range(epochs), desc="linear probe (paper)", unit="epoch"):
         for group in sgd.param_groups:
             group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         order = torch.randperm(len(train_images), generator=gen, device=device).cpu()

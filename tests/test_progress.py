@@ -1,0 +1,16 @@
+import io
+
+from simsiam_lab import progress as progress_module
+from simsiam_lab.progress import progress
+
+
+def test_in_a_log_progress_is_whole_lines_with_an_eta(monkeypatch):
+    log = io.StringIO()  # not a terminal
+    monkeypatch.setattr(progress_module.sys, "stderr", log)
+    monkeypatch.setattr(progress_module, "LOG_INTERVAL_S", 0.0)
+    assert list(progress(range(3), total=3, desc="train", unit="img")) == [0, 1, 2]
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert lines[0].startswith("train:   0%") and lines[-1].startswith("train: 100%")
+    assert "3/3" in lines[-1] and "<" in lines[-1]  # elapsed<remaining: tqdm's ETA
