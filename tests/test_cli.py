@@ -235,3 +235,22 @@ def test_your_own_images_through_the_folder_profile(tmp_path):
     assert manifest["dataset"] == "imagefolder" and manifest["source"] == str(flowers)
     assert manifest["classes"] == ["daisy", "rose", "tulip"]
     assert manifest["counts"]["train"] == {"daisy": 12, "rose": 12, "tulip": 12}  # up to 250
+
+
+def test_a_second_snakemake_is_told_that_a_live_run_holds_the_lock(tmp_path):
+    project = copy_project(tmp_path / "project")
+    (project / ".snakemake" / "locks").mkdir(parents=True)
+    (project / ".snakemake" / "locks" / "0.output.lock").write_text("data/prepared/smoke\n")
+    # Stands for the first run: a live process named snakemake working in the same directory.
+    holder = subprocess.Popen(["bash", "-c", "exec -a snakemake sleep 60"], cwd=project)
+    try:
+        result = subprocess.run(
+            ["snakemake", "-n", "--cores", "1", "--config", "profile=smoke"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        holder.kill()
+    expected = f"Another Snakemake run (pid {holder.pid}) is working in this directory"
+    assert expected in result.stderr and "rather than --unlock" in result.stderr

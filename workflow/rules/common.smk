@@ -3,10 +3,12 @@
 from simsiam_lab.config import ConfigError, Params
 from simsiam_lab.data import DataError
 
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+from run_env import use_data_source, warn_if_another_run_holds_the_lock
+
+warn_if_another_run_holds_the_lock()
 if "data" in config:
-    # --config data=PATH: the source every job reads (jobs inherit the environment); its
-    # fingerprint enters each run's config, so other data never reuses a run.
-    os.environ["SIMSIAM_DATA"] = os.path.abspath(config["data"])
+    use_data_source(config["data"])
 PARAMS = Params("params")
 PROFILE = config["profile"]
 TABLES = config["tables"]

@@ -1,0 +1,44 @@
+"""What a Snakemake run sets up or checks in its own process before planning (imported by
+workflow/rules/common.smk; kept out of the .smk files because it touches the environment and
+/proc)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ENV_VAR = "SIMSIAM_DATA"
+
+
+def use_data_source(path: str) -> None:
+    """--config data=PATH: the source every job reads (jobs inherit this environment); its
+    fingerprint enters each run's config, so other data never reuses a run."""
+    os.environ[ENV_VAR] = os.path.abspath(path)
+
+
+def other_snakemakes_here() -> list[int]:
+    """Pids of other Snakemake processes working in this directory (from /proc; none where
+    there is no /proc)."""
+    mine, here = {os.getpid(), os.getppid()}, os.path.realpath(os.getcwd())
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            same_dir = os.path.realpath(proc / "cwd") == here
+        except OSError:
+            continue  # gone, or not ours to read
+        if int(proc.name) not in mine and same_dir and b"snakemake" in argv0:
+            found.append(int(proc.name))
+    return found
+
+
+def warn_if_another_run_holds_the_lock() -> None:
+    """Snakemake's own LockException suggests --unlock, which would let two runs write one
+    directory; say first that a live run holds it."""
+    if any(Path(".snakemake/locks").glob("*")) and (running := other_snakemakes_here()):
+        print(
+            f"Another Snakemake run (pid {running[0]}) is working in this directory and holds "
+            "its lock: wait for it to finish rather than --unlock (that is for a killed run).",
+            file=sys.stderr,
+        )
