@@ -254,3 +254,35 @@ def test_a_second_snakemake_is_told_that_a_live_run_holds_the_lock(tmp_path):
         holder.kill()
     expected = f"Another Snakemake run (pid {holder.pid}) is working in this directory"
     assert expected in result.stderr and "rather than --unlock" in result.stderr
+
+
+def test_a_resumed_pretraining_appends_to_its_journal(monkeypatch, tmp_path, write_prepared):
+    import simsiam_lab.train as train
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    prepared = write_prepared(
+        tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
+    )
+    real = train.pretrain
+
+    def killed_after_epoch_1(cfg, data, out, log_epoch):
+        def log_then_kill(record):
+            log_epoch(record)
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt  # stands for a kill between epochs
+
+        return real(cfg, data, out, log_then_kill)
+
+    args = ["pretrain", "--profile", "smoke", "--row", "table3:c", "--data", str(prepared)]
+    args += ["--out", str(tmp_path / "run")]
+    monkeypatch.setattr(train, "pretrain", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(train, "pretrain", real)
+    assert main(args) == 0
+    journal = (tmp_path / "run" / "pretrain.log").read_text().splitlines()
+    starts = [line for line in journal if line.startswith("=== ")]
+    assert len(starts) == 2 and "started" in starts[0] and "resumed from" in starts[1]
+    assert journal.index(starts[1]) > journal.index(next(x for x in journal if "epoch 1:" in x))
+    assert "ok after 2 epochs" in journal[-1]

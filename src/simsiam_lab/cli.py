@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -105,6 +106,13 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         pretrain(cfg, Path(args.data), out)  # torchrun's other processes: rank 0 records
         return
 
+    journal = out / "pretrain.log"  # every attempt appends: Snakemake empties its log per job
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        with journal.open("a") as f:
+            f.write(line + "\n")
+
     resuming = check_resumable(out, cfg)
     tracker = Tracker()
     # A resumed run (its state.pt left by a kill) continues its MLflow run rather than adding one.
@@ -114,7 +122,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         run_id = run_file.read_text().strip()
         tracker.reopen(run_id)
         logged = tracker.logged(run_id)
-        print(f"resuming MLflow run {run_id} from {out / STATE}", flush=True)
     else:
         tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
         tags |= {"git_commit": git_commit(), "status": "running"}
@@ -126,6 +133,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         )
         tracker.log_dataset(run_id, manifest)
         run_file.write_text(run_id + "\n")
+    began = f"resumed from {out / STATE}" if resuming else "started"
+    say(
+        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg['seed']} [{cfg_hash}]: "
+        f"{began}, MLflow run {run_id} ==="
+    )
 
     epochs = progress(total=cfg["optim"]["epochs"], desc="pretrain", unit="epoch")
 
@@ -136,10 +148,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         if not metrics:
             return
         tracker.log_metrics(run_id, metrics, step=step)
-        print(
-            f"epoch {record['epoch']}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
-            flush=True,
-        )
+        say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
     try:
         summary = pretrain(cfg, Path(args.data), out, log_epoch)
@@ -155,7 +164,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     tracker.log_artifact(run_id, out / "config.yaml")
     tracker.finish(run_id)
     atomic_write_json(summary, out / "pretrain.json")
-    print(
+    say(
         f"{args.row} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
         f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
     )
