@@ -1,5 +1,5 @@
 # SimSiam ablations: data -> pretraining (one job per distinct resolved config) -> evaluation
-# -> reports. Usage: snakemake --cores 8 [--config profile=NAME] reports/table3.md
+# -> reports. Usage: snakemake --cores all [--config profile=NAME] reports/table3.md
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -42,6 +42,7 @@ from simsiam_lab.train import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the tests' project copier
 from peers import LightlySimSiam, ReferenceSimSiam, lightly_loss, reference_loss
 from project import copy_project, use_dvc_profile
 

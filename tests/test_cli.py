@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from project import copy_project
 
-from benchmarks.project import copy_project
 from simsiam_lab.cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -286,3 +286,14 @@ def test_a_resumed_pretraining_appends_to_its_journal(monkeypatch, tmp_path, wri
     assert len(starts) == 2 and "started" in starts[0] and "resumed from" in starts[1]
     assert journal.index(starts[1]) > journal.index(next(x for x in journal if "epoch 1:" in x))
     assert "ok after 2 epochs" in journal[-1]
+    # One MLflow run across both attempts, with MLflow's standard tags and the run's files.
+    from simsiam_lab.track import Tracker
+
+    client = Tracker().client
+    run = client.get_run((tmp_path / "run" / "mlflow_run_id").read_text().strip())
+    assert run.data.tags["mlflow.runName"].startswith("table3-c-seed0-")
+    assert len(run.data.tags["mlflow.source.git.commit"]) >= 7
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "config.yaml",
+        "history.json",
+    }

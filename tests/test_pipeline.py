@@ -7,7 +7,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -15,11 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from project import copy_project, use_dvc_profile
 
 from simsiam_lab.config import Params, config_hash, flatten
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from project import copy_project, use_dvc_profile
 
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"

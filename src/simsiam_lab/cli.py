@@ -124,7 +124,13 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         logged = tracker.logged(run_id)
     else:
         tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
-        tags |= {"git_commit": git_commit(), "status": "running"}
+        # MLflow's own keys, so the UI shows the commit and the source in its columns.
+        tags |= {
+            "mlflow.source.git.commit": git_commit(),
+            "mlflow.source.name": "simsiam pretrain",
+            "mlflow.source.type": "LOCAL",
+            "status": "running",
+        }
         run_id = tracker.start(
             experiment_name(args.profile),
             f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
@@ -162,6 +168,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tracker.set_tags(run_id, {"status": summary["status"]})
     tracker.log_artifact(run_id, out / "config.yaml")
+    tracker.log_artifact(run_id, out / "history.json")
     tracker.finish(run_id)
     atomic_write_json(summary, out / "pretrain.json")
     say(

@@ -92,13 +92,21 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         with _store_lock(self.uri):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 return exp.experiment_id
             db = _sqlite_path(self.uri)
             artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
-            return self.client.create_experiment(name, artifact_location=artifacts)
+            try:
+                return self.client.create_experiment(name, artifact_location=artifacts)
+            except MlflowException as err:
+                # A server store has no file lock: another job may have created it just now.
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                return self.client.get_experiment_by_name(name).experiment_id
 
     def start(self, experiment: str, run_name: str, tags: dict[str, str], params: dict) -> str:
         from mlflow.entities import Param

@@ -21,7 +21,7 @@ except (ConfigError, DataError) as err:
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
 PREPARED = f"data/prepared/{PROFILE}"
 RUNS = f"results/{PROFILE}/runs"
-THREADS = config.get("threads", 2)
+THREADS = config.get("threads", 1)  # with --cores all: one job per core, as the cpu study ran
 
 
 wildcard_constraints:
@@ -42,8 +42,3 @@ def row_runs(table):
         for row in PARAMS.table(table).rows.values()
         for trial in PARAMS.row_trials(PROFILE, row)
     ]
-
-
-onstart:
-    # Create the MLflow store and experiment once, before parallel jobs race to do it.
-    shell(f"simsiam init-tracking --profile {PROFILE}")

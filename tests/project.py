@@ -1,5 +1,5 @@
 """A fresh copy of the project's DAG (Snakefile, dvc.yaml, params, workflow, library), so a run
-starts from nothing and leaves the checkout alone; the benchmark and the pipeline tests use it."""
+starts from nothing and leaves the checkout alone; the pipeline tests and the benchmark use it."""
 
 from __future__ import annotations
 
