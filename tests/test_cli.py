@@ -1,3 +1,5 @@
+import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -78,6 +80,34 @@ def test_dvc_yaml_is_generated_from_params():
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _imports(module: Path) -> set[str]:
+    """The library modules a module imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module] if node.module else [a.name for a in node.names]
+            found |= {f"{name}.py" for name in names}
+    return found
+
+
+def test_dvc_s_training_stages_depend_on_all_they_run_and_no_report_code():
+    spec = importlib.util.spec_from_file_location("dvc_yaml", ROOT / "workflow/scripts/dvc_yaml.py")
+    dvc_yaml = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dvc_yaml)
+    library = ROOT / "src" / "simsiam_lab"
+    declared = {Path(p).name for p in dvc_yaml.TRAINING_CODE}
+    # What pretrain and evaluate reach: train.py's imports, closed, and cli.py's top level.
+    reached, todo = set(), ["train.py", "track.py", "progress.py", "config.py", "cli.py"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            if name != "cli.py":  # cli.py imports report.py only inside `simsiam report`
+                todo += _imports(library / name)
+    assert reached <= declared, reached - declared
+    assert not declared & {"report.py", "stats.py", "templates"}
 
 
 def test_snakemake_rejects_an_unknown_profile_listing_the_available_ones():

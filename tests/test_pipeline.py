@@ -63,7 +63,7 @@ def _mlflow_runs(project: Path) -> list[tuple]:
 
 
 def _assert_nothing_lost(project: Path, run_ids: list[str]) -> None:
-    """Every trained run has every epoch's metrics, every run both artifacts, and runs overlapped.
+    """Every trained run has every epoch's metrics, every run its artifacts, and runs overlapped.
 
     A run whose batch exceeds the smoke subset is `skipped`: it trains nothing, so logs no metric.
     How many runs overlap depends on Snakemake's scheduling beside the evaluate jobs; test_track
@@ -91,7 +91,11 @@ def _assert_nothing_lost(project: Path, run_ids: list[str]) -> None:
                 assert steps["loss"] == [1, 2] and steps["knn"] == [0, 1, 2], (run_id, steps)
                 assert {"knn_acc", "linear_acc"} <= steps.keys()
             artifacts = project / ".mlflow" / "artifacts" / run_id / "artifacts"
-            assert {p.name for p in artifacts.iterdir()} == {"config.yaml", "metrics.json"}
+            assert {p.name for p in artifacts.iterdir()} == {
+                "config.yaml",
+                "history.json",
+                "metrics.json",
+            }
     events = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
     running = [0]
     for _, change in events:
@@ -244,10 +248,28 @@ def test_dvc_repro_smoke_table3(project: Path):
     (project / "reports" / "table3.md").unlink(missing_ok=True)
     _run(["dvc", "repro", "report-table3"], project)  # `dvc repro` builds every table
     assert len(_report_rows(project / "reports" / "table3.md")) == 5
-    shown = _run(["dvc", "metrics", "show", "--json"], project).stdout
-    assert "reports/table3.json" in shown
     status = _run(["dvc", "status", "report-table3"], project).stdout
     assert "up to date" in status
+
+    # Metrics: one numbers-only file per run, which `dvc metrics diff` can compare.
+    (shown,) = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout).values()
+    files = {path: found for path, found in shown["data"].items() if "data" in found}
+    assert len(files) == 5 and all(path.endswith("/scores.json") for path in files)  # Table 3's
+    values = [v for found in files.values() for v in found["data"].values()]
+    assert "linear_acc" in next(iter(files.values()))["data"]
+    assert all(isinstance(v, int | float) for v in values)
+    # Plots: per-epoch curves of every run and the table's accuracy beside the paper's.
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    bars = plots["table3: linear accuracy, paper vs ours"][0]["content"]["data"]["values"]
+    assert {b["bar"] for b in bars} >= {"a: paper", "a: ours", "c: ours"}
+    curves = plots["table3: loss and std(z)·√d per epoch"][0]["content"]["data"]["values"]
+    assert {c["epoch"] for c in curves} == {"0", "1", "2"}  # CSV: strings
+    # A template edit re-renders the report; nothing retrains or re-evaluates ('source' always
+    # runs: it only rereads the data's fingerprint).
+    template = project / "src" / "simsiam_lab" / "templates" / "table.md.j2"
+    template.write_text(template.read_text() + "\n")
+    status = _run(["dvc", "status", "--json", "--with-deps", "report-table3"], project).stdout
+    assert set(json.loads(status)) - {"source"} == {"report-table3"}
 
 
 def _saved_epoch(state: Path) -> int:

@@ -165,6 +165,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     finally:
         epochs.close()
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": run_id, "profile": args.profile}
+    _history_table(out)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tracker.set_tags(run_id, {"status": summary["status"]})
     tracker.log_artifact(run_id, out / "config.yaml")
@@ -174,6 +175,17 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     say(
         f"{args.row} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
         f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
+    )
+
+
+def _history_table(run_dir: Path) -> None:
+    """history.json as a table, one row per epoch: what `dvc plots` draws (it fails on JSON
+    records that lack a field, as epoch 0, which has only the kNN of the random init, does)."""
+    import pandas as pd
+
+    history = json.loads((run_dir / "history.json").read_text())
+    pd.DataFrame(history, columns=["epoch", "loss", "z_std", "z_std_ratio", "lr", "knn"]).to_csv(
+        run_dir / "history.csv", index=False
     )
 
 
@@ -217,6 +229,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model.load_state_dict(state["model"])
         metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
     atomic_write_json(metrics, run_dir / "metrics.json")
+    # Numbers only, for `dvc metrics show/diff` and `dvc exp show` (they drop or garble the rest).
+    numbers = {k: v for k, v in metrics.items() if type(v) in (int, float)}
+    atomic_write_json(numbers, run_dir / "scores.json")
     tracker = Tracker()
     if logged := {k: metrics[k] for k in final if metrics[k] is not None}:
         tracker.log_metrics(summary["mlflow_run_id"], logged, step=summary["epochs_completed"])
@@ -228,7 +243,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import RowResult, build_context, load_run, plot_curves, render, summary_json
+    from .report import (
+        RowResult,
+        accuracy_bars,
+        build_context,
+        load_run,
+        plot_curves,
+        render,
+        summary_json,
+    )
     from .track import git_commit
 
     table = Params(args.params).table(args.table)
@@ -253,6 +276,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
     out.write_text(render(context))
     out.with_suffix(".json").write_text(json.dumps(summary_json(context), indent=2) + "\n")
+    accuracy_bars(table, context).to_csv(out.with_suffix(".accuracy.csv"), index=False)
     print(f"wrote {out}")
 
 

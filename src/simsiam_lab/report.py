@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 import yaml
 
 from .config import CHECKS, Config, ReportError, Table, flatten
@@ -519,6 +520,19 @@ def load_summary(path: Path) -> dict[str, Any]:
             f"{path}: written by another version of simsiam_lab (no {missing[0]!r}); {rerun}"
         )
     return summary
+
+
+def accuracy_bars(table: Table, context: dict[str, Any]) -> pd.DataFrame:
+    """One bar per (row, paper | ours) linear accuracy, for `dvc plots show` (rows without a
+    number, such as the paper's 'unstable' or a skipped run, have no bar)."""
+    bars = []
+    for row in context["rows"]:
+        paper = table.rows[row["id"]].paper
+        if not isinstance(paper, str):
+            bars.append({"bar": f"{row['id']}: paper", "accuracy": paper})
+        if row["linear_acc"] is not None:
+            bars.append({"bar": f"{row['id']}: ours", "accuracy": round(row["linear_acc"], 2)})
+    return pd.DataFrame(bars, columns=["bar", "accuracy"])
 
 
 def render_index(summaries: list[dict[str, Any]], commit: str) -> str:

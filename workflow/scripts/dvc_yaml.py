@@ -28,7 +28,29 @@ HEADER = (
 PREPARED = "data/dvc/${profile}"
 SOURCE = "data/dvc/${profile}.source.json"
 RUNS = "results/${profile}/dvc"
-RUN_FILES = ["config.yaml", "checkpoint.pt", "history.json", "pretrain.json"]
+RUN_FILES = ["config.yaml", "checkpoint.pt", "pretrain.json"]  # what evaluate reads
+LIBRARY = "src/simsiam_lab"
+# What `simsiam pretrain` and `simsiam evaluate` import (tests/test_cli.py checks this against
+# the imports): a report or template edit then re-renders reports without retraining.
+TRAINING_CODE = [
+    f"{LIBRARY}/{name}"
+    for name in (
+        "__init__.py",
+        "augment.py",
+        "cli.py",
+        "config.py",
+        "config.schema.yaml",
+        "data.py",
+        "distributed.py",
+        "evaluate.py",
+        "loss.py",
+        "model.py",
+        "progress.py",
+        "target.py",
+        "track.py",
+        "train.py",
+    )
+]
 
 
 def pipeline(params: Params) -> dict:
@@ -88,17 +110,33 @@ def stages(params: Params) -> dict:
             "do": {
                 "cmd": (
                     f"simsiam pretrain --profile ${{profile}} ${{item.args}} --data {PREPARED}"
-                    f" --out {RUNS}/${{key}} && simsiam evaluate --run {RUNS}/${{key}}"
-                    f" --data {PREPARED}"
+                    f" --out {RUNS}/${{key}}"
                 ),
-                "deps": [PREPARED, "src/simsiam_lab"],
+                "deps": [PREPARED, *TRAINING_CODE],
                 "params": [
                     *profile_params(),
                     {"params/baseline.yaml": None},
                     {"params/tables/${item.table}.yaml": ["${item.overrides}"]},
                 ],
-                "outs": [f"{RUNS}/${{key}}/{name}" for name in RUN_FILES],
-                "metrics": [{f"{RUNS}/${{key}}/metrics.json": {"cache": False}}],
+                # history.csv is drawn by the top-level plots below
+                "outs": [
+                    f"{RUNS}/${{key}}/{name}"
+                    for name in [*RUN_FILES, "history.json", "history.csv"]
+                ],
+            },
+        },
+        "evaluate": {
+            "foreach": list(foreach),
+            "do": {
+                "cmd": f"simsiam evaluate --run {RUNS}/${{item}} --data {PREPARED}",
+                "deps": [
+                    PREPARED,
+                    *(f"{RUNS}/${{item}}/{name}" for name in RUN_FILES),
+                    *TRAINING_CODE,
+                ],
+                "outs": [f"{RUNS}/${{item}}/metrics.json"],
+                # numbers only, cached: `dvc metrics diff` and `dvc exp show` compare them
+                "metrics": [f"{RUNS}/${{item}}/scores.json"],
             },
         },
     }
@@ -122,8 +160,9 @@ def stages(params: Params) -> dict:
             "outs": [
                 {f"reports/{name}.md": {"cache": False}},
                 {f"reports/{name}.png": {"cache": False}},
+                {f"reports/{name}.json": {"cache": False}},
+                {f"reports/{name}.accuracy.csv": {"cache": False}},
             ],
-            "metrics": [{f"reports/{name}.json": {"cache": False}}],
         }
     out["index"] = {
         "cmd": "simsiam index "
@@ -135,8 +174,43 @@ def stages(params: Params) -> dict:
     return out
 
 
+def plots(params: Params) -> list[dict]:
+    """Per table: its runs' training curves, and its accuracy beside the paper's. (Per table,
+    so that building one table draws its plots whole: a plot with a missing file draws nothing.)"""
+    settings = pipeline(params)
+    keys, _ = run_keys(params, settings["profile"], settings["tables"])
+    out: list[dict] = []
+    for name in settings["tables"]:
+        runs = sorted({key for ref, key in keys.items() if ref.startswith(f"{name}:")})
+        histories = [f"{RUNS}/{key}/history.csv" for key in runs]
+        out += [
+            {
+                f"{name}: loss and std(z)·√d per epoch": {
+                    "template": "linear",
+                    "x": "epoch",
+                    "y": {path: ["loss", "z_std_ratio"] for path in histories},
+                }
+            },
+            {
+                f"{name}: kNN accuracy per epoch": {
+                    "template": "linear",
+                    "x": "epoch",
+                    "y": {path: ["knn"] for path in histories},
+                }
+            },
+            {
+                f"{name}: linear accuracy, paper vs ours": {
+                    "template": "bar_horizontal",
+                    "x": "accuracy",
+                    "y": {f"reports/{name}.accuracy.csv": "bar"},
+                }
+            },
+        ]
+    return out
+
+
 def render(params: Params) -> str:
-    doc = {"vars": ["params/pipeline.yaml"], "stages": stages(params)}
+    doc = {"vars": ["params/pipeline.yaml"], "stages": stages(params), "plots": plots(params)}
     body = yaml.safe_dump(doc, sort_keys=False, width=1000).replace(": null\n", ":\n")
     return HEADER + body
 
