@@ -270,6 +270,25 @@ def test_dvc_repro_smoke_table3(project: Path):
     template.write_text(template.read_text() + "\n")
     status = _run(["dvc", "status", "--json", "--with-deps", "report-table3"], project).stdout
     assert set(json.loads(status)) - {"source"} == {"report-table3"}
+    template.write_text(template.read_text()[:-1])
+
+    # The same archive elsewhere is the same data; other data re-prepares (here: fails to).
+    copy = project.parent / "elsewhere" / "cifar10.tar.gz"
+    copy.parent.mkdir()
+    shutil.copy(_env()["SIMSIAM_DATA"], copy)
+    same = _run(["dvc", "repro", "prepare"], project, SIMSIAM_DATA=str(copy)).stdout
+    assert "Running stage 'prepare'" not in same
+    other = project.parent / "other.tar.gz"
+    other.write_bytes(b"other data")
+    redone = subprocess.run(
+        ["dvc", "repro", "prepare"],
+        cwd=project,
+        env=_env(SIMSIAM_DATA=str(other)),
+        capture_output=True,
+        text=True,
+    )
+    assert redone.returncode != 0 and "Running stage 'prepare'" in redone.stdout
+    assert f"cannot read archive {other}" in redone.stdout + redone.stderr
 
 
 def _saved_epoch(state: Path) -> int:
