@@ -149,6 +149,12 @@ def test_snakemake_smoke_all_tables(project: Path):
     again = _run(["snakemake", "-n", "--cores", "2", *target], project)
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # `snakemake --report`: one browsable page with every table's report, curves and bars.
+    _run(["snakemake", "--report", "report.html", *target], project)
+    page = (project / "report.html").read_text()
+    for table in tables:
+        assert all(f"{table}{suffix}" in page for suffix in (".md", ".png", ".accuracy.csv"))
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -3,9 +3,13 @@ rule report:
         metrics=lambda wc: sorted({f"{d}/metrics.json" for _, d in row_runs(wc.table)}),
         data=PREPARED,
     output:
-        report="reports/{table}.md",
+        # report(): `snakemake --report report.html` shows them, per table
+        report=report("reports/{table}.md", category="{table}", labels={"file": "report"}),
         metrics="reports/{table}.json",
-        curves="reports/{table}.png",
+        curves=report("reports/{table}.png", category="{table}", labels={"file": "curves"}),
+        bars=report(
+            "reports/{table}.accuracy.csv", category="{table}", labels={"file": "accuracy"}
+        ),
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -25,7 +29,7 @@ rule index:
     input:
         expand("reports/{table}.json", table=TABLES),
     output:
-        "reports/index.md",
+        report("reports/index.md", category="index", labels={"file": "every claim"}),
     conda:
         "../envs/simsiam.yaml"
     log:
