@@ -148,6 +148,12 @@ def test_snakemake_smoke_all_tables(project: Path):
 
     again = _run(["snakemake", "-n", "--cores", "2", *target], project)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A new table (sorted first) whose row is Table 3's (c) reuses that run: only its report.
+    new_table = project / "params" / "tables" / "acopy.yaml"
+    new_table.write_text("rows:\n  c: {overrides: {}, paper: 68.2}\n")
+    plan = _run(["snakemake", "-n", "--cores", "2", "reports/acopy.md", *target], project)
+    new_table.unlink()
+    assert "report " in plan.stdout and "pretrain " not in plan.stdout, plan.stdout
 
     # `snakemake --report`: one browsable page with every table's report, curves and bars.
     _run(["snakemake", "--report", "report.html", *target], project)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, Params, ReportError, config_hash, flatten
+from .config import ConfigError, Params, ReportError, Row, config_hash, flatten
 from .data import DataError, DataSpec, load_split, prepare
 from .distributed import PlacementError
 from .track import TrackingError
@@ -90,14 +90,26 @@ def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) ->
     return tags
 
 
+def _pretrain_trial(params: Params, args: argparse.Namespace) -> tuple[Row, int | None]:
+    if args.row:
+        return params.row(args.row), args.seed
+    trials = params.plan(args.profile, params.table_names()).get(args.config_hash)
+    if not trials:
+        raise ConfigError(
+            f"no row of {params.root / 'tables'} resolves to config {args.config_hash} at "
+            f"profile {args.profile}; `snakemake -n` lists the configs a profile trains"
+        )
+    return trials[0].row, trials[0].seed
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress
     from .track import Tracker, experiment_name, git_commit
     from .train import STATE, atomic_write_json, check_resumable, pretrain
 
     params = Params(args.params)
-    row = params.row(args.row)
-    cfg = params.resolve(args.profile, row, args.seed)
+    row, seed = _pretrain_trial(params, args)
+    cfg = params.resolve(args.profile, row, seed)
     cfg_hash = config_hash(cfg)
     manifest = check_prepared(cfg["data"], Path(args.data))
     out = Path(args.out)
@@ -173,7 +185,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     tracker.finish(run_id)
     atomic_write_json(summary, out / "pretrain.json")
     say(
-        f"{args.row} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
+        f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
         f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
     )
 
@@ -322,7 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="train one table row's config")
     p.add_argument("--profile", required=True)
-    p.add_argument("--row", required=True, help="TABLE:ROW, e.g. table3:c")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--row", help="TABLE:ROW, e.g. table3:c")
+    which.add_argument(
+        "--config-hash",
+        help="a resolved config's hash (Snakemake's run name): the config itself, whichever "
+        "tables' rows share it, so adding a table never renames a run",
+    )
     p.add_argument("--seed", type=int, help="one trial of a row with several seeds")
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--out", required=True, help="run directory")

@@ -29,12 +29,6 @@ wildcard_constraints:
     table="|".join(PARAMS.table_names()),  # so reports/index.md is not a table
 
 
-def trial_args(run):
-    """CLI arguments naming the first trial that uses this config."""
-    trial = PLAN[run][0]
-    return f"--row {trial.row.ref} --seed {trial.seed}"
-
-
 def row_runs(table):
     """(row id, run directory) for every trial of every row of the table."""
     return [

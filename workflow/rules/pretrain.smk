@@ -14,7 +14,6 @@ rule pretrain:
         f"logs/{PROFILE}/benchmark/pretrain/{{run}}.tsv"
     params:
         profile=PROFILE,
-        trial=lambda wc: trial_args(wc.run),
         out=lambda wc, output: os.path.dirname(output.summary),
     threads: THREADS
     resources:
@@ -22,7 +21,8 @@ rule pretrain:
         gpu=1,  # --resources gpu=N: N pretrainings at once, each on its own GPU
     shell:
         "bash workflow/scripts/logged.sh {log}"
-        " simsiam --threads {threads} pretrain --profile {params.profile} {params.trial}"
+        " simsiam --threads {threads} pretrain --profile {params.profile}"
+        " --config-hash {wildcards.run}"
         " --data {input} --out {params.out}"
 
 
