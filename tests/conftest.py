@@ -46,7 +46,7 @@ def write_prepared():
             "dataset": "cifar10",
             "source": "random images",
             "source_sha256": source_identity("cifar10", None),  # what the configs resolve to
-            "image_size": size,
+            "stored_size": size,
             "classes": names,
             "counts": {split: dict.fromkeys(names, n) for split, n in per_class.items()},
             "train_per_class": train_per_class,

@@ -9,7 +9,7 @@ import torch
 
 from simsiam_lab.augment import (
     AugmentConfig,
-    Rows,
+    BatchShard,
     _adjust_hue,
     _blur_kernel_size,
     _hsv_to_rgb,
@@ -356,7 +356,7 @@ def test_shards_of_a_batch_augment_as_the_whole_batch():
     for shards in (2, 3):
         n = 12 // shards
         parts = [
-            two_views(images[r * n : (r + 1) * n], 24, cfg, _gen(7), Rows(r * n, 12))
+            two_views(images[r * n : (r + 1) * n], 24, cfg, _gen(7), BatchShard(r * n, 12))
             for r in range(shards)
         ]
         for view in (0, 1):

@@ -66,7 +66,7 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _spec(source: Path | None, **kw) -> DataSpec:
-    return DataSpec("imagefolder", str(source) if source else None, image_size=SIZE, **kw)
+    return DataSpec("imagefolder", str(source) if source else None, stored_size=SIZE, **kw)
 
 
 def _arrays(out: Path) -> dict[str, np.ndarray]:
@@ -115,7 +115,7 @@ def test_manifest_records_source_counts_and_format(tree: Path, tmp_path: Path):
         "test": dict.fromkeys(CLASSES, N_TEST),
     }
     assert manifest["format"] == "npy uint8 NCHW"
-    assert manifest["image_size"] == SIZE
+    assert manifest["stored_size"] == SIZE
     assert (manifest["train_per_class"], manifest["test_per_class"]) == (None, None)
 
     tree_hash = prepare(_spec(tree), tmp_path / "t1")["source_sha256"]
@@ -200,7 +200,7 @@ def test_subset_decodes_only_the_chosen_images(
 
 @pytest.mark.parametrize("size", [4, 16])
 def test_resize_solid_images(tree: Path, tmp_path: Path, size: int):
-    prepare(DataSpec("imagefolder", str(tree), image_size=size), tmp_path / "out")
+    prepare(DataSpec("imagefolder", str(tree), stored_size=size), tmp_path / "out")
     s = load_split(tmp_path / "out", "train")
     assert s.images.shape == (N_TRAIN * len(CLASSES), 3, size, size)
     # A solid colour survives resizing exactly.
@@ -217,7 +217,7 @@ def test_resize_non_square_crops_the_centre(tmp_path: Path):
             img.paste((0, 255, 0), (0, 4, 4, 8))
             img.paste((0, 0, 255), (0, 8, 4, 12))
             img.save(root / split / cls / "0.png")
-    prepare(DataSpec("imagefolder", str(root), image_size=4), tmp_path / "out")
+    prepare(DataSpec("imagefolder", str(root), stored_size=4), tmp_path / "out")
     s = load_split(tmp_path / "out", "train")
     assert s.images.shape == (2, 3, 4, 4)
     assert s.images[0, :, :, :].reshape(3, -1).T.tolist() == [[0, 255, 0]] * 16
@@ -315,7 +315,7 @@ def test_ten_classes_that_are_not_cifar10_are_not_called_cifar10(tmp_path: Path)
             Image.new("RGB", (4, 4)).save(root / split / f"flower{i}" / "0.png")
     message = _fails(DataSpec("cifar10", str(root)), tmp_path / "out", "not CIFAR-10's")
     assert "flower0" in message and "use dataset imagefolder" in message
-    assert prepare(DataSpec("imagefolder", str(root), image_size=4), tmp_path / "ok")["classes"]
+    assert prepare(DataSpec("imagefolder", str(root), stored_size=4), tmp_path / "ok")["classes"]
 
 
 def test_known_dataset_with_wrong_class_count(tree: Path, tmp_path: Path):
@@ -323,7 +323,7 @@ def test_known_dataset_with_wrong_class_count(tree: Path, tmp_path: Path):
 
 
 def test_bad_spec_values():
-    for kw in ({"dataset": "mnist"}, {"image_size": 0}, {"train_per_class": 0}):
+    for kw in ({"dataset": "mnist"}, {"stored_size": 0}, {"train_per_class": 0}):
         with pytest.raises(DataError):
             DataSpec(**{"dataset": "imagefolder", **kw})
 
@@ -363,7 +363,7 @@ class _FakeCIFAR10:
 
 def test_torchvision_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("torchvision.datasets.CIFAR10", _FakeCIFAR10)
-    spec = DataSpec("cifar10", image_size=16, train_per_class=3)
+    spec = DataSpec("cifar10", stored_size=16, train_per_class=3)
     manifest = prepare(spec, tmp_path / "out", download_root=tmp_path / "dl")
     assert (
         manifest["source"] == "torchvision" and manifest["source_sha256"] == "torchvision:cifar10"

@@ -63,7 +63,7 @@ def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):
         "source_sha256": "ab" * 32,
         "classes": ["daisy", "rose"],
         "counts": {"train": {"daisy": 3, "rose": 4}, "test": {"daisy": 1, "rose": 1}},
-        "image_size": 32,
+        "stored_size": 32,
     }
     tracker.log_dataset(run_id, manifest)
     (found,) = tracker.client.get_run(run_id).inputs.dataset_inputs

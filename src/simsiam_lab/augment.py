@@ -37,7 +37,7 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
-class Rows:
+class BatchShard:
     """This process's rows [start, start + n) of a batch of `total` images.
 
     Every process draws the random parameters of the whole batch and keeps its own rows, so N
@@ -52,15 +52,15 @@ def _draw(
     n: int,
     generator: torch.Generator | None,
     device: torch.device,
-    rows: Rows | None,
+    shard: BatchShard | None,
     cols: int | None = None,
 ) -> torch.Tensor:
     """Uniform [0, 1) numbers of shape (n,) or (n, cols): this process's rows of the batch's."""
     dev = _gen_device(generator, device)
-    total = n if rows is None else rows.total
+    total = n if shard is None else shard.total
     shape = (total,) if cols is None else (total, cols)
     drawn = torch.rand(shape, generator=generator, device=dev)
-    return drawn if rows is None else drawn[rows.start : rows.start + n]
+    return drawn if shard is None else drawn[shard.start : shard.start + n]
 
 
 def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
@@ -74,10 +74,10 @@ def _uniform(
     high: float,
     generator: torch.Generator | None,
     device: torch.device,
-    rows: Rows | None = None,
+    shard: BatchShard | None = None,
     cols: int | None = None,
 ) -> torch.Tensor:
-    return (low + (high - low) * _draw(n, generator, device, rows, cols)).to(device)
+    return (low + (high - low) * _draw(n, generator, device, shard, cols)).to(device)
 
 
 def _bernoulli(
@@ -85,9 +85,9 @@ def _bernoulli(
     p: float,
     generator: torch.Generator | None,
     device: torch.device,
-    rows: Rows | None = None,
+    shard: BatchShard | None = None,
 ) -> torch.Tensor:
-    return (_draw(n, generator, device, rows) < p).to(device)
+    return (_draw(n, generator, device, shard) < p).to(device)
 
 
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
@@ -100,7 +100,7 @@ def sample_crop_params(
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
-    rows: Rows | None = None,
+    shard: BatchShard | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-sample RandomResizedCrop + flip parameters, as fractions of the image size.
 
@@ -116,9 +116,9 @@ def sample_crop_params(
         torch.device(device) if device is not None else _gen_device(generator, torch.device("cpu"))
     )
     k = CROP_ATTEMPTS
-    area = _uniform(n, *cfg.crop_scale, generator, device, rows, cols=k) * (height * width)
+    area = _uniform(n, *cfg.crop_scale, generator, device, shard, cols=k) * (height * width)
     log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
-    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device, rows, cols=k))
+    ratio = torch.exp(_uniform(n, log_lo, log_hi, generator, device, shard, cols=k))
     # Whole pixels, as torchvision rounds them: at 32 px half a pixel is 1.6% of a side.
     w_try = torch.round(torch.sqrt(area * ratio))
     h_try = torch.round(torch.sqrt(area / ratio))
@@ -128,12 +128,12 @@ def sample_crop_params(
     w_fb, h_fb = _centre_crop_fallback(height, width, cfg.crop_ratio)
     w = torch.where(fallback, w_fb, w_try.gather(1, first).squeeze(1))
     h = torch.where(fallback, h_fb, h_try.gather(1, first).squeeze(1))
-    left = torch.floor(_uniform(n, 0.0, 1.0, generator, device, rows) * (width - w + 1))
-    top = torch.floor(_uniform(n, 0.0, 1.0, generator, device, rows) * (height - h + 1))
+    left = torch.floor(_uniform(n, 0.0, 1.0, generator, device, shard) * (width - w + 1))
+    top = torch.floor(_uniform(n, 0.0, 1.0, generator, device, shard) * (height - h + 1))
     left = torch.where(fallback, torch.div(width - w, 2, rounding_mode="floor"), left)
     top = torch.where(fallback, torch.div(height - h, 2, rounding_mode="floor"), top)
     x0, y0, w, h = left / width, top / height, w / width, h / height
-    flip = _bernoulli(n, cfg.flip_p, generator, device, rows)
+    flip = _bernoulli(n, cfg.flip_p, generator, device, shard)
     return {"x0": x0, "y0": y0, "w": w, "h": h, "flip": flip}
 
 
@@ -226,23 +226,27 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def _color_jitter(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, rows: Rows | None
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, shard: BatchShard | None
 ) -> torch.Tensor:
     n, device = x.shape[0], x.device
-    apply = _bernoulli(n, cfg.jitter_p, generator, device, rows)
+    apply = _bernoulli(n, cfg.jitter_p, generator, device, shard)
     ops = []
     # Factor ranges follow torchvision: [max(0, 1 - s), 1 + s] and hue shift in [-h, h].
     if cfg.brightness > 0:
-        f_b = _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device, rows)
+        f_b = _uniform(
+            n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device, shard
+        )
         ops.append(lambda t: _blend(t, 0.0, f_b))
     if cfg.contrast > 0:
-        f_c = _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device, rows)
+        f_c = _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device, shard)
         ops.append(lambda t: _blend(t, _grayscale(t).mean(dim=(1, 2, 3), keepdim=True), f_c))
     if cfg.saturation > 0:
-        f_s = _uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device, rows)
+        f_s = _uniform(
+            n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device, shard
+        )
         ops.append(lambda t: _blend(t, _grayscale(t), f_s))
     if cfg.hue > 0:
-        shift = _uniform(n, -cfg.hue, cfg.hue, generator, device, rows)
+        shift = _uniform(n, -cfg.hue, cfg.hue, generator, device, shard)
         ops.append(lambda t: _adjust_hue(t, shift))
     if not ops:
         return x
@@ -256,9 +260,9 @@ def _color_jitter(
 
 
 def _random_grayscale(
-    x: torch.Tensor, p: float, generator: torch.Generator | None, rows: Rows | None
+    x: torch.Tensor, p: float, generator: torch.Generator | None, shard: BatchShard | None
 ) -> torch.Tensor:
-    apply = _bernoulli(x.shape[0], p, generator, x.device, rows)
+    apply = _bernoulli(x.shape[0], p, generator, x.device, shard)
     return torch.where(apply.view(-1, 1, 1, 1), _grayscale(x).expand_as(x), x)
 
 
@@ -271,11 +275,11 @@ def _blur_kernel_size(size: int) -> int:
 
 
 def _random_blur(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, rows: Rows | None
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, shard: BatchShard | None
 ) -> torch.Tensor:
     n, c, hgt, wid = x.shape
-    apply = _bernoulli(n, cfg.blur_p, generator, x.device, rows)
-    sigma = _uniform(n, *cfg.blur_sigma, generator, x.device, rows)
+    apply = _bernoulli(n, cfg.blur_p, generator, x.device, shard)
+    sigma = _uniform(n, *cfg.blur_sigma, generator, x.device, shard)
     k = _blur_kernel_size(hgt)
     taps = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
     kernel = torch.exp(-(taps**2) / (2 * sigma.view(-1, 1) ** 2))
@@ -301,20 +305,20 @@ def augment(
     size: int,
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
-    rows: Rows | None = None,
+    shard: BatchShard | None = None,
 ) -> torch.Tensor:
     """images: uint8 (N, 3, H, W) on any device -> float32 (N, 3, size, size), normalised,
-    one independent random view per image (`rows`: these are rows of a larger batch)."""
+    one independent random view per image (`shard`: these images are rows of a larger batch)."""
     x = _to_float(images)
     n, _, hgt, wid = x.shape
-    params = sample_crop_params(n, hgt, wid, cfg, generator, x.device, rows)
+    params = sample_crop_params(n, hgt, wid, cfg, generator, x.device, shard)
     x = _crop_flip_resize(x, size, params)
     if cfg.jitter_p > 0:
-        x = _color_jitter(x, cfg, generator, rows)
+        x = _color_jitter(x, cfg, generator, shard)
     if cfg.grayscale_p > 0:
-        x = _random_grayscale(x, cfg.grayscale_p, generator, rows)
+        x = _random_grayscale(x, cfg.grayscale_p, generator, shard)
     if cfg.blur_p > 0:
-        x = _random_blur(x, cfg, generator, rows)
+        x = _random_blur(x, cfg, generator, shard)
     return _normalise(x, cfg)
 
 
@@ -323,10 +327,11 @@ def two_views(
     size: int,
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
-    rows: Rows | None = None,
+    shard: BatchShard | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented views of the same batch."""
-    return augment(images, size, cfg, generator, rows), augment(images, size, cfg, generator, rows)
+    first = augment(images, size, cfg, generator, shard)
+    return first, augment(images, size, cfg, generator, shard)
 
 
 def normalize(

@@ -21,7 +21,7 @@ def data_spec(data: dict) -> DataSpec:
     return DataSpec(
         dataset=data["dataset"],
         source=data["source"],
-        image_size=data["stored_size"],
+        stored_size=data["stored_size"],
         train_per_class=data["train_per_class"],
         test_per_class=data["test_per_class"],
         subset_seed=data["subset_seed"],
@@ -36,7 +36,7 @@ def check_prepared(data: dict, prepared: Path) -> dict:
     manifest = json.loads(manifest_path.read_text())
     expected = {
         "dataset": data["dataset"],
-        "image_size": data["stored_size"],
+        "stored_size": data["stored_size"],
         "train_per_class": data["train_per_class"],
         "test_per_class": data["test_per_class"],
         "subset_seed": data["subset_seed"],

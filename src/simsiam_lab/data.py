@@ -61,7 +61,7 @@ class DataError(Exception):
 class DataSpec:
     dataset: str  # "cifar10" | "cifar100" | "imagefolder"
     source: str | None = None  # ImageFolder tree or archive of one; None = $SIMSIAM_DATA / download
-    image_size: int = 32  # stored size; other sizes are resized (shorter side) and center-cropped
+    stored_size: int = 32  # images are resized (shorter side) and centre-cropped to this
     train_per_class: int | None = None  # stratified subset size per class (None = all)
     test_per_class: int | None = None
     subset_seed: int = 0
@@ -71,8 +71,8 @@ class DataSpec:
             raise DataError(
                 f"dataset {self.dataset!r} is unknown; use one of {', '.join(DATASETS)}"
             )
-        if self.image_size < 1:
-            raise DataError(f"image_size = {self.image_size}; use a positive number of pixels")
+        if self.stored_size < 1:
+            raise DataError(f"stored_size = {self.stored_size}; use a positive number of pixels")
         for split in SPLITS:
             n = getattr(self, f"{split}_per_class")
             if n is not None and n < 1:
@@ -146,7 +146,7 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
             "dataset": spec.dataset,
             "source": str(Path(source).resolve()) if source else "torchvision",
             "source_sha256": source_identity(spec.dataset, spec.source),
-            "image_size": spec.image_size,
+            "stored_size": spec.stored_size,
             "classes": classes,
             "counts": {
                 split: {c: int((labels == i).sum()) for i, c in enumerate(classes)}
@@ -359,7 +359,7 @@ def _from_tree(
     tree = _layout(source, label)
     classes = sorted(tree["train"])
     _check_class_count(spec, classes, label)
-    size, arrays = spec.image_size, {}
+    size, arrays = spec.stored_size, {}
     for split in SPLITS:
         chosen = _select(tree[split], spec, split, label)
         rows = {name: i for i, (_, name) in enumerate(chosen)}
@@ -392,10 +392,10 @@ def _from_torchvision(
         classes = sorted(by_class)
         chosen = _select(by_class, spec, split, f"torchvision {spec.dataset}")
         hwc = ds.data[np.array([i for _, i in chosen], np.int64)]
-        if hwc.shape[1:3] == (spec.image_size, spec.image_size):
+        if hwc.shape[1:3] == (spec.stored_size, spec.stored_size):
             images = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
         else:
-            images = np.stack([_fit(Image.fromarray(a), spec.image_size) for a in hwc])
+            images = np.stack([_fit(Image.fromarray(a), spec.stored_size) for a in hwc])
         arrays[split] = images, np.array([c for c, _ in chosen], np.int64)
     return classes, arrays
 

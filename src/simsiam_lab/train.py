@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .augment import AugmentConfig, Rows, normalize, two_views
+from .augment import AugmentConfig, BatchShard, normalize, two_views
 from .config import Config, ConfigError
 from .data import Split, load_split
 from .evaluate import (
@@ -448,7 +448,7 @@ def _train(
         log_epoch(history[-1])
     net = distributed.data_parallel(model, dev) if world > 1 else model
     local = batch // world
-    rows = Rows(rank * local, batch) if world > 1 else None
+    shard = BatchShard(rank * local, batch) if world > 1 else None
     for epoch in range(first_epoch, optim["epochs"] + 1):
         net.train()
         order = torch.randperm(len(images), device=dev, generator=gen)
@@ -459,7 +459,7 @@ def _train(
             for group in opt.param_groups:
                 group["lr"] = constant_lr(step, warmup, lr, peak) if group["fixed_lr"] else lr
             idx = order[i * batch + rank * local : i * batch + (rank + 1) * local]
-            views = [fmt(two_views(images[idx], size, aug, gen, rows)) for _ in range(pairs)]
+            views = [fmt(two_views(images[idx], size, aug, gen, shard)) for _ in range(pairs)]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
             # Accumulated on the device: one host sync per epoch, not per step.
             loss_sum += loss
