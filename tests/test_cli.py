@@ -326,4 +326,5 @@ def test_a_resumed_pretraining_appends_to_its_journal(monkeypatch, tmp_path, wri
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
         "config.yaml",
         "history.json",
+        "curves.png",
     }

@@ -177,11 +177,16 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     finally:
         epochs.close()
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": run_id, "profile": args.profile}
-    _history_table(out)
+    history = _history_table(out)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     tracker.set_tags(run_id, {"status": summary["status"]})
     tracker.log_artifact(run_id, out / "config.yaml")
     tracker.log_artifact(run_id, out / "history.json")
+    if summary["status"] != "skipped":
+        from .report import plot_curves  # matplotlib and scipy: only once training is done
+
+        plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], out / "curves.png")
+        tracker.log_artifact(run_id, out / "curves.png")
     tracker.finish(run_id)
     atomic_write_json(summary, out / "pretrain.json")
     say(
@@ -190,15 +195,17 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     )
 
 
-def _history_table(run_dir: Path) -> None:
-    """history.json as a table, one row per epoch: what `dvc plots` draws (it fails on JSON
-    records that lack a field, as epoch 0, which has only the kNN of the random init, does)."""
+def _history_table(run_dir: Path) -> list[dict]:
+    """Writes history.json as a table, one row per epoch: what `dvc plots` draws (it fails on
+    JSON records that lack a field, as epoch 0, which has only the kNN of the random init, does).
+    Returns the history."""
     import pandas as pd
 
     history = json.loads((run_dir / "history.json").read_text())
     pd.DataFrame(history, columns=["epoch", "loss", "z_std", "z_std_ratio", "lr", "knn"]).to_csv(
         run_dir / "history.csv", index=False
     )
+    return history
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -260,7 +267,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         accuracy_bars,
         build_context,
         load_run,
-        plot_curves,
+        plot_table_curves,
         render,
         summary_json,
     )
@@ -282,7 +289,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     rows = {r: RowResult(r, [load_run(d) for d in run_dirs[r]]) for r in table.rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot_curves(table, rows, out.with_suffix(".png"))
+    plot_table_curves(table, rows, out.with_suffix(".png"))
     context = build_context(
         table, args.profile, rows, manifest, git_commit(), curves=out.with_suffix(".png").name
     )

@@ -430,8 +430,17 @@ def render(context: dict[str, Any]) -> str:
     return _template("table.md.j2").render(**context)
 
 
-def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
-    """The paper's Figure 2 panels for every row: loss, std of l2-normalised z, kNN accuracy."""
+def plot_table_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
+    """Every row's curves, one trial per row (more would make the plot unreadable)."""
+    first = {row_id: rows[row_id].trials[0] for row_id in table.rows}
+    plot_curves(
+        [(row.label, first[i].config, first[i].history) for i, row in table.rows.items()], path
+    )
+
+
+def plot_curves(series: list[tuple[str, Config, list[dict]]], path: Path) -> None:
+    """The paper's Figure 2 panels for each (label, config, history): loss, std of
+    l2-normalised z, kNN accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -439,22 +448,21 @@ def plot_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     dims = set()
-    for row_id, row in table.rows.items():
-        history = rows[row_id].trials[0].history  # one trial per row keeps the plot readable
-        dims.add(rows[row_id].trials[0].config["model"]["dim"])
+    for label, config, history in series:
+        dims.add(config["model"]["dim"])
         for ax, key in zip(axes, ("loss", "z_std", "knn"), strict=True):
             points = [(r["epoch"], r[key]) for r in history if key in r]
             if points:
                 ax.plot(
                     *zip(*points, strict=True),
-                    label=row.label,
+                    label=label,
                     marker="." if key == "knn" else None,
                 )
     for d in sorted(dims):
         axes[1].axhline(1 / math.sqrt(d), color="grey", linestyle="--", linewidth=0.8)
         _label_line(axes[1], f"1/√{d}", 1 / math.sqrt(d))
-    # The lowest std the affine-free BN on z allows at the first row's batch (see RULES).
-    first = rows[next(iter(table.rows))].trials[0].config
+    # The lowest std the affine-free BN on z allows at the first series' batch (see RULES).
+    first = series[0][1]
     batch, d = first["optim"]["batch_size"], first["model"]["dim"]
     floor = batch_norm_std_floor(batch) / math.sqrt(d)
     axes[1].axhline(floor, color="grey", linestyle=":", linewidth=0.8)
