@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 from jinja2 import Environment, FileSystemLoader
 
-from simsiam_lab.augment import two_views
+from simsiam_lab.augment import augment_config, two_views
 from simsiam_lab.config import Params, deep_merge
+from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.evaluate import knn_accuracy
 from simsiam_lab.model import ResNetTrunk
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
-    augment_config,
-    autocast_dtype,
     build_criterion,
     build_model,
     build_optimizer,

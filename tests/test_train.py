@@ -8,17 +8,16 @@ import torch
 
 from simsiam_lab.config import ConfigError, Params, deep_merge
 from simsiam_lab.data import load_split
+from simsiam_lab.distributed import autocast_dtype
+from simsiam_lab.evaluate import KnnProbe, frozen_accuracies
 from simsiam_lab.loss import SimSiamLoss
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
-    KnnProbe,
-    autocast_dtype,
     build_model,
     build_optimizer,
     check_resumable,
     constant_lr,
     fast_path,
-    frozen_accuracies,
     initial_weights,
     learning_rate,
     pretrain,

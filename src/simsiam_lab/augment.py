@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment", "normalize", "sample_crop_params", "two_views"]
+__all__ = [
+    "AugmentConfig",
+    "augment",
+    "augment_config",
+    "normalize",
+    "sample_crop_params",
+    "two_views",
+]
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -31,6 +38,19 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def augment_config(cfg: dict) -> AugmentConfig:
+    """A run config's augmentation, normalised with its dataset's channel statistics."""
+    mean, std = CIFAR_STATS if cfg["data"]["dataset"].startswith("cifar") else IMAGENET_STATS
+    aug = cfg["augment"]
+    return AugmentConfig(
+        crop_scale=(aug["crop_scale_min"], 1.0), blur_p=aug["blur_p"], mean=mean, std=std
+    )
 
 
 # ---------------------------------------------------------------------------- randomness

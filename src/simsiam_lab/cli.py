@@ -212,16 +212,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from .distributed import device
-    from .evaluate import top_direction_share
+    from .evaluate import KnnProbe, encode, frozen_accuracies, top_direction_share
     from .track import Tracker
-    from .train import (
-        KnnProbe,
-        atomic_write_json,
-        build_model,
-        encode,
-        frozen_accuracies,
-        initial_weights,
-    )
+    from .train import atomic_write_json, build_model, initial_weights
 
     run_dir = Path(args.run)
     if missing := [n for n in ("config.yaml", "pretrain.json") if not (run_dir / n).is_file()]:

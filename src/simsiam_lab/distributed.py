@@ -141,3 +141,11 @@ def data_parallel(model: nn.Module, dev: torch.device) -> nn.Module:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[dev.index])
     return nn.parallel.DistributedDataParallel(_to_global_bn(model))
+
+
+def autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
+    """The dtype to autocast the step to; `auto` is bf16 on CUDA only, as CPUs without
+    native bf16 units run it slower than fp32 (benchmarks/run.py measures both)."""
+    if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
+        return torch.bfloat16
+    return None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentConfig, augment, normalize
+from .augment import AugmentConfig, augment, augment_config, normalize
+from .config import Config
+from .data import Split
+from .distributed import autocast_dtype
+from .model import SimSiam
 from .progress import progress
 
 
@@ -222,3 +226,83 @@ def paper_linear_probe_accuracy(
             correct += int((preds == test_y[i : i + batch_size]).sum())
     backbone.train(was_training)
     return round(100.0 * correct / len(test_images), 2)
+
+
+def encode(model: SimSiam, cfg: Config, split: Split, projected: bool = False) -> torch.Tensor:
+    """Frozen features of a split, preprocessed as at evaluation (no augmentation): the
+    backbone's, or with `projected` z itself (backbone then projector) for the collapse check."""
+    aug, size = augment_config(cfg), cfg["data"]["image_size"]
+    net = nn.Sequential(model.backbone, model.projector) if projected else model.backbone
+    return extract_features(net, split.images, lambda x: normalize(x, aug, size))
+
+
+@dataclass
+class KnnProbe:
+    """Weighted kNN on frozen backbone features, the test split queried against the train split:
+    the paper's training-time monitor, the random-init control and the evaluation's kNN."""
+
+    cfg: Config
+    train: Split
+    test: Split
+
+    def features(self, model: SimSiam) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
+
+    def accuracy(self, features: tuple[torch.Tensor, torch.Tensor], temperature: float) -> float:
+        bank, queries = features
+        dev = bank.device
+        return knn_accuracy(
+            bank,
+            self.train.labels.to(dev),
+            queries,
+            self.test.labels.to(dev),
+            len(self.train.classes),
+            self.cfg["eval"]["knn_k"],
+            temperature,
+        )
+
+    def __call__(self, model: SimSiam) -> float:
+        """The monitor, at the monitor's temperature."""
+        return self.accuracy(self.features(model), self.cfg["monitor"]["knn_temperature"])
+
+
+def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str, float]:
+    """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
+    same code, for its random init (the control every accuracy is read against)."""
+    ev = cfg["eval"]
+    lr = ev["linear_lr"] * ev["linear_batch_size"] / 256
+    features = probe.features(model)
+    train, test = probe.train, probe.test
+    if ev["linear_probe"] == "paper":
+        dtype = autocast_dtype(cfg["compute"]["precision"], next(model.parameters()).device)
+        linear = paper_linear_probe_accuracy(
+            model.backbone,
+            train.images,
+            train.labels,
+            test.images,
+            test.labels,
+            len(train.classes),
+            augment_config(cfg),
+            cfg["data"]["image_size"],
+            ev["linear_epochs"],
+            lr,
+            ev["linear_batch_size"],
+            ev["linear_weight_decay"],
+            cfg["seed"],
+            dtype,
+        )
+    else:
+        train_x, test_x = (f.cpu() for f in features)
+        linear = linear_probe_accuracy(
+            train_x,
+            train.labels,
+            test_x,
+            test.labels,
+            len(train.classes),
+            ev["linear_epochs"],
+            lr,
+            ev["linear_batch_size"],
+            ev["linear_weight_decay"],
+            cfg["seed"],
+        )
+    return {"knn": probe.accuracy(features, ev["knn_temperature"]), "linear": linear}

@@ -16,7 +16,6 @@ import os
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .augment import AugmentConfig, BatchShard, normalize, two_views
+from .augment import BatchShard, augment_config, two_views
 from .config import Config, ConfigError
 from .data import Split, load_split
-from .evaluate import (
-    extract_features,
-    knn_accuracy,
-    linear_probe_accuracy,
-    paper_linear_probe_accuracy,
-)
+from .evaluate import KnnProbe
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
 from .target import Target, build_target
-
-CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-def augment_config(cfg: Config) -> AugmentConfig:
-    mean, std = CIFAR_STATS if cfg["data"]["dataset"].startswith("cifar") else IMAGENET_STATS
-    aug = cfg["augment"]
-    return AugmentConfig(
-        crop_scale=(aug["crop_scale_min"], 1.0), blur_p=aug["blur_p"], mean=mean, std=std
-    )
 
 
 def build_model(cfg: Config) -> SimSiam:
@@ -97,14 +80,6 @@ def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
     )
 
 
-def autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
-    """The dtype to autocast the step to; `auto` is bf16 on CUDA only, as CPUs without
-    native bf16 units run it slower than fp32 (benchmarks/run.py measures both)."""
-    if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 Views = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -131,7 +106,7 @@ def fast_path(
         model.to(memory_format=torch.channels_last)
     if compute["compile"]:
         model.compile()  # in place: state_dict keys stay those of the eager model
-    return view_format(compute), autocast_dtype(compute["precision"], dev)
+    return view_format(compute), distributed.autocast_dtype(compute["precision"], dev)
 
 
 def sgd_step(
@@ -171,86 +146,6 @@ def atomic_write_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def encode(model: SimSiam, cfg: Config, split: Split, projected: bool = False) -> torch.Tensor:
-    """Frozen features of a split, preprocessed as at evaluation (no augmentation): the
-    backbone's, or with `projected` z itself (backbone then projector) for the collapse check."""
-    aug, size = augment_config(cfg), cfg["data"]["image_size"]
-    net = nn.Sequential(model.backbone, model.projector) if projected else model.backbone
-    return extract_features(net, split.images, lambda x: normalize(x, aug, size))
-
-
-@dataclass
-class KnnProbe:
-    """Weighted kNN on frozen backbone features, the test split queried against the train split:
-    the paper's training-time monitor, the random-init control and the evaluation's kNN."""
-
-    cfg: Config
-    train: Split
-    test: Split
-
-    def features(self, model: SimSiam) -> tuple[torch.Tensor, torch.Tensor]:
-        return encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
-
-    def accuracy(self, features: tuple[torch.Tensor, torch.Tensor], temperature: float) -> float:
-        bank, queries = features
-        dev = bank.device
-        return knn_accuracy(
-            bank,
-            self.train.labels.to(dev),
-            queries,
-            self.test.labels.to(dev),
-            len(self.train.classes),
-            self.cfg["eval"]["knn_k"],
-            temperature,
-        )
-
-    def __call__(self, model: SimSiam) -> float:
-        """The monitor, at the monitor's temperature."""
-        return self.accuracy(self.features(model), self.cfg["monitor"]["knn_temperature"])
-
-
-def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str, float]:
-    """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
-    same code, for its random init (the control every accuracy is read against)."""
-    ev = cfg["eval"]
-    lr = ev["linear_lr"] * ev["linear_batch_size"] / 256
-    features = probe.features(model)
-    train, test = probe.train, probe.test
-    if ev["linear_probe"] == "paper":
-        dtype = autocast_dtype(cfg["compute"]["precision"], next(model.parameters()).device)
-        linear = paper_linear_probe_accuracy(
-            model.backbone,
-            train.images,
-            train.labels,
-            test.images,
-            test.labels,
-            len(train.classes),
-            augment_config(cfg),
-            cfg["data"]["image_size"],
-            ev["linear_epochs"],
-            lr,
-            ev["linear_batch_size"],
-            ev["linear_weight_decay"],
-            cfg["seed"],
-            dtype,
-        )
-    else:
-        train_x, test_x = (f.cpu() for f in features)
-        linear = linear_probe_accuracy(
-            train_x,
-            train.labels,
-            test_x,
-            test.labels,
-            len(train.classes),
-            ev["linear_epochs"],
-            lr,
-            ev["linear_batch_size"],
-            ev["linear_weight_decay"],
-            cfg["seed"],
-        )
-    return {"knn": probe.accuracy(features, ev["knn_temperature"]), "linear": linear}
 
 
 class Stopwatch:
