@@ -32,7 +32,8 @@ def test_pretrain_without_prepared_data_says_what_to_run(capsys, monkeypatch, tm
 
 
 def test_evaluate_without_a_finished_pretraining_says_what_to_run(capsys, tmp_path):
-    assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(tmp_path)]) == 2
+    args = ["evaluate", "--profile", "smoke", "--run", str(tmp_path / "run")]
+    assert main([*args, "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config.yaml, pretrain.json missing" in err
 
@@ -139,7 +140,7 @@ def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
             monkeypatch.setattr(SimSiamLoss, "forward", lambda self, p1, *_: p1.sum() * math.nan)
         common = ["--profile", "smoke", "--data", str(data)]
         assert main(["pretrain", "--row", f"similarity:{row}", *common, "--out", str(out)]) == 0
-        assert main(["evaluate", "--run", str(out), "--data", str(data)]) == 0
+        assert main(["evaluate", "--run", str(out), *common]) == 0
     assert json.loads((runs["cross-entropy"] / "metrics.json").read_text())["status"] == "diverged"
 
     report = tmp_path / "similarity.md"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simsiam_lab.config import ConfigError, Params, config_hash
+from simsiam_lab.config import ConfigError, Params, config_hash, deep_merge
 
 PARAMS = Path(__file__).parents[1] / "params"
 
@@ -40,6 +40,22 @@ def test_hash_is_stable_and_changes_with_the_config():
     assert config_hash(cfg) == config_hash(params.resolve("smoke", params.row("table3:c")))
     cfg["seed"] = 1
     assert config_hash(cfg) != config_hash(params.resolve("smoke", params.row("table3:c")))
+
+
+def test_a_run_s_identity_is_what_training_reads_not_how_it_is_evaluated(params: Params):
+    cfg = params.resolve("smoke", params.row("table3:c"))
+    evaluated_otherwise = deep_merge(cfg, {"eval": {"linear_epochs": 9, "knn_k": 3}}, "test")
+    assert config_hash(evaluated_otherwise) == config_hash(cfg)
+    assert config_hash(deep_merge(cfg, {"monitor": {"knn_k": 3}}, "test")) != config_hash(cfg)
+
+
+def test_rows_that_train_one_config_must_evaluate_it_one_way(params: Params):
+    path = params.root / "tables" / "table3.yaml"
+    table = yaml.safe_load(path.read_text())
+    table["rows"]["c-copy"] = {"overrides": {"eval": {"knn_k": 3}}, "paper": 68.1}
+    path.write_text(yaml.safe_dump(table, sort_keys=False))
+    with pytest.raises(ConfigError, match="table3:c@0 and table3:c-copy@0 train the same config"):
+        params.plan("smoke", ["table3"])
 
 
 def test_identical_rows_share_one_run(params: Params):

@@ -5,18 +5,18 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from project import copy_project, use_dvc_profile
 
-from simsiam_lab.config import Params, config_hash, flatten
+from simsiam_lab.config import Params, config_hash, flatten, training_config
 
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -52,48 +52,45 @@ def _run(cmd: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     return result
 
 
-def _mlflow_runs(project: Path) -> list[tuple]:
-    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
-        return db.execute(
-            "SELECT r.run_uuid, r.status, (SELECT COUNT(*) FROM params p WHERE p.run_uuid = "
-            "r.run_uuid), (SELECT value FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND "
-            "m.key = 'knn_acc') FROM runs r JOIN experiments e ON r.experiment_id = "
-            "e.experiment_id WHERE e.name = 'simsiam-smoke'"
-        ).fetchall()
+def _mlflow(project: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project}/.mlflow/mlflow.db")
 
 
-def _assert_nothing_lost(project: Path, run_ids: list[str]) -> None:
+def _mlflow_runs(project: Path, query: str = "") -> list:
+    """The smoke experiment's runs, through MLflow's client (as the UI sees them)."""
+    client = _mlflow(project)
+    experiment = client.get_experiment_by_name("simsiam-smoke")
+    return client.search_runs([experiment.experiment_id], query, max_results=1000)
+
+
+def _assert_nothing_lost(project: Path, runs: list) -> None:
     """Every trained run has every epoch's metrics, every run its artifacts, and runs overlapped.
 
     A run whose batch exceeds the smoke subset is `skipped`: it trains nothing, so logs no metric.
     How many runs overlap depends on Snakemake's scheduling beside the evaluate jobs; test_track
     pins eight writers released at once.
     """
+    client = _mlflow(project)
     windows = []
-    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
-        for run_id in run_ids:
-            rows = db.execute(
-                "SELECT key, step, timestamp FROM metrics WHERE run_uuid = ?", (run_id,)
-            ).fetchall()
-            (status,) = db.execute(
-                "SELECT value FROM tags WHERE run_uuid = ? AND key = 'status'", (run_id,)
-            ).fetchone()
-            windows.append(
-                db.execute(
-                    "SELECT start_time, end_time FROM runs WHERE run_uuid = ?", (run_id,)
-                ).fetchone()
-            )
-            steps = {key: sorted(s for k, s, _ in rows if k == key) for key, _, _ in rows}
-            if status == "skipped":
-                assert steps == {}, (run_id, steps)
-            else:
-                assert status == "ok", (run_id, status)
-                assert steps["loss"] == [1, 2] and steps["knn"] == [0, 1, 2], (run_id, steps)
-                assert {"knn_acc", "linear_acc"} <= steps.keys()
-            artifacts = project / ".mlflow" / "artifacts" / run_id / "artifacts"
-            curves = set() if status == "skipped" else {"curves.png"}
-            logged = {p.name for p in artifacts.iterdir()}
-            assert logged == {"config.yaml", "history.json", "metrics.json", *curves}
+    for run in runs:
+        run_id, status = run.info.run_id, run.data.tags["status"]
+        windows.append((run.info.start_time, run.info.end_time))
+        steps = {
+            key: sorted(m.step for m in client.get_metric_history(run_id, key))
+            for key in run.data.metrics
+        }
+        if status == "skipped":
+            assert steps == {}, (run_id, steps)
+        else:
+            assert status == "ok", (run_id, status)
+            assert steps["loss"] == [1, 2] and steps["knn"] == [0, 1, 2], (run_id, steps)
+            assert {"knn_acc", "linear_acc"} <= steps.keys()
+            assert run.data.tags["eval.linear_probe"] == "cached"  # the evaluation's settings
+        curves = set() if status == "skipped" else {"curves.png"}
+        logged = {a.path for a in client.list_artifacts(run_id)}
+        assert logged == {"config.yaml", "history.json", "metrics.json", *curves}
     events = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
     running = [0]
     for _, change in events:
@@ -138,14 +135,25 @@ def test_snakemake_smoke_all_tables(project: Path):
         "**inconclusive**"
     ) == sum(len(params.table(t).claims) for t in tables)
 
+    trials = pd.read_csv(project / "reports" / "runs.csv")  # the tidy table: one row a trial
+    planned = [params.plan("smoke", [name]) for name in tables]
+    assert len(trials) == sum(len(ts) for plan in planned for ts in plan.values())
+    assert trials.groupby("run_dir")["linear_acc"].nunique().max() <= 1  # a shared run, once
     runs = _mlflow_runs(project)
     assert len(runs) == len(params.plan("smoke", tables))  # a shared config is one run
-    n_keys = len(flatten(params.resolve("smoke")))
-    assert all(status == "FINISHED" and n == n_keys for _, status, n, _ in runs)
-    _assert_nothing_lost(project, [run_id for run_id, *_ in runs])
+    n_keys = len(flatten(training_config(params.resolve("smoke"))))
+    assert all(r.info.status == "FINISHED" and len(r.data.params) == n_keys for r in runs)
+    _assert_nothing_lost(project, runs)
 
     again = _run(["snakemake", "-n", "--cores", "2", *target], project)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # An evaluation setting is not part of a run's identity: it re-evaluates, never retrains.
+    profiles = project / "params" / "profiles.yaml"
+    before = profiles.read_text()
+    profiles.write_text(before.replace("linear_epochs: 5}", "linear_epochs: 6}"))
+    plan = _run(["snakemake", "-n", "--cores", "2", *target], project)
+    profiles.write_text(before)
+    assert "evaluate " in plan.stdout and "pretrain " not in plan.stdout, plan.stdout
     # A new table (sorted first) whose row is Table 3's (c) reuses that run: only its report.
     new_table = project / "params" / "tables" / "acopy.yaml"
     new_table.write_text("rows:\n  c: {overrides: {}, paper: 68.2}\n")
@@ -188,19 +196,11 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     _run(["snakemake", "--cores", "8", "reports/table3.md", "--config", "profile=smoke"], project)
-    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
-        runs = db.execute(
-            "SELECT r.experiment_id, r.run_uuid, r.name, m.value FROM runs r JOIN tags t ON "
-            "t.run_uuid = r.run_uuid AND t.key = 'table.table3' JOIN latest_metrics m ON "
-            "m.run_uuid = r.run_uuid AND m.key = 'knn_acc'"
-        ).fetchall()
-        configs = db.execute(
-            "SELECT COUNT(DISTINCT value) FROM tags WHERE key = 'config_hash' AND run_uuid IN "
-            "(SELECT run_uuid FROM tags WHERE key = 'table.table3')"
-        ).fetchone()[0]
+    runs = _mlflow_runs(project, "tags.`table.table3` LIKE '%'")
+    configs = {run.data.tags["config_hash"] for run in runs}
     # Five rows; a store that an earlier `dvc repro` also trained into holds a second run of each.
-    assert configs == 5 and len(runs) % 5 == 0
-    experiment = runs[0][0]
+    assert len(configs) == 5 and len(runs) % 5 == 0
+    experiment = runs[0].info.experiment_id
 
     assert README_UI_COMMAND in (ROOT / "README.md").read_text()
     port = _free_port()
@@ -235,13 +235,14 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         browser.get(f"{base}/#/experiments/{experiment}/runs?searchFilter={query}")
         wait.until(lambda _: f"{len(runs)} matching runs" in body())
         # The count renders before the rows: wait for every run's name.
-        wait.until(lambda _: all(name in body() for _, _, name, _ in runs))
+        wait.until(lambda _: all(run.info.run_name in body() for run in runs))
 
-        ids = ",".join(f'"{run_id}"' for _, run_id, _, _ in runs)
+        ids = ",".join(f'"{run.info.run_id}"' for run in runs)
         browser.get(f'{base}/#/compare-runs?runs=[{ids}]&experiments=["{experiment}"]')
         wait.until(lambda _: "knn_acc" in body())
         metrics = body().split("Metrics\nShow diff only")[-1].split("Artifacts")[0]
-        assert all(f"{value:g}" in metrics for *_, value in runs), (metrics, runs)
+        knn = [run.data.metrics["knn_acc"] for run in runs]
+        assert all(f"{value:g}" in metrics for value in knn), (metrics, knn)
         row = browser.find_element("xpath", "//*[text()='knn_acc']")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
         SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -374,10 +375,7 @@ def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
     assert (run / "history.json").read_text() == (reference / "history.json").read_text()
 
-    with sqlite3.connect(project / ".mlflow" / "mlflow.db") as db:
-        runs = db.execute("SELECT run_uuid, status FROM runs").fetchall()
-        losses = db.execute(
-            "SELECT step FROM metrics WHERE run_uuid = ? AND key = 'loss' ORDER BY step", (run_id,)
-        ).fetchall()
-    assert runs == [(run_id, "FINISHED")]  # the same run, no duplicate
-    assert [s for (s,) in losses] == list(range(1, 7))  # every epoch once
+    runs = _mlflow_runs(project)
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]  # no duplicate
+    losses = _mlflow(project).get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in losses) == list(range(1, 7))  # every epoch once

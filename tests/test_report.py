@@ -1,11 +1,14 @@
+import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from simsiam_lab.config import Params
+from simsiam_lab.config import EVALUATION, Params, training_config
 from simsiam_lab.evaluate import collapse_std
 from simsiam_lab.report import (
     RowResult,
@@ -13,9 +16,13 @@ from simsiam_lab.report import (
     batch_norm_std_floor,
     build_context,
     render,
+    row_results,
+    runs_table,
     summary_json,
+    trial_record,
     verdict,
 )
+from simsiam_lab.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,3 +249,42 @@ def test_a_report_carries_trials_intervals_and_its_power():
     assert len(cells) == 1, results  # every line of the results table has the header's cells
     assert results[-1].startswith("| random-init encoder")
     assert "| 0, 1, 2 |" in results[2]
+
+
+def _write_run(trial: RunResult, root: Path) -> Path:
+    """A run directory as pretrain and evaluate leave it."""
+    run = RunDir(root)
+    root.mkdir(parents=True)
+    run.config.write_text(yaml.safe_dump(training_config(trial.config)))
+    metrics = trial.metrics | {"config_hash": root.name, EVALUATION: trial.config[EVALUATION]}
+    run.metrics.write_text(json.dumps(metrics))
+    run.history.write_text(json.dumps(trial.history))
+    return root
+
+
+def test_the_verdicts_come_from_the_tidy_runs_table_as_published(tmp_path: Path):
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
+    records = [
+        trial_record(
+            "table3", row_id, _write_run(trial, tmp_path / f"{row_id}-{trial.config['seed']}")
+        )
+        for row_id, row in rows.items()
+        for trial in row.trials
+    ]
+    runs_table(records).to_csv(tmp_path / "table3.runs.csv", index=False)
+    published = pd.read_csv(tmp_path / "table3.runs.csv")
+
+    # One row per trial: its keys, metrics and the config it trained and was evaluated with.
+    assert len(published) == 3 * len(table.rows)
+    assert list(published.columns[:3]) == ["table", "row", "run_dir"]
+    assert {"linear_acc", "seed", "optim.batch_size", "eval.linear_probe"} <= set(published)
+    b = published[published["row"] == "b"]
+    assert b.set_index("seed")["linear_acc"].to_dict() == {0: 45.0, 1: 46.0, 2: 47.0}
+
+    manifest = {"counts": {"train": {"a": 4}, "test": {"a": 2}}, "classes": ["a"]}
+    direct = summary_json(build_context(table, "smoke", rows, manifest, "abc"))
+    from_csv = summary_json(build_context(table, "smoke", row_results(published), manifest, "abc"))
+    assert from_csv["claims"] == direct["claims"]
+    assert from_csv["rows"] == direct["rows"]

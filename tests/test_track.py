@@ -2,12 +2,12 @@
 
 import json
 import multiprocessing as mp
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from simsiam_lab.track import Tracker
+from simsiam_lab.rundir import RunDir
+from simsiam_lab.track import PretrainRun, Tracker
 
 WRITERS, EPOCHS = 8, 15
 
@@ -40,18 +40,20 @@ def test_eight_writers_at_once_lose_no_run_metric_or_artifact(tmp_path: Path):
         w.join(timeout=300)
     assert [w.exitcode for w in workers] == [0] * WRITERS
 
-    with sqlite3.connect(store) as db:
-        runs = db.execute("SELECT run_uuid, name, status FROM runs").fetchall()
-        assert sorted(name for _, name, _ in runs) == sorted(f"run-{i}" for i in range(WRITERS))
-        for run_id, _, status in runs:
-            assert status == "FINISHED"
-            steps = db.execute(
-                "SELECT key, COUNT(DISTINCT step) FROM metrics WHERE run_uuid = ? GROUP BY key",
-                (run_id,),
-            ).fetchall()
-            assert dict(steps) == {"loss": EPOCHS, "z_std": EPOCHS}
-            artifacts = store.parent / "artifacts" / run_id / "artifacts"
-            assert len(list(artifacts.glob("metrics-*.json"))) == 1
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("simsiam-test").experiment_id
+    runs = client.search_runs([experiment], max_results=100)
+    assert sorted(r.info.run_name for r in runs) == sorted(f"run-{i}" for i in range(WRITERS))
+    for run in runs:
+        run_id = run.info.run_id
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "z_std"):
+            steps = [m.step for m in client.get_metric_history(run_id, key)]
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), (run_id, key)
+        artifacts = [a.path for a in client.list_artifacts(run_id)]
+        assert artifacts == [f"metrics-{run.data.params['seed']}.json"]
 
 
 def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):
@@ -71,3 +73,39 @@ def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):
     assert json.loads(found.dataset.source)["uri"] == "/data/flowers.tar.gz"
     assert json.loads(found.dataset.schema)["classes"] == ["daisy", "rose"]
     assert json.loads(found.dataset.profile)["counts"] == {"train": 7, "test": 2}
+
+
+MANIFEST = {
+    "dataset": "cifar10",
+    "source": "torchvision",
+    "source_sha256": "torchvision:cifar10",
+    "classes": ["a", "b"],
+    "counts": {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}},
+    "stored_size": 32,
+}
+
+
+def test_a_resumed_pretraining_continues_its_mlflow_run_and_logs_each_epoch_once(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.root.mkdir()
+    opened = PretrainRun.open(run_dir, False, "simsiam-test", "r", {}, {"seed": 0}, MANIFEST)
+    assert opened.log_epoch({"epoch": 1, "loss": -0.5}) == {"loss": -0.5}
+
+    # A kill, then the resumed process replays the history it saved, plus a new epoch.
+    resumed = PretrainRun.open(run_dir, True, "simsiam-test", "r", {}, {"seed": 0}, MANIFEST)
+    assert resumed.run_id == opened.run_id
+    assert resumed.log_epoch({"epoch": 1, "loss": -0.5}) == {}
+    assert resumed.log_epoch({"epoch": 2, "loss": -0.6}) == {"loss": -0.6}
+    (run_dir.root / "config.yaml").write_text("seed: 0\n")
+    resumed.finish("ok", [run_dir.config])
+
+    client = Tracker().client
+    run = client.get_run(opened.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+    assert run.data.tags["mlflow.source.git.commit"]  # MLflow's own column in the UI
+    assert [m.step for m in client.get_metric_history(opened.run_id, "loss")] == [1, 2]
+    assert [a.path for a in client.list_artifacts(opened.run_id)] == ["config.yaml"]
+    assert len(client.search_runs([run.info.experiment_id])) == 1

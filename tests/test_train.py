@@ -219,6 +219,8 @@ def test_an_unreadable_state_is_moved_aside_and_the_run_starts_over(
 def test_the_state_of_another_config_is_refused_not_discarded(tmp_path: Path, data: Path):
     state = _killed_run(_config(), data, tmp_path / "run")
     assert check_resumable(tmp_path / "run", _config())
+    # Evaluation settings are not the run's: a resume may see new ones.
+    assert check_resumable(tmp_path / "run", deep_merge(_config(), {"eval": {"knn_k": 7}}, "t"))
     with pytest.raises(ConfigError) as err:
         check_resumable(tmp_path / "run", _config(base_lr=0.1))
     assert f"{state} holds an interrupted run of another config" in str(err.value)

@@ -11,9 +11,19 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, Params, ReportError, Row, config_hash, flatten
+from .config import (
+    EVALUATION,
+    ConfigError,
+    Params,
+    ReportError,
+    Row,
+    config_hash,
+    flatten,
+    training_config,
+)
 from .data import DataError, DataSpec, load_split, prepare
 from .distributed import PlacementError
+from .rundir import RunDir
 from .track import TrackingError
 
 
@@ -93,68 +103,46 @@ def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) ->
 def _pretrain_trial(params: Params, args: argparse.Namespace) -> tuple[Row, int | None]:
     if args.row:
         return params.row(args.row), args.seed
-    trials = params.plan(args.profile, params.table_names()).get(args.config_hash)
-    if not trials:
-        raise ConfigError(
-            f"no row of {params.root / 'tables'} resolves to config {args.config_hash} at "
-            f"profile {args.profile}; `snakemake -n` lists the configs a profile trains"
-        )
-    return trials[0].row, trials[0].seed
+    first = params.run_trials(args.profile, args.config_hash)[0]
+    return first.row, first.seed
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress
-    from .track import Tracker, experiment_name, git_commit
-    from .train import STATE, atomic_write_json, check_resumable, pretrain
+    from .rundir import RunDir
+    from .track import PretrainRun, experiment_name
+    from .train import atomic_write_json, check_resumable, pretrain
 
     params = Params(args.params)
     row, seed = _pretrain_trial(params, args)
     cfg = params.resolve(args.profile, row, seed)
     cfg_hash = config_hash(cfg)
     manifest = check_prepared(cfg["data"], Path(args.data))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(Path(args.out))
+    run.root.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:
-        pretrain(cfg, Path(args.data), out)  # torchrun's other processes: rank 0 records
+        pretrain(cfg, Path(args.data), run.root)  # torchrun's other processes: rank 0 records
         return
-
-    journal = out / "pretrain.log"  # every attempt appends: Snakemake empties its log per job
 
     def say(line: str) -> None:
         print(line, flush=True)
-        with journal.open("a") as f:
+        with run.journal.open("a") as f:
             f.write(line + "\n")
 
-    resuming = check_resumable(out, cfg)
-    tracker = Tracker()
-    # A resumed run (its state.pt left by a kill) continues its MLflow run rather than adding one.
-    run_file = out / "mlflow_run_id"
-    logged: set[tuple[str, int]] = set()
-    if resuming and run_file.is_file():
-        run_id = run_file.read_text().strip()
-        tracker.reopen(run_id)
-        logged = tracker.logged(run_id)
-    else:
-        tags = _run_tags(params, args.profile, cfg_hash, params.table_names())
-        # MLflow's own keys, so the UI shows the commit and the source in its columns.
-        tags |= {
-            "mlflow.source.git.commit": git_commit(),
-            "mlflow.source.name": "simsiam pretrain",
-            "mlflow.source.type": "LOCAL",
-            "status": "running",
-        }
-        run_id = tracker.start(
-            experiment_name(args.profile),
-            f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
-            tags,
-            flatten(cfg),
-        )
-        tracker.log_dataset(run_id, manifest)
-        run_file.write_text(run_id + "\n")
-    began = f"resumed from {out / STATE}" if resuming else "started"
+    resuming = check_resumable(run.root, cfg)
+    tracked = PretrainRun.open(
+        run,
+        resuming,
+        experiment_name(args.profile),
+        f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
+        _run_tags(params, args.profile, cfg_hash, params.table_names()),
+        flatten(training_config(cfg)),
+        manifest,
+    )
+    began = f"resumed from {run.state}" if resuming else "started"
     say(
         f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg['seed']} [{cfg_hash}]: "
-        f"{began}, MLflow run {run_id} ==="
+        f"{began}, MLflow run {tracked.run_id} ==="
     )
 
     epochs = progress(total=cfg["optim"]["epochs"], desc="pretrain", unit="epoch")
@@ -162,48 +150,43 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     def log_epoch(record: dict) -> None:
         step = int(record["epoch"])
         epochs.update(max(0, step - epochs.n))  # a resumed run's replayed epochs count once
-        metrics = {k: v for k, v in record.items() if k != "epoch" and (k, step) not in logged}
-        if not metrics:
-            return
-        tracker.log_metrics(run_id, metrics, step=step)
-        say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        if logged := tracked.log_epoch(record):
+            say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logged.items()))
 
     try:
-        summary = pretrain(cfg, Path(args.data), out, log_epoch)
+        summary = pretrain(cfg, Path(args.data), run.root, log_epoch)
     except Exception:
-        tracker.set_tags(run_id, {"status": "failed"})
-        tracker.finish(run_id, failed=True)
+        tracked.fail()
         raise
     finally:
         epochs.close()
-    summary |= {"config_hash": cfg_hash, "mlflow_run_id": run_id, "profile": args.profile}
-    history = _history_table(out)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tracker.set_tags(run_id, {"status": summary["status"]})
-    tracker.log_artifact(run_id, out / "config.yaml")
-    tracker.log_artifact(run_id, out / "history.json")
+    summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": args.profile}
+    history = _history_table(run)
+    # What training read; `evaluate` takes the evaluation settings from params/ at its time.
+    run.config.write_text(yaml.safe_dump(training_config(cfg), sort_keys=False))
+    artifacts = [run.config, run.history]
     if summary["status"] != "skipped":
         from .report import plot_curves  # matplotlib and scipy: only once training is done
 
-        plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], out / "curves.png")
-        tracker.log_artifact(run_id, out / "curves.png")
-    tracker.finish(run_id)
-    atomic_write_json(summary, out / "pretrain.json")
+        plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], run.curves)
+        artifacts.append(run.curves)
+    tracked.finish(summary["status"], artifacts)
+    atomic_write_json(summary, run.summary)
     say(
         f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
         f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
     )
 
 
-def _history_table(run_dir: Path) -> list[dict]:
+def _history_table(run: RunDir) -> list[dict]:
     """Writes history.json as a table, one row per epoch: what `dvc plots` draws (it fails on
     JSON records that lack a field, as epoch 0, which has only the kNN of the random init, does).
     Returns the history."""
     import pandas as pd
 
-    history = json.loads((run_dir / "history.json").read_text())
+    history = json.loads(run.history.read_text())
     pd.DataFrame(history, columns=["epoch", "loss", "z_std", "z_std_ratio", "lr", "knn"]).to_csv(
-        run_dir / "history.csv", index=False
+        run.history_table, index=False
     )
     return history
 
@@ -213,23 +196,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     from .distributed import device
     from .evaluate import KnnProbe, encode, frozen_accuracies, top_direction_share
-    from .track import Tracker
+    from .track import log_evaluation
     from .train import atomic_write_json, build_model, initial_weights
 
-    run_dir = Path(args.run)
-    if missing := [n for n in ("config.yaml", "pretrain.json") if not (run_dir / n).is_file()]:
+    run = RunDir(Path(args.run))
+    if missing := [p.name for p in (run.config, run.summary) if not p.is_file()]:
         raise DataError(
-            f"{run_dir}: no finished pretraining ({', '.join(missing)} missing); run "
-            f"`simsiam pretrain --out {run_dir}` first"
+            f"{run.root}: no finished pretraining ({', '.join(missing)} missing); run "
+            f"`simsiam pretrain --out {run.root}` first"
         )
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    summary = json.loads((run_dir / "pretrain.json").read_text())
+    trained_with = yaml.safe_load(run.config.read_text())
+    settings = Params(args.params).run_config(args.profile, config_hash(trained_with))[EVALUATION]
+    cfg = trained_with | {EVALUATION: settings}
+    summary = json.loads(run.summary.read_text())
     final = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "z_top_share")
     metrics = dict(summary) | dict.fromkeys(final)
     if summary["status"] == "ok":
         dev = device()
         model = build_model(cfg).to(dev)
-        state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
+        state = torch.load(run.checkpoint, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
         train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
         probe = KnnProbe(cfg, train, test)
@@ -240,29 +225,32 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         metrics |= {f"random_init_{k}": v for k, v in at_init.items()}
         model.load_state_dict(state["model"])
         metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
-    atomic_write_json(metrics, run_dir / "metrics.json")
+    atomic_write_json(metrics | {EVALUATION: settings}, run.metrics)
     # Numbers only, for `dvc metrics show/diff` and `dvc exp show` (they drop or garble the rest).
     numbers = {k: v for k, v in metrics.items() if type(v) in (int, float)}
-    atomic_write_json(numbers, run_dir / "scores.json")
-    tracker = Tracker()
-    if logged := {k: metrics[k] for k in final if metrics[k] is not None}:
-        tracker.log_metrics(summary["mlflow_run_id"], logged, step=summary["epochs_completed"])
-    tracker.log_artifact(summary["mlflow_run_id"], run_dir / "metrics.json")
+    atomic_write_json(numbers, run.scores)
+    logged = {k: metrics[k] for k in final if metrics[k] is not None}
+    log_evaluation(
+        summary["mlflow_run_id"], logged, summary["epochs_completed"], settings, run.metrics
+    )
     print(
-        f"{run_dir}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']} (random init: "
+        f"{run.root}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']} (random init: "
         f"kNN {metrics['random_init_knn']}, linear {metrics['random_init_linear']})"
     )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from .report import (
-        RowResult,
         accuracy_bars,
         build_context,
-        load_run,
         plot_table_curves,
         render,
+        row_results,
+        runs_table,
         summary_json,
+        trial_record,
     )
     from .track import git_commit
 
@@ -279,9 +267,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     if not manifest_path.is_file():
         raise ReportError(f"{manifest_path}: missing; run `simsiam prepare` for {args.data} first")
     manifest = json.loads(manifest_path.read_text())
-    rows = {r: RowResult(r, [load_run(d) for d in run_dirs[r]]) for r in table.rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    records = [trial_record(table.name, r, d) for r in table.rows for d in run_dirs[r]]
+    # The report and its verdicts are computed from the tidy table as published, so a reader
+    # of <table>.runs.csv has every number they rest on.
+    runs_csv = out.with_suffix(".runs.csv")
+    runs_table(records).to_csv(runs_csv, index=False)
+    rows = row_results(pd.read_csv(runs_csv))
     plot_table_curves(table, rows, out.with_suffix(".png"))
     context = build_context(
         table, args.profile, rows, manifest, git_commit(), curves=out.with_suffix(".png").name
@@ -293,13 +286,22 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from .report import load_summary, render_index
     from .track import git_commit
 
-    summaries = [load_summary(Path(path)) for path in args.summaries]
+    paths = [Path(path) for path in args.summaries]
+    summaries = [load_summary(path) for path in paths]
+    tables = [path.with_suffix(".runs.csv") for path in paths]
+    if missing := [p for p in tables if not p.is_file()]:
+        raise ReportError(f"{missing[0]}: missing; rerun `simsiam report` for its table")
     out = Path(args.out)
     out.write_text(render_index(summaries, git_commit()))
-    print(f"wrote {out}")
+    # Every table's trials in one tidy table, for pandas or a spreadsheet.
+    runs = out.with_name("runs.csv")
+    pd.concat(map(pd.read_csv, tables), ignore_index=True).to_csv(runs, index=False)
+    print(f"wrote {out} and {runs}")
 
 
 def cmd_init_tracking(args: argparse.Namespace) -> None:
@@ -347,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="kNN and linear probe on frozen features of a run")
+    p.add_argument(
+        "--profile", required=True, help="the profile whose eval settings apply (params/)"
+    )
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
     p.set_defaults(func=cmd_evaluate)

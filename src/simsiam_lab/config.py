@@ -128,8 +128,19 @@ def validate(cfg: Config, origin: str) -> None:
         )
 
 
+# Read only by `evaluate`: changing it re-evaluates a run, never retrains it.
+EVALUATION = "eval"
+
+
+def training_config(cfg: Config) -> Config:
+    """What pretraining reads: the config without its evaluation settings."""
+    return {key: value for key, value in cfg.items() if key != EVALUATION}
+
+
 def config_hash(cfg: Config) -> str:
-    canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    """A run's identity: the hash of what its pretraining reads, so runs that differ only in
+    how they are evaluated are one run."""
+    canonical = json.dumps(training_config(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -359,9 +370,33 @@ class Params:
     def plan(self, profile: str, tables: list[str]) -> dict[str, list[Trial]]:
         """Distinct configs (by hash) of the tables' trials, each with the trials that use it."""
         runs: dict[str, list[Trial]] = {}
+        evaluations: dict[str, tuple[Trial, Config]] = {}
         for name in tables:
             for row in self.table(name).rows.values():
                 for trial in self.row_trials(profile, row):
                     cfg = self.resolve(profile, row, trial.seed)
-                    runs.setdefault(config_hash(cfg), []).append(trial)
+                    run = config_hash(cfg)
+                    first, evaluation = evaluations.setdefault(run, (trial, cfg[EVALUATION]))
+                    if cfg[EVALUATION] != evaluation:
+                        raise ConfigError(
+                            f"rows {first.ref} and {trial.ref} train the same config but "
+                            f"evaluate it differently ({EVALUATION} settings); one run has one "
+                            "evaluation: set eval in the profile, not in a row"
+                        )
+                    runs.setdefault(run, []).append(trial)
         return runs
+
+    def run_trials(self, profile: str, run: str) -> list[Trial]:
+        """The trials, over every table, that train the config with this hash."""
+        trials = self.plan(profile, self.table_names()).get(run)
+        if not trials:
+            raise ConfigError(
+                f"no row of {self.root / 'tables'} resolves to config {run} at profile "
+                f"{profile}; `snakemake -n` lists the configs a profile trains"
+            )
+        return trials
+
+    def run_config(self, profile: str, run: str) -> Config:
+        """The resolved config of the run with this hash, eval settings included."""
+        first = self.run_trials(profile, run)[0]
+        return self.resolve(profile, first.row, first.seed)

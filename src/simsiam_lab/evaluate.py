@@ -248,7 +248,9 @@ class KnnProbe:
     def features(self, model: SimSiam) -> tuple[torch.Tensor, torch.Tensor]:
         return encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
 
-    def accuracy(self, features: tuple[torch.Tensor, torch.Tensor], temperature: float) -> float:
+    def accuracy(
+        self, features: tuple[torch.Tensor, torch.Tensor], k: int, temperature: float
+    ) -> float:
         bank, queries = features
         dev = bank.device
         return knn_accuracy(
@@ -257,13 +259,14 @@ class KnnProbe:
             queries,
             self.test.labels.to(dev),
             len(self.train.classes),
-            self.cfg["eval"]["knn_k"],
+            k,
             temperature,
         )
 
     def __call__(self, model: SimSiam) -> float:
-        """The monitor, at the monitor's temperature."""
-        return self.accuracy(self.features(model), self.cfg["monitor"]["knn_temperature"])
+        """The monitor, at the monitor's k and temperature."""
+        monitor = self.cfg["monitor"]
+        return self.accuracy(self.features(model), monitor["knn_k"], monitor["knn_temperature"])
 
 
 def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str, float]:
@@ -305,4 +308,4 @@ def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str,
             ev["linear_weight_decay"],
             cfg["seed"],
         )
-    return {"knn": probe.accuracy(features, ev["knn_temperature"]), "linear": linear}
+    return {"knn": probe.accuracy(features, ev["knn_k"], ev["knn_temperature"]), "linear": linear}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import jinja2
 import pandas as pd
 import yaml
 
-from .config import CHECKS, Config, ReportError, Table, flatten
+from .config import CHECKS, EVALUATION, Config, ReportError, Table, flatten, training_config
+from .rundir import RunDir
 from .stats import (
     Interval,
     difference_interval,
@@ -113,25 +115,57 @@ class RunResult:
         )
 
 
-def load_run(run_dir: Path) -> RunResult:
-    """A pretrained and evaluated run directory."""
-    parsed = {}
-    for name, parse in (
-        ("config.yaml", yaml.safe_load),
-        ("metrics.json", json.loads),
-        ("history.json", json.loads),
-    ):
-        path = run_dir / name
-        try:
-            parsed[name] = parse(path.read_text())
-        except FileNotFoundError:
-            step = "evaluate" if name == "metrics.json" else "pretrain"
-            raise ReportError(
-                f"{path}: missing; run `simsiam {step}` for {run_dir} first"
-            ) from None
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            raise ReportError(f"{path}: unreadable ({err}); delete {run_dir} and rerun") from None
-    return RunResult(parsed["config.yaml"], parsed["metrics.json"], parsed["history.json"])
+def _read(path: Path, parse: Callable[[str], Any], step: str) -> Any:
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(
+            f"{path}: missing; run `simsiam {step}` for {path.parent} first"
+        ) from None
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ReportError(f"{path}: unreadable ({err}); delete {path.parent} and rerun") from None
+
+
+def trial_record(table: str, row: str, run_dir: Path) -> dict[str, Any]:
+    """One trial as a flat record: its table and row, the pretraining's summary and the
+    evaluation's metrics, then the config it trained and was evaluated with (dotted keys)."""
+    run = RunDir(run_dir)
+    config = _read(run.config, yaml.safe_load, "pretrain")
+    metrics = _read(run.metrics, json.loads, "evaluate")
+    # Runs evaluated before metrics.json recorded its settings were evaluated as configured.
+    evaluation = metrics.pop(EVALUATION, None) or config.get(EVALUATION)
+    config = training_config(config) | {EVALUATION: evaluation}
+    return {"table": table, "row": row, "run_dir": str(run.root)} | metrics | flatten(config)
+
+
+def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The tidy results table: one row per trial, keys first, then metrics, then config."""
+    return pd.DataFrame.from_records(records)
+
+
+def _unflatten(flat: dict[str, Any]) -> Config:
+    nested: Config = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def row_results(runs: pd.DataFrame) -> dict[str, RowResult]:
+    """The rows of a table's runs table (as read back from its CSV), each with its trials'
+    per-epoch histories from their run directories."""
+    # Python values, not numpy's (np.True_ is not a bool), and None where a cell is empty.
+    records = runs.astype(object).where(runs.notna(), None).to_dict("records")
+    trials: dict[str, list[RunResult]] = {}
+    for record in records:
+        config = {k: v for k, v in record.items() if "." in k or k == "seed"}
+        metrics = {k: v for k, v in record.items() if k not in config}
+        history = _read(RunDir(record["run_dir"]).history, json.loads, "pretrain")
+        trials.setdefault(record["row"], []).append(RunResult(_unflatten(config), metrics, history))
+    return {row: RowResult(row, found) for row, found in trials.items()}
 
 
 @dataclass(frozen=True)
@@ -398,7 +432,7 @@ def build_context(
         "dim": first["model"]["dim"],
         "epochs": first["optim"]["epochs"],
         "batch_size": first["optim"]["batch_size"],
-        "linear_probe": first["eval"]["linear_probe"],
+        "linear_probe": first[EVALUATION]["linear_probe"],
         "wall_min": sum(distinct.values()) / 60,
         "n_runs": len(distinct),
         "commit": commit,

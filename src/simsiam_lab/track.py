@@ -18,6 +18,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from .rundir import RunDir
+
 DEFAULT_STORE = Path(".mlflow")
 # The schemes MLflow's client can store runs under; anything else is a typo in the URI.
 SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
@@ -172,3 +174,72 @@ class Tracker:
     def finish(self, run_id: str, failed: bool = False) -> None:
         with _store_lock(self.uri):
             self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+class PretrainRun:
+    """The MLflow run of one pretraining, from its start, or its reopening after a kill, to
+    its end: epochs logged once each however often a run resumes, then artifacts and status."""
+
+    def __init__(self, tracker: Tracker, run_id: str, logged: set[tuple[str, int]]) -> None:
+        self.tracker, self.run_id, self._logged = tracker, run_id, logged
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: RunDir,
+        resuming: bool,
+        experiment: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        manifest: dict[str, Any],
+    ) -> PretrainRun:
+        """Continues the MLflow run of the interrupted run in run_dir, else starts one, with
+        MLflow's own tags (so the UI shows the commit and the source) and the dataset input."""
+        tracker = Tracker()
+        if resuming and run_dir.mlflow_run_id.is_file():
+            run_id = run_dir.mlflow_run_id.read_text().strip()
+            tracker.reopen(run_id)
+            return cls(tracker, run_id, tracker.logged(run_id))
+        tags = tags | {
+            "mlflow.source.git.commit": git_commit(),
+            "mlflow.source.name": "simsiam pretrain",
+            "mlflow.source.type": "LOCAL",
+            "status": "running",
+        }
+        run_id = tracker.start(experiment, name, tags, params)
+        tracker.log_dataset(run_id, manifest)
+        run_dir.mlflow_run_id.write_text(run_id + "\n")
+        return cls(tracker, run_id, set())
+
+    def log_epoch(self, record: dict[str, float]) -> dict[str, float]:
+        """Logs the epoch's metrics not yet in the run (a resume replays its history); returns
+        those it logged."""
+        step = int(record["epoch"])
+        new = {k: v for k, v in record.items() if k != "epoch" and (k, step) not in self._logged}
+        if new:
+            self.tracker.log_metrics(self.run_id, new, step=step)
+            self._logged.update((k, step) for k in new)
+        return new
+
+    def fail(self) -> None:
+        self.tracker.set_tags(self.run_id, {"status": "failed"})
+        self.tracker.finish(self.run_id, failed=True)
+
+    def finish(self, status: str, artifacts: list[Path]) -> None:
+        self.tracker.set_tags(self.run_id, {"status": status})
+        for path in artifacts:
+            self.tracker.log_artifact(self.run_id, path)
+        self.tracker.finish(self.run_id)
+
+
+def log_evaluation(
+    run_id: str, metrics: dict[str, float], step: int, settings: dict[str, Any], path: Path
+) -> None:
+    """The evaluation's metrics, its settings (tags: a run may be re-evaluated with others,
+    and MLflow params cannot change) and its metrics file, on the pretraining's run."""
+    tracker = Tracker()
+    if metrics:
+        tracker.log_metrics(run_id, metrics, step=step)
+    tracker.set_tags(run_id, {f"eval.{key}": value for key, value in settings.items()})
+    tracker.log_artifact(run_id, path)

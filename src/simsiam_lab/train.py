@@ -25,11 +25,12 @@ from torch import nn
 
 from . import distributed
 from .augment import BatchShard, augment_config, two_views
-from .config import Config, ConfigError
+from .config import Config, ConfigError, training_config
 from .data import Split, load_split
 from .evaluate import KnnProbe
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
+from .rundir import RunDir
 from .target import Target, build_target
 
 
@@ -199,9 +200,10 @@ def pretrain(
             log = log_epoch if rank == 0 else lambda record: None
             status, history, steps, final = _train(cfg, model, train, test, out_dir, log, clock)
         if rank == 0:
-            atomic_save(final, out_dir / "checkpoint.pt")
-            atomic_write_json(history, out_dir / "history.json")
-            (out_dir / STATE).unlink(missing_ok=True)
+            run = RunDir(out_dir)
+            atomic_save(final, run.checkpoint)
+            atomic_write_json(history, run.history)
+            run.state.unlink(missing_ok=True)
     finally:
         distributed.shutdown()
     finite = [r for r in history if "loss" in r and math.isfinite(r["loss"])]
@@ -233,9 +235,6 @@ def scale_mismatch(cfg: Config, n_images: int) -> str | None:
     return None
 
 
-STATE = "state.pt"
-
-
 def initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
     """The weights pretraining starts from (seeded as it is)."""
     torch.manual_seed(cfg["seed"])
@@ -253,24 +252,29 @@ def _read_state(path: Path, dev: torch.device | str) -> dict[str, Any] | None:
 
 def _load_state(out_dir: Path, cfg: Config, dev: torch.device) -> dict[str, Any] | None:
     """The resumable state of an interrupted run of this very config, if there is one."""
-    state = _read_state(out_dir / STATE, dev)
-    return state if state is not None and state.get("config") == cfg else None
+    state = _read_state(RunDir(out_dir).state, dev)
+    return state if state is not None and _same_training(state, cfg) else None
+
+
+def _same_training(state: dict[str, Any], cfg: Config) -> bool:
+    # Evaluation settings may change between a kill and its resume: they are not the run's.
+    return training_config(state.get("config", {})) == training_config(cfg)
 
 
 def check_resumable(out_dir: Path, cfg: Config) -> bool:
     """Whether out_dir holds an interrupted run of cfg to resume. An unreadable state.pt is
     moved aside (said in one line) so that the run starts over instead of failing on every
     rerun; the state of another config is refused, since training here would discard it."""
-    path = out_dir / STATE
+    path = RunDir(out_dir).state
     if not path.is_file():
         return False
     state = _read_state(path, "cpu")
     if state is None:
-        aside = path.with_name(STATE + ".unreadable")
+        aside = path.with_name(path.name + ".unreadable")
         path.replace(aside)
         print(f"{path}: unreadable, moved to {aside.name}; training starts over", flush=True)
         return False
-    if state.get("config") != cfg:
+    if not _same_training(state, cfg):
         raise ConfigError(
             f"{path} holds an interrupted run of another config; to resume it, rerun that "
             f"config with --out {out_dir}; to train this one, pick another --out or delete {path}"
@@ -388,7 +392,7 @@ def _train(
                     "generator": gen.get_state(),
                     "wall_s": clock.elapsed(),
                 },
-                out_dir / STATE,
+                RunDir(out_dir).state,
             )
         log_epoch(record)
     return "ok", history, step, {"model": model.state_dict(), "epoch": optim["epochs"]}

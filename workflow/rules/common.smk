@@ -1,7 +1,8 @@
 # The plan: every distinct resolved config of the requested tables, computed by the library
 # from params/ (the single source of truth shared with dvc.yaml).
-from simsiam_lab.config import ConfigError, Params
+from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.data import DataError
+from simsiam_lab.rundir import RunDir
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 from run_env import use_data_source, warn_if_another_run_holds_the_lock
@@ -19,8 +20,13 @@ try:
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"params: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
+EVALUATION_OF = {
+    run: PARAMS.resolve(PROFILE, trials[0].row, trials[0].seed)[EVALUATION]
+    for run, trials in PLAN.items()
+}
 PREPARED = f"data/prepared/{PROFILE}"
 RUNS = f"results/{PROFILE}/runs"
+RUN = RunDir(f"{RUNS}/{{run}}")  # a run's files, by the wildcard
 THREADS = config.get("threads", 1)  # with --cores all: one job per core, as the cpu study ran
 
 

@@ -2,10 +2,10 @@ rule pretrain:
     input:
         PREPARED,
     output:
-        config=f"{RUNS}/{{run}}/config.yaml",
-        checkpoint=f"{RUNS}/{{run}}/checkpoint.pt",
-        history=f"{RUNS}/{{run}}/history.json",
-        summary=f"{RUNS}/{{run}}/pretrain.json",
+        config=str(RUN.config),
+        checkpoint=str(RUN.checkpoint),
+        history=str(RUN.history),
+        summary=str(RUN.summary),
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -28,11 +28,10 @@ rule pretrain:
 
 rule evaluate:
     input:
-        data=PREPARED,
-        checkpoint=f"{RUNS}/{{run}}/checkpoint.pt",
-        summary=f"{RUNS}/{{run}}/pretrain.json",
+        PREPARED,
+        *map(str, RUN.evaluation_inputs()),
     output:
-        f"{RUNS}/{{run}}/metrics.json",
+        str(RUN.metrics),
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -40,11 +39,15 @@ rule evaluate:
     benchmark:
         f"logs/{PROFILE}/benchmark/evaluate/{{run}}.tsv"
     params:
+        profile=PROFILE,
         run=lambda wc, output: os.path.dirname(output[0]),
+        # Evaluation settings are not part of a run's hash: changing them reruns this job only.
+        settings=lambda wc: EVALUATION_OF[wc.run],
     threads: THREADS
     resources:
         mem_mb=4000,
         gpu=1,
     shell:
         "bash workflow/scripts/logged.sh {log}"
-        " simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"
+        " simsiam --threads {threads} evaluate --profile {params.profile} --run {params.run}"
+        " --data {input[0]}"

@@ -1,6 +1,6 @@
 rule report:
     input:
-        metrics=lambda wc: sorted({f"{d}/metrics.json" for _, d in row_runs(wc.table)}),
+        metrics=lambda wc: sorted({str(RunDir(d).metrics) for _, d in row_runs(wc.table)}),
         data=PREPARED,
     output:
         # report(): `snakemake --report report.html` shows them, per table
@@ -10,6 +10,7 @@ rule report:
         bars=report(
             "reports/{table}.accuracy.csv", category="{table}", labels={"file": "accuracy"}
         ),
+        runs="reports/{table}.runs.csv",  # one row per trial: what the verdicts are computed from
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -27,14 +28,18 @@ rule report:
 
 rule index:
     input:
-        expand("reports/{table}.json", table=TABLES),
+        expand("reports/{table}.{suffix}", table=TABLES, suffix=["json", "runs.csv"]),
     output:
-        report("reports/index.md", category="index", labels={"file": "every claim"}),
+        index=report("reports/index.md", category="index", labels={"file": "every claim"}),
+        runs=report("reports/runs.csv", category="index", labels={"file": "every trial"}),
     conda:
         "../envs/simsiam.yaml"
     log:
         f"logs/{PROFILE}/report/index.log",
     benchmark:
         f"logs/{PROFILE}/benchmark/index.tsv"
+    params:
+        summaries=expand("reports/{table}.json", table=TABLES),
     shell:
-        "bash workflow/scripts/logged.sh {log} simsiam index {input} --out {output}"
+        "bash workflow/scripts/logged.sh {log} simsiam index"
+        " {params.summaries} --out {output.index}"

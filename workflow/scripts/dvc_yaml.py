@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from simsiam_lab.config import Params, Trial
+from simsiam_lab.config import EVALUATION, Params, Trial
+from simsiam_lab.rundir import RunDir
 
 HEADER = (
     "# Generated from params/ by `python workflow/scripts/dvc_yaml.py > dvc.yaml`; do not edit.\n"
@@ -28,7 +29,8 @@ HEADER = (
 PREPARED = "data/dvc/${profile}"
 SOURCE = "data/dvc/${profile}.source.json"
 RUNS = "results/${profile}/dvc"
-RUN_FILES = ["config.yaml", "checkpoint.pt", "pretrain.json"]  # what evaluate reads
+RUN = RunDir(f"{RUNS}/${{key}}")  # a pretrain stage's run directory
+EVALUATED = RunDir(f"{RUNS}/${{item}}")  # an evaluate stage's
 LIBRARY = "src/simsiam_lab"
 # What `simsiam pretrain` and `simsiam evaluate` import (tests/test_cli.py checks this against
 # the imports): a report or template edit then re-renders reports without retraining.
@@ -46,6 +48,7 @@ TRAINING_CODE = [
         "loss.py",
         "model.py",
         "progress.py",
+        "rundir.py",
         "target.py",
         "track.py",
         "train.py",
@@ -115,28 +118,28 @@ def stages(params: Params) -> dict:
                 "deps": [PREPARED, *TRAINING_CODE],
                 "params": [
                     *profile_params(),
-                    {"params/baseline.yaml": None},
+                    # what training reads: an eval setting re-evaluates, it never retrains
+                    {"params/baseline.yaml": [k for k in params.baseline if k != EVALUATION]},
                     {"params/tables/${item.table}.yaml": ["${item.overrides}"]},
                 ],
                 # history.csv is drawn by the top-level plots below
                 "outs": [
-                    f"{RUNS}/${{key}}/{name}"
-                    for name in [*RUN_FILES, "history.json", "history.csv"]
+                    str(path) for path in [*RUN.evaluation_inputs(), RUN.history, RUN.history_table]
                 ],
             },
         },
         "evaluate": {
             "foreach": list(foreach),
             "do": {
-                "cmd": f"simsiam evaluate --run {RUNS}/${{item}} --data {PREPARED}",
-                "deps": [
-                    PREPARED,
-                    *(f"{RUNS}/${{item}}/{name}" for name in RUN_FILES),
-                    *TRAINING_CODE,
-                ],
-                "outs": [f"{RUNS}/${{item}}/metrics.json"],
+                "cmd": (
+                    f"simsiam evaluate --profile ${{profile}} --run {EVALUATED.root}"
+                    f" --data {PREPARED}"
+                ),
+                "deps": [PREPARED, *map(str, EVALUATED.evaluation_inputs()), *TRAINING_CODE],
+                "params": [*profile_params(), {"params/baseline.yaml": [EVALUATION]}],
+                "outs": [str(EVALUATED.metrics)],
                 # numbers only, cached: `dvc metrics diff` and `dvc exp show` compare them
-                "metrics": [f"{RUNS}/${{item}}/scores.json"],
+                "metrics": [str(EVALUATED.scores)],
             },
         },
     }
@@ -151,8 +154,9 @@ def stages(params: Params) -> dict:
                 f"{run_args} --out reports/{name}.md"
             ),
             "deps": [
-                *sorted({f"{RUNS}/{keys[t.ref]}/metrics.json" for t in trials}),
+                *sorted({str(RunDir(f"{RUNS}/{keys[t.ref]}").metrics) for t in trials}),
                 "src/simsiam_lab/report.py",
+                "src/simsiam_lab/rundir.py",
                 "src/simsiam_lab/stats.py",
                 "src/simsiam_lab/templates",
             ],
@@ -162,14 +166,16 @@ def stages(params: Params) -> dict:
                 {f"reports/{name}.png": {"cache": False}},
                 {f"reports/{name}.json": {"cache": False}},
                 {f"reports/{name}.accuracy.csv": {"cache": False}},
+                {f"reports/{name}.runs.csv": {"cache": False}},
             ],
         }
     out["index"] = {
         "cmd": "simsiam index "
         + " ".join(f"reports/{t}.json" for t in tables)
         + " --out reports/index.md",
-        "deps": [f"reports/{t}.json" for t in tables] + ["src/simsiam_lab/templates"],
-        "outs": [{"reports/index.md": {"cache": False}}],
+        "deps": [f"reports/{t}.{s}" for t in tables for s in ("json", "runs.csv")]
+        + ["src/simsiam_lab/templates"],
+        "outs": [{"reports/index.md": {"cache": False}}, {"reports/runs.csv": {"cache": False}}],
     }
     return out
 
@@ -182,7 +188,7 @@ def plots(params: Params) -> list[dict]:
     out: list[dict] = []
     for name in settings["tables"]:
         runs = sorted({key for ref, key in keys.items() if ref.startswith(f"{name}:")})
-        histories = [f"{RUNS}/{key}/history.csv" for key in runs]
+        histories = [str(RunDir(f"{RUNS}/{key}").history_table) for key in runs]
         out += [
             {
                 f"{name}: loss and std(z)·√d per epoch": {
