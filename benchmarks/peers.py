@@ -1,13 +1,19 @@
-"""The SimSiam steps we are measured against, on the backbone our model uses.
+"""The SimSiam implementations we are measured against.
 
-`LightlySimSiam` is lightly's published recipe (its heads and loss, the backbone's pooled
-features, z detached in forward); `ReferenceSimSiam` is written from the paper's §3 and App. A,
-in the structure of facebookresearch/simsiam builder.py: 3-layer projector with BN on every fc
-(the output BN without affine), 2-layer bottleneck predictor, symmetric negative cosine with
-stop-gradient. Both run as their users run them: fp32, eager, NCHW.
+On the backbone our model uses, two steps: `LightlySimSiam` is lightly's published recipe (its
+heads and loss, the backbone's pooled features, z detached in forward); `ReferenceSimSiam` is
+written from the paper's §3 and App. A, in the structure of facebookresearch/simsiam builder.py:
+3-layer projector with BN on every fc (the output BN without affine), 2-layer bottleneck
+predictor, symmetric negative cosine with stop-gradient. Both run as their users run them: fp32,
+eager, NCHW.
+
+For an epoch, one loop: `OfficialStyleLoop`, main_simsiam.py's training loop over a JPEG tree
+with its PIL augmentation in DataLoader workers, driving our model.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -66,3 +72,109 @@ class ReferenceSimSiam(nn.Module):
 def reference_loss(model: ReferenceSimSiam, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     p1, p2, z1, z2 = model(x1, x2)
     return -0.5 * (F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean())
+
+
+# ---------------------------------------------------------------------------- official-style loop
+# facebookresearch/simsiam main_simsiam.py, CIFAR-sized: JPEGs decoded and augmented with PIL in
+# DataLoader workers, two crops per image, batches copied to the GPU, one SGD step each.
+
+
+def official_augmentation(size: int, mean, std):
+    """main_simsiam.py's augmentation at `size` px, blur left out as the paper's App. D leaves it
+    out on CIFAR (tests/test_benchmarks.py checks it against the paper and our AugmentConfig)."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            transforms.RandomGrayscale(p=0.2),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+class TwoCropsTransform:
+    """Two independent random crops of one image (simsiam/loader.py)."""
+
+    def __init__(self, base_transform) -> None:
+        self.base_transform = base_transform
+
+    def __call__(self, x):
+        return [self.base_transform(x), self.base_transform(x)]
+
+
+def official_loader(root, batch: int, workers: int, size: int, mean, std, pin_memory: bool):
+    """torchvision ImageFolder over a JPEG tree, shuffled, in `workers` persistent processes."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
+
+    dataset = datasets.ImageFolder(
+        str(root), TwoCropsTransform(official_augmentation(size, mean, std))
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
+
+
+def official_loss(p1, p2, z1, z2) -> torch.Tensor:
+    """main_simsiam.py's criterion: symmetric negative cosine, z detached (builder.py detaches
+    it in forward; our SimSiam leaves that to the loss). In fp32, as our loss computes it."""
+    p1, p2, z1, z2 = (t.float() for t in (p1, p2, z1, z2))
+    return -0.5 * (
+        F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()
+    )
+
+
+class OfficialStyleLoop:
+    """main_simsiam.py's train(): per batch, copy both crops to the device (non_blocking),
+    forward, loss, `loss.item()` (its AverageMeter reads the loss every step), backward, SGD.
+    The model, its memory format, autocast dtype and optimizer are the caller's (ours, from the
+    same config), so the loops differ in where the views come from."""
+
+    def __init__(self, model, opt, loader, dev: torch.device, fmt, dtype) -> None:
+        self.model, self.opt, self.loader, self.dev = model, opt, loader, dev
+        self.fmt, self.dtype = fmt, dtype
+
+    def step(self, x1: torch.Tensor, x2: torch.Tensor) -> float:
+        with torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.model(x1, x2)
+        loss = official_loss(*out)
+        value = loss.item()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return value
+
+    def to_device(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, x2 = (x.to(self.dev, non_blocking=True) for x in images)
+        return self.fmt((x1, x2))
+
+    def epoch(self) -> dict:
+        """One pass over the loader; data_wait_s is main_simsiam.py's data_time summed: the
+        time the training process sat blocked on the loader for its next batch."""
+        self.model.train()
+        images = steps = 0
+        wait = loss_sum = 0.0
+        end = time.perf_counter()
+        for crops, _ in self.loader:
+            wait += time.perf_counter() - end
+            x1, x2 = self.to_device(crops)
+            loss_sum += self.step(x1, x2)
+            images += len(x1)
+            steps += 1
+            end = time.perf_counter()
+        return {
+            "images": images,
+            "steps": steps,
+            "data_wait_s": wait,
+            "loss": loss_sum / max(1, steps),
+        }

@@ -1,9 +1,14 @@
 """Speed of our SimSiam beside its peers, in one process, on one device, with the same seeds.
 
     python benchmarks/run.py [--quick [--with-dvc]] [--device cpu|cuda] [--data ARCHIVE]
+    python benchmarks/run.py --epoch [--device cpu|cuda] [--data ARCHIVE]   # what gpu.sh runs
+    python benchmarks/run.py --render                # reports/benchmarks.md again from its .json
 
 Writes reports/benchmarks.md and reports/benchmarks.json; the last stdout line is that JSON.
 Every throughput is the median over repeats, contenders interleaved so drift hits all alike.
+`--epoch` times whole epochs of the `cifar10` profile, our loop beside main_simsiam.py's
+DataLoader loop, and puts them into the existing report beside its other sections (a CUDA run
+without --epoch measures them too); on a CPU it runs a reduced version that tests can afford.
 """
 
 from __future__ import annotations
@@ -12,37 +17,55 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from itertools import pairwise
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from jinja2 import Environment, FileSystemLoader
 
 from simsiam_lab.augment import augment_config, two_views
 from simsiam_lab.config import Params, deep_merge
+from simsiam_lab.data import DataSpec, load_split, prepare
 from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.evaluate import knn_accuracy
 from simsiam_lab.model import ResNetTrunk
-from simsiam_lab.target import LiveTarget
+from simsiam_lab.target import LiveTarget, build_target
 from simsiam_lab.train import (
     build_criterion,
     build_model,
     build_optimizer,
+    constant_lr,
     fast_path,
+    learning_rate,
+    peak_lr,
+    pretrain,
     sgd_step,
     view_format,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the tests' project copier
-from peers import LightlySimSiam, ReferenceSimSiam, lightly_loss, reference_loss
+from peers import (
+    LightlySimSiam,
+    OfficialStyleLoop,
+    ReferenceSimSiam,
+    lightly_loss,
+    official_loader,
+    reference_loss,
+)
 from project import copy_project, use_dvc_profile
 
 ROOT = Path(__file__).parents[1]
@@ -255,6 +278,309 @@ def bench_pipeline(data: Path, with_dvc: bool) -> dict:
         return out
 
 
+# ---------------------------------------------------------------------------- an epoch
+
+
+@dataclass(frozen=True)
+class EpochScale:
+    repeats: int  # timed epochs of each loop, interleaved, after one warm-up epoch each
+    probe_steps: int  # batches timed for the augmentation alone and for the step alone
+    per_class: int | None = None  # training (and test) images a class taken; None: all
+    workers: int | None = None  # the DataLoader's; None: one per CPU core this process may use
+    overrides: dict | None = None  # on the cifar10 profile: a network and batch a CPU affords
+
+
+# A CPU cannot afford an epoch of the real profile (about 45 min on 2 cores): the same code on a
+# tiny network, batch and subset, so that the epoch section and the DataLoader peer are tested.
+TINY = {"model": {"width": 8, "dim": 64, "predictor_hidden_dim": 16}, "optim": {"batch_size": 32}}
+EPOCH = {
+    "cuda": EpochScale(repeats=3, probe_steps=20),
+    "cpu": EpochScale(repeats=1, probe_steps=2, per_class=16, workers=2, overrides=TINY),
+}
+EPOCH_TARGETS = {"epoch_s": 8.0, "speedup": 1.5}  # issue 13, on an H100
+
+
+def epoch_config(scale: EpochScale) -> dict:
+    """The `cifar10` profile (paper App. D) as pretraining resolves it, reduced on a CPU."""
+    cfg = Params(ROOT / "params").resolve("cifar10")
+    return deep_merge(cfg, scale.overrides, "benchmark (reduced)") if scale.overrides else cfg
+
+
+class OurLoop:
+    """train.py's loop (`_train`), one process: images in device memory as uint8, a permutation
+    per epoch, both views augmented on the device by `two_views`, `sgd_step` with the schedule's
+    lr, loss and std(z) summed on the device and read once an epoch. Built from the library's
+    own functions in the order `pretrain` calls them, so that it starts from the same weights
+    and draws the same batches and views (tests/test_benchmarks.py checks that one epoch ends
+    on `pretrain`'s weights); unlike `pretrain` it stops between epochs, so the loops can be
+    interleaved, and it skips the per-epoch state.pt (timed by `bench_pretrain`)."""
+
+    def __init__(self, cfg: dict, images: torch.Tensor, dev: torch.device) -> None:
+        torch.manual_seed(cfg["seed"])
+        self.model = build_model(cfg).to(dev)
+        self.dev = dev
+        self.gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
+        self.images = images.to(dev)
+        optim = cfg["optim"]
+        self.size, self.batch = cfg["data"]["image_size"], optim["batch_size"]
+        self.aug = augment_config(cfg)
+        self.criterion = build_criterion(cfg)
+        self.opt = build_optimizer(self.model, cfg)
+        self.peak = peak_lr(cfg)
+        self.steps_per_epoch = len(self.images) // self.batch  # drop_last
+        self.total = optim["epochs"] * self.steps_per_epoch
+        self.warmup = round(optim["warmup_fraction"] * self.total)
+        self.target = build_target(cfg, self.model, len(self.images), self.steps_per_epoch, dev)
+        self.pairs = cfg["loss"]["pairs"]
+        self.fmt, self.dtype = fast_path(cfg, self.model, dev)
+        self.step = 0
+
+    def views(self, idx: torch.Tensor) -> list:
+        return [
+            self.fmt(two_views(self.images[idx], self.size, self.aug, self.gen))
+            for _ in range(self.pairs)
+        ]
+
+    def train_step(self, views: list, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lr = learning_rate(self.step, self.total, self.warmup, self.peak)
+        for group in self.opt.param_groups:
+            fixed = group["fixed_lr"]
+            group["lr"] = constant_lr(self.step, self.warmup, lr, self.peak) if fixed else lr
+        out = sgd_step(
+            self.model, self.criterion, self.target, self.opt, views, idx, self.step, self.dtype
+        )
+        self.step += 1
+        return out
+
+    def epoch(self) -> dict:
+        self.model.train()
+        order = torch.randperm(len(self.images), device=self.dev, generator=self.gen)
+        loss_sum = torch.zeros((), device=self.dev)
+        std_sum = torch.zeros((), device=self.dev)
+        for i in range(self.steps_per_epoch):
+            idx = order[i * self.batch : (i + 1) * self.batch]
+            loss, z1 = self.train_step(self.views(idx), idx)
+            loss_sum += loss
+            std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
+        steps = self.steps_per_epoch
+        return {"images": steps * self.batch, "steps": steps, "loss": loss_sum.item() / steps}
+
+
+def _extract(archive: Path, dest: Path, per_class: int | None) -> None:
+    """The archive's files, or the first `per_class` of each folder (a class of a split)."""
+    taken: Counter[str] = Counter()
+
+    def members(tar: tarfile.TarFile):
+        for m in tar:
+            folder = m.name.removeprefix("./").rpartition("/")[0]
+            if m.isfile() and (per_class is None or taken[folder] < per_class):
+                taken[folder] += 1
+                yield m
+
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(dest, members=members(tar), filter="data")
+
+
+def epoch_data(source: Path, workdir: Path, cfg: dict, per_class: int | None) -> tuple[Path, Path]:
+    """The same images two ways: an ImageFolder tree of JPEGs for the official-style loop (the
+    archive extracted into workdir, or a tree as given) and the library's prepared uint8 arrays
+    of that tree for ours (`simsiam prepare`'s `data.prepare`). Returns (train folder, prepared)."""
+    if source.is_dir():
+        if per_class is not None:
+            raise SystemExit(f"{source}: a reduced epoch needs the archive, not a tree")
+        tree = source
+    else:
+        tree = workdir / "tree"
+        _extract(source, tree, per_class)
+    root = tree if (tree / "train").is_dir() else next(tree.glob("*/train")).parent
+    prepared = workdir / "prepared"
+    data = cfg["data"]
+    prepare(DataSpec(data["dataset"], str(root), data["stored_size"]), prepared)
+    return root / "train", prepared
+
+
+def _epoch_timed(loop, dev: torch.device) -> tuple[float, dict]:
+    sync(dev)
+    start = time.perf_counter()
+    out = loop.epoch()
+    sync(dev)
+    return time.perf_counter() - start, out
+
+
+def official_style(cfg: dict, dev: torch.device, train_tree: Path, workers: int):
+    """main_simsiam.py's loop over the JPEG tree, with our model, compute switches and SGD."""
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg).to(dev)
+    fmt, dtype = fast_path(cfg, model, dev)
+    aug = augment_config(cfg)
+    loader = official_loader(
+        train_tree,
+        cfg["optim"]["batch_size"],
+        workers,
+        cfg["data"]["image_size"],
+        aug.mean,
+        aug.std,
+        pin_memory=dev.type == "cuda",
+    )
+    return OfficialStyleLoop(model, build_optimizer(model, cfg), loader, dev, fmt, dtype)
+
+
+def _parts(loops: dict, dev: torch.device, n: int, size: int) -> dict[str, dict[str, float]]:
+    """Seconds a batch, each part alone and synchronised: our augmentation (both views, in the
+    step's memory format) and every loop's training step on fixed views of its batch."""
+    parts: dict[str, dict[str, float]] = {}
+    for name, loop in loops.items():
+        if isinstance(loop, OurLoop):
+            idx = torch.arange(loop.batch, device=dev)
+            augment = partial(loop.views, idx)
+            timed(augment, dev, 1)
+            parts[name] = {"augment_alone_s": timed(augment, dev, n) / n}
+            step = partial(loop.train_step, augment(), idx)
+        else:
+            gen = torch.Generator().manual_seed(0)
+            shape = (loop.loader.batch_size, 3, size, size)
+            step = partial(loop.step, *loop.to_device([torch.randn(shape, generator=gen)] * 2))
+            parts[name] = {}
+        timed(step, dev, 1)
+        parts[name]["step_alone_s"] = timed(step, dev, n) / n
+    return parts
+
+
+OFFICIAL = "official-style: ImageFolder + PIL in {} DataLoader workers"
+COMPILED = "ours + torch.compile"
+
+
+def bench_epoch(
+    cfg: dict,
+    dev: torch.device,
+    train_tree: Path,
+    prepared: Path,
+    scale: EpochScale,
+    with_compile: bool,
+) -> dict:
+    """Whole epochs of each loop over the same training images, interleaved; then each loop's
+    step alone and our augmentation alone, to say where an epoch's time goes."""
+    train = load_split(prepared, "train")
+    workers = scale.workers or len(os.sched_getaffinity(0))
+    ours = f"ours, defaults ({_describe(cfg['compute'], dev)})"
+    loops: dict = {ours: OurLoop(cfg, train.images, dev)}
+    if with_compile:
+        compiled = deep_merge(cfg, {"compute": {"compile": True}}, "benchmark")
+        loops[COMPILED] = OurLoop(compiled, train.images, dev)
+    official = OFFICIAL.format(workers)
+    loops[official] = official_style(cfg, dev, train_tree, workers)
+    first, errors = {}, {}
+    for name, loop in list(loops.items()):
+        try:  # compiles, starts the workers
+            first[name] = _epoch_timed(loop, dev)[0]
+        except Exception as e:  # a compiler that fails here is a finding, not the end of the run
+            if name != COMPILED:
+                raise
+            errors[name] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            del loops[name]
+            print(f"epoch       {name}: failed ({errors[name]})", flush=True)
+            continue
+        print(f"epoch       {name:55s} first {first[name]:7.2f} s", flush=True)
+    runs: dict[str, list[tuple[float, dict]]] = {name: [] for name in loops}
+    for _ in range(scale.repeats):
+        for name, loop in loops.items():
+            runs[name].append(_epoch_timed(loop, dev))
+    parts = _parts(loops, dev, scale.probe_steps, cfg["data"]["image_size"])
+
+    figures = {}
+    for name, timed_runs in runs.items():
+        times = [t for t, _ in timed_runs]
+        last = timed_runs[-1][1]
+        epoch_s, steps = statistics.median(times), last["steps"]
+        r = {
+            "epoch_s": epoch_s,
+            "spread": (min(times), max(times)),
+            "first_epoch_s": first[name],
+            "timed_epochs": len(times),
+            "images": last["images"],  # a timed epoch's, every epoch alike (drop_last)
+            "steps": steps,
+            "images_per_s": last["images"] / epoch_s,
+            "loss": last["loss"],
+            **parts[name],
+            "step_share": steps * parts[name]["step_alone_s"] / epoch_s,
+        }
+        if "augment_alone_s" in r:
+            r["augment_share"] = steps * r["augment_alone_s"] / epoch_s
+        if "data_wait_s" in last:
+            r["data_wait_s"] = statistics.median(o["data_wait_s"] for _, o in timed_runs)
+            r["data_wait_share"] = statistics.median(o["data_wait_s"] / t for t, o in timed_runs)
+        figures[name] = r
+        print(
+            f"epoch       {name:55s} {epoch_s:7.2f} s  {r['images_per_s']:9.0f} img/s",
+            flush=True,
+        )
+    return {
+        "loops": figures,
+        "official": official,
+        "speedup_vs_official": {
+            name: figures[official]["epoch_s"] / r["epoch_s"]
+            for name, r in figures.items()
+            if name != official
+        },
+        "compile_measured": COMPILED in figures,
+        "errors": errors,
+        "workers": workers,
+        "train_images": len(train.images),
+    }
+
+
+def bench_pretrain(cfg: dict, prepared: Path, epochs: int) -> dict:
+    """`pretrain` itself for `epochs` epochs (no kNN monitor): an epoch is the time between two
+    of its per-epoch records, its state.pt write included; the first is left out."""
+    cfg = deep_merge(
+        cfg, {"optim": {"epochs": epochs}, "monitor": {"knn_every": 0}}, "benchmark (pretrain)"
+    )
+    stamps = [time.perf_counter()]
+    with tempfile.TemporaryDirectory() as out:
+        summary = pretrain(cfg, prepared, Path(out), lambda _: stamps.append(time.perf_counter()))
+    times = [b - a for a, b in pairwise(stamps[1:])]
+    return {
+        "epoch_s": statistics.median(times),
+        "spread": (min(times), max(times)),
+        "first_epoch_s": stamps[1] - stamps[0],
+        "timed_epochs": len(times),
+        "images": summary["steps"] // epochs * cfg["optim"]["batch_size"],
+        "status": summary["status"],
+        "device": summary["device"],
+    }
+
+
+def run_epoch(
+    data: Path, dev: torch.device, scale: EpochScale, with_compile: bool, workdir: Path | None
+) -> dict:
+    cfg = epoch_config(scale)
+    if workdir:
+        workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="epoch-") as tmp:
+        start = time.perf_counter()
+        tree, prepared = epoch_data(data, Path(tmp), cfg, scale.per_class)
+        manifest = json.loads((prepared / "manifest.json").read_text())
+        print(f"epoch       data ready in {time.perf_counter() - start:.0f} s", flush=True)
+        out = bench_epoch(cfg, dev, tree, prepared, scale, with_compile)
+        out["pretrain"] = bench_pretrain(cfg, prepared, scale.repeats + 1)
+        print(f"epoch       pretrain() {out['pretrain']['epoch_s']:.2f} s an epoch", flush=True)
+    m, data_cfg = cfg["model"], cfg["data"]
+    return out | {
+        "machine": machine(dev),
+        "reduced": scale.overrides is not None or scale.per_class is not None,
+        "per_class": scale.per_class,
+        "repeats": scale.repeats,
+        "probe_steps": scale.probe_steps,
+        "source": f"{data.name} (sha256 {str(manifest['source_sha256'])[:12]})",
+        "batch": cfg["optim"]["batch_size"],
+        "image_size": data_cfg["image_size"],
+        "model": {k: m[k] for k in ("backbone", "width", "cifar_stem", "projector_layers", "dim")}
+        | {"predictor_hidden_dim": m["predictor_hidden_dim"]},
+        "compute": cfg["compute"],
+        "targets": EPOCH_TARGETS,
+    }
+
+
 def machine(dev: torch.device) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -273,12 +599,31 @@ def machine(dev: torch.device) -> dict:
         "device": str(dev),
     }
     if dev.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(dev)
+        props = torch.cuda.get_device_properties(dev)
+        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+        info["cuda"] = torch.version.cuda
     try:
         info["lightly"] = version("lightly")
     except PackageNotFoundError:
         info["lightly"] = "not installed"
     return info
+
+
+def write_report(results: dict, out: Path) -> None:
+    """reports/benchmarks.md from the results, and the results as reports/benchmarks.json."""
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent), keep_trailing_newline=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = env.get_template("benchmarks.md.j2").render(r=results, cfg=study_config())
+    out.write_text(re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n")  # one blank line at most
+    out.with_suffix(".json").write_text(json.dumps(results) + "\n")
+
+
+def previous(out: Path) -> dict:
+    """The results the report holds now ({} if none), so one section can be measured anew."""
+    try:
+        return json.loads(out.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def main() -> None:
@@ -289,29 +634,70 @@ def main() -> None:
         "--data",
         type=Path,
         default=os.environ.get("SIMSIAM_DATA") or ROOT.parent / "shared" / "datasets" / ARCHIVE,
-        help="CIFAR-10 archive or tree for the pipeline section (skipped if missing)",
+        help="CIFAR-10 archive (or extracted tree) for the epoch and pipeline sections",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks.md")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument(
         "--with-dvc",
         action="store_true",
         help="with --quick, also time smoke Table 3 through DVC (about 2.5 more minutes)",
     )
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="only the epoch section (benchmarks/gpu.sh runs this): the report's other sections "
+        "stay as they are; on a CPU, a reduced epoch (tiny network and subset)",
+    )
+    parser.add_argument("--repeats", type=int, help="timed epochs of each loop (GPU default 3)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where the epoch section extracts and prepares the data"
+    )
+    parser.add_argument(
+        "--render", action="store_true", help="rewrite the report from its .json, measuring nothing"
+    )
     args = parser.parse_args()
+    if args.render:
+        write_report(previous(args.out), args.out)
+        print(args.out)
+        return
+
+    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    epoch_scale = EPOCH[dev.type]
+    if args.repeats:
+        epoch_scale = EpochScale(**(epoch_scale.__dict__ | {"repeats": args.repeats}))
+    with_compile = not args.no_compile
+
+    def epoch() -> dict:
+        # Compiling takes minutes on a CPU: the reduced CPU epoch leaves it out.
+        return run_epoch(
+            args.data, dev, epoch_scale, with_compile and dev.type == "cuda", args.workdir
+        )
+
+    if args.epoch:
+        if not Path(args.data).exists():
+            sys.exit(f"no CIFAR-10 archive at {args.data}: pass --data")
+        results = previous(args.out)
+        print(f"machine: {machine(dev)}", flush=True)
+        results["epoch"] = epoch()
+        write_report(results, args.out)
+        report = args.out.read_text()
+        print(f"\n{report[report.index('## GPU') :]}\nreport: {args.out} and its .json")
+        print(json.dumps(results["epoch"]))
+        return
+
     try:
         import lightly  # noqa: F401
     except ImportError:
         sys.exit("benchmarks need lightly: pip install -e '.[bench]'")
 
-    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     scale = (QUICK if args.quick else FULL)[dev.type]
     cfg = study_config()
     results: dict = {"machine": machine(dev), "quick": args.quick, "batch": scale.batch}
     print(f"machine: {results['machine']}", flush=True)
 
     # Compiling a ResNet-18 step takes minutes on 2 cores: --quick leaves it to the full run.
-    with_compile = not args.no_compile and not (args.quick and dev.type == "cpu")
+    with_compile = with_compile and not (args.quick and dev.type == "cpu")
     results["compile_measured"] = with_compile
     results["train_step"] = bench_train_step(cfg, dev, scale, with_compile)
     for name, r in results["train_step"].items():
@@ -333,16 +719,16 @@ def main() -> None:
         with_dvc = args.with_dvc or not args.quick
         results["pipeline"] = bench_pipeline(Path(args.data), with_dvc)
         print(f"pipeline    {results['pipeline']}", flush=True)
+        if dev.type == "cuda":
+            results["epoch"] = epoch()
     else:
         results["pipeline"] = None
         print(f"pipeline    skipped: no data at {args.data} (pass --data)", flush=True)
+    if "epoch" not in results and "epoch" in previous(args.out):
+        results["epoch"] = previous(args.out)["epoch"]  # measured elsewhere (gpu.sh): kept
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent), keep_trailing_newline=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(env.get_template("benchmarks.md.j2").render(r=results, cfg=cfg))
-    line = json.dumps(results)
-    args.out.with_suffix(".json").write_text(line + "\n")
-    print(line)
+    write_report(results, args.out)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":
