@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, Params, ReportError, Row, config_hash, flatten
-from .data import DataError, DataSpec, load_split, prepare
+from .data import DataError, DataSpec, open_split, prepare
 from .distributed import PlacementError
 from .track import TrackingError
 
@@ -25,6 +25,8 @@ def data_spec(data: dict) -> DataSpec:
         train_per_class=data["train_per_class"],
         test_per_class=data["test_per_class"],
         subset_seed=data["subset_seed"],
+        loader=data["loader"],
+        class_list=data["class_list"],
     )
 
 
@@ -40,6 +42,8 @@ def check_prepared(data: dict, prepared: Path) -> dict:
         "train_per_class": data["train_per_class"],
         "test_per_class": data["test_per_class"],
         "subset_seed": data["subset_seed"],
+        "loader": data["loader"],
+        "class_list": data["class_list"],
     }
     if manifest.get("source_sha256") != data["source_sha256"]:
         raise DataError(
@@ -231,7 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = build_model(cfg).to(dev)
         state = torch.load(run_dir / "checkpoint.pt", map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
-        train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
+        train, test = open_split(Path(args.data), "train"), open_split(Path(args.data), "test")
         probe = KnnProbe(cfg, train, test)
         trained = frozen_accuracies(model, cfg, probe)
         model.load_state_dict(initial_weights(cfg))

@@ -37,6 +37,7 @@ TRAINING_CODE = [
     for name in (
         "__init__.py",
         "augment.py",
+        "batches.py",
         "cli.py",
         "config.py",
         "config.schema.yaml",
@@ -46,6 +47,7 @@ TRAINING_CODE = [
         "loss.py",
         "model.py",
         "progress.py",
+        "stream.py",
         "target.py",
         "track.py",
         "train.py",
