@@ -260,7 +260,7 @@ def _probe_views(
     return in_memory
 
 
-def test_view(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+def eval_view(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
     """Evaluation's view of uint8 images at their stored size (`data.test_view`): the central
     image_size pixels, as the paper's resize-256 centre-crop-224, or the whole image resized."""
     aug, size = augment_config(cfg), cfg["data"]["image_size"]
@@ -273,7 +273,7 @@ def encode(model: SimSiam, cfg: Config, split: Data, projected: bool = False) ->
     """Frozen features of a split, preprocessed as at evaluation (no augmentation): the
     backbone's, or with `projected` z itself (backbone then projector) for the collapse check."""
     net = nn.Sequential(model.backbone, model.projector) if projected else model.backbone
-    return extract_features(net, stored_images(split), test_view(cfg))
+    return extract_features(net, stored_images(split), eval_view(cfg))
 
 
 @dataclass

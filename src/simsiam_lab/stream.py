@@ -153,7 +153,8 @@ class StoredImages(Dataset):
         return len(self.index.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(fit(self.read.image(self.index.files[i]), self.index.stored_size))
+        image = fit(self.read.image(self.index.files[i]), self.index.stored_size)
+        return torch.from_numpy(image.copy())  # a writable array, as torch wants
 
 
 def workers() -> int:
