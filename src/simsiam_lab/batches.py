@@ -54,14 +54,11 @@ class MemoryBatches(_Layout):
         start = self.rank * self.local
         for i in range(self.steps_per_epoch):
             idx = order[i * self.batch + start : i * self.batch + start + self.local]
-            images = self.images[idx]
-            yield (
-                idx,
-                [
-                    two_views(images, self.size, self.aug, gen, self.shard)
-                    for _ in range(self.pairs)
-                ],
-            )
+            views = [self._pair(self.images[idx], gen) for _ in range(self.pairs)]
+            yield idx, views
+
+    def _pair(self, images: torch.Tensor, gen: torch.Generator) -> Views:
+        return two_views(images, self.size, self.aug, gen, self.shard)
 
 
 class StreamBatches(_Layout):
