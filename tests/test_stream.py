@@ -4,12 +4,17 @@ the choice between in-memory and streaming, and evaluation's view."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from simsiam_lab import data, stream
@@ -143,8 +148,6 @@ def test_a_tar_archive_is_not_streamed(tree: Path, tmp_path: Path):
 
 
 def test_a_zip_archive_streams_like_its_tree(tree: Path, tmp_path: Path):
-    import shutil
-
     archive = Path(shutil.make_archive(str(tmp_path / "tree"), "zip", tree.parent, "tree"))
     _prepare(tree, tmp_path / "dir", "stream")
     _prepare(archive, tmp_path / "zip", "stream")
@@ -308,3 +311,51 @@ def test_a_streamed_run_resumes_to_the_same_weights(tree: Path, tmp_path: Path, 
         json.loads((tmp_path / d / "history.json").read_text()) for d in ("whole", "resumed")
     ]
     assert history[0] == history[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_stream_as_one(tree: Path, tmp_path: Path):
+    params = tmp_path / "params"
+    shutil.copytree(PARAMS.root, params)
+    profiles = yaml.safe_load((params / "profiles.yaml").read_text())
+    profiles["ddp"] = {
+        "description": "two processes on the streaming path",
+        "overrides": deep_merge(
+            profiles["smoke"]["overrides"],
+            {
+                "data": {"dataset": "imagefolder", "image_size": 16, "stored_size": 24},
+                "optim": {"epochs": 2, "batch_size": 16},  # 3 steps an epoch
+                "monitor": {"knn_every": 0},
+            },
+            "test",
+        ),
+    }
+    profiles["ddp"]["overrides"]["data"] |= {"loader": "stream"}
+    (params / "profiles.yaml").write_text(yaml.safe_dump(profiles, sort_keys=False))
+    simsiam = [shutil.which("simsiam"), "--params", str(params), "--threads", "1"]
+    env = dict(
+        os.environ,
+        SIMSIAM_DATA=str(tree),
+        SIMSIAM_WORKERS="1",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+    )
+    pretrain = [*simsiam, "pretrain", "--profile", "ddp", "--row", "table3:c"]
+    pretrain += ["--data", str(tmp_path / "data"), "--out"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    torchrun += ["--nproc_per_node", "2", "--no-python"]
+    for cmd in (
+        [*simsiam, "prepare", "--profile", "ddp", "--out", str(tmp_path / "data")],
+        [*pretrain, str(tmp_path / "one")],
+        [*torchrun, *pretrain, str(tmp_path / "two")],
+    ):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+    histories = [json.loads((tmp_path / r / "history.json").read_text()) for r in ("one", "two")]
+    losses = [[r["loss"] for r in history] for history in histories]
+    assert len(losses[0]) == 2
+    # As tests/test_distributed.py: the same batches, sums reduced in another order.
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5)
+    w1, w2 = (torch.load(tmp_path / r / "checkpoint.pt")["model"] for r in ("one", "two"))
+    for key in w1:
+        if w1[key].is_floating_point():
+            torch.testing.assert_close(w2[key], w1[key], atol=5e-5, rtol=1e-3, msg=key)

@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="decode a profile's dataset once into uint8 arrays, or index its files to stream")
+    p = sub.add_parser(
+        "prepare", help="decode a profile's dataset once into uint8 arrays, or index it to stream"
+    )
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--download-root", default="data/downloads")
