@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from simsiam_lab.data import source_identity
+from simsiam_lab.data import FORMAT, source_identity
 from simsiam_lab.model import ModelConfig, SimSiam
 
 
@@ -52,6 +52,9 @@ def write_prepared():
             "train_per_class": train_per_class,
             "test_per_class": test_per_class,
             "subset_seed": 0,
+            "loader": "auto",
+            "class_list": None,
+            "format": FORMAT,
         }
         (out / "manifest.json").write_text(json.dumps(manifest))
         return out

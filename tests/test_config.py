@@ -180,3 +180,14 @@ def test_the_data_source_s_content_is_part_of_a_run_s_identity(tmp_path: Path, m
     assert config_hash(resolved(a)) == config_hash(resolved(a_copy))  # content, not path
     monkeypatch.delenv("SIMSIAM_DATA")
     assert Params(PARAMS).resolve("smoke", row)["data"]["source_sha256"] == "torchvision:cifar10"
+
+
+def test_a_class_list_s_content_is_part_of_a_run_s_identity(params: Params, tmp_path: Path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\n")
+    _set_profile(params, data={"class_list": str(classes)})
+    first = params.resolve("bad")
+    classes.write_text("cat\nfrog\n")
+    edited = params.resolve("bad")
+    assert edited["data"]["class_list_sha256"] != first["data"]["class_list_sha256"]
+    assert config_hash(edited) != config_hash(first)

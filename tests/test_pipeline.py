@@ -227,7 +227,7 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         browser = webdriver.Chrome(
             service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
         )
-        wait = WebDriverWait(browser, 60)
+        wait = WebDriverWait(browser, 180)  # a loaded 2-core CI host renders slowly
         body = lambda: browser.find_element("tag name", "body").text  # noqa: E731
 
         # One query in the experiment's run list selects Table 3's runs (README).

@@ -16,6 +16,7 @@ __all__ = [
     "augment",
     "augment_config",
     "normalize",
+    "photometric",
     "sample_crop_params",
     "two_views",
 ]
@@ -332,7 +333,24 @@ def augment(
     x = _to_float(images)
     n, _, hgt, wid = x.shape
     params = sample_crop_params(n, hgt, wid, cfg, generator, x.device, shard)
-    x = _crop_flip_resize(x, size, params)
+    return _photometric(_crop_flip_resize(x, size, params), cfg, generator, shard)
+
+
+def photometric(
+    crops: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    shard: BatchShard | None = None,
+) -> torch.Tensor:
+    """`augment` after its crop: colour jitter, grayscale, blur and normalisation of views
+    already cropped, resized and flipped (the streaming path crops in its DataLoader workers,
+    from the full images). uint8 or [0, 1] float (N, 3, H, W) -> float32, normalised."""
+    return _photometric(_to_float(crops), cfg, generator, shard)
+
+
+def _photometric(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, shard: BatchShard | None
+) -> torch.Tensor:
     if cfg.jitter_p > 0:
         x = _color_jitter(x, cfg, generator, shard)
     if cfg.grayscale_p > 0:

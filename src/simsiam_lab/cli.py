@@ -21,7 +21,7 @@ from .config import (
     flatten,
     training_config,
 )
-from .data import DataError, DataSpec, load_split, prepare
+from .data import DataError, DataSpec, open_split, prepare
 from .distributed import PlacementError
 from .rundir import RunDir
 from .track import TrackingError
@@ -35,6 +35,8 @@ def data_spec(data: dict) -> DataSpec:
         train_per_class=data["train_per_class"],
         test_per_class=data["test_per_class"],
         subset_seed=data["subset_seed"],
+        loader=data["loader"],
+        class_list=data["class_list"],
     )
 
 
@@ -50,6 +52,9 @@ def check_prepared(data: dict, prepared: Path) -> dict:
         "train_per_class": data["train_per_class"],
         "test_per_class": data["test_per_class"],
         "subset_seed": data["subset_seed"],
+        "loader": data["loader"],
+        "class_list": data["class_list"],
+        "class_list_sha256": data.get("class_list_sha256"),
     }
     if manifest.get("source_sha256") != data["source_sha256"]:
         raise DataError(
@@ -161,6 +166,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     finally:
         epochs.close()
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": args.profile}
+    # data.loader auto picks by this machine's memory: the run says which path it trained on.
+    summary["data_format"] = manifest.get("format")
     history = _history_table(run)
     # What training read; `evaluate` takes the evaluation settings from params/ at its time.
     run.config.write_text(yaml.safe_dump(training_config(cfg), sort_keys=False))
@@ -216,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model = build_model(cfg).to(dev)
         state = torch.load(run.checkpoint, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
-        train, test = load_split(Path(args.data), "train"), load_split(Path(args.data), "test")
+        train, test = open_split(Path(args.data), "train"), open_split(Path(args.data), "test")
         probe = KnnProbe(cfg, train, test)
         trained = frozen_accuracies(model, cfg, probe)
         model.load_state_dict(initial_weights(cfg))
@@ -323,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="decode a profile's dataset once into uint8 arrays")
+    p = sub.add_parser(
+        "prepare", help="decode a profile's dataset once into uint8 arrays, or index it to stream"
+    )
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--download-root", default="data/downloads")

@@ -343,7 +343,8 @@ class Params:
 
     def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> Config:
         """The config a run trains with; its hash is the run's identity, so it also holds
-        the content fingerprint of the data source (`data.source_sha256`)."""
+        the content fingerprints of the data source and of the class list, if any
+        (`data.source_sha256`, `data.class_list_sha256`)."""
         cfg = deep_merge(self.baseline, self.profile(profile), f"profile '{profile}'")
         origin = f"profile '{profile}'"
         if row is not None:
@@ -355,6 +356,10 @@ class Params:
         cfg["data"]["source_sha256"] = self.source_identity(
             cfg["data"]["dataset"], cfg["data"]["source"]
         )
+        if cfg["data"]["class_list"]:
+            from .data import class_list_identity
+
+            cfg["data"]["class_list_sha256"] = class_list_identity(cfg["data"]["class_list"])
         return cfg
 
     def source_identity(self, dataset: str, source: str | None) -> str | None:

@@ -1,10 +1,13 @@
-"""Decode a dataset once into uint8 NCHW arrays that training and evaluation load directly.
+"""Prepare a dataset once: decoded into uint8 NCHW arrays that training and evaluation load
+directly, or, when those would not fit in memory, an index of its files (path and label) that
+they stream from (stream.py).
 
 Sources: an ImageFolder tree, an archive of one (read in place), or a torchvision CIFAR download.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -27,8 +30,13 @@ from .progress import progress
 __all__ = [
     "DataError",
     "DataSpec",
+    "FileIndex",
     "Split",
+    "choose_loader",
+    "fit",
     "load_split",
+    "open_rgb",
+    "open_split",
     "prepare",
     "resolve_source",
     "source_identity",
@@ -45,6 +53,11 @@ CIFAR10_CLASSES = sorted(
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 )
 FORMAT = "npy uint8 NCHW"
+INDEX_FORMAT = "file index: relative path and label per image"
+LOADERS = ("auto", "memory", "stream")
+# In-memory data may take this share of the host's RAM (and of the GPU's memory, when training
+# on one); the rest is for the model, the loader, and whatever else the machine runs.
+MEMORY_SHARE = 0.5
 
 # tarfile/zipfile/gzip report damage through all of these, depending on where the damage lies.
 _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
@@ -65,8 +78,12 @@ class DataSpec:
     train_per_class: int | None = None  # stratified subset size per class (None = all)
     test_per_class: int | None = None
     subset_seed: int = 0
+    loader: str = "auto"  # "memory" | "stream" | "auto": memory when it fits (choose_loader)
+    class_list: str | None = None  # file of class folder names to keep (None = all)
 
     def __post_init__(self) -> None:
+        if self.loader not in LOADERS:
+            raise DataError(f"data.loader = {self.loader!r}; use one of {', '.join(LOADERS)}")
         if self.dataset not in DATASETS:
             raise DataError(
                 f"dataset {self.dataset!r} is unknown; use one of {', '.join(DATASETS)}"
@@ -86,6 +103,17 @@ class Split:
     images: torch.Tensor  # uint8 Nx3xHxW
     labels: torch.Tensor  # int64 N
     classes: list[str]
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    """A split on the streaming path: image files read where they lie, decoded when used."""
+
+    source: Path  # the ImageFolder tree or .zip that `files` are relative to
+    files: list[str]
+    labels: torch.Tensor  # int64 N
+    classes: list[str]
+    stored_size: int  # evaluation's resize (shorter side) and centre crop, as prepare's
 
 
 def resolve_source(spec: DataSpec) -> str | None:
@@ -142,6 +170,7 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
             classes, arrays = _from_torchvision(spec, root)
         else:
             classes, arrays = _from_tree(spec, _open_source(Path(source)), source)
+        streamed = any(isinstance(images, list) for images, _ in arrays.values())
         manifest = {
             "dataset": spec.dataset,
             "source": str(Path(source).resolve()) if source else "torchvision",
@@ -155,12 +184,18 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
             "train_per_class": spec.train_per_class,
             "test_per_class": spec.test_per_class,
             "subset_seed": spec.subset_seed,
-            "format": FORMAT,
+            "loader": spec.loader,
+            "class_list": spec.class_list,
+            "class_list_sha256": class_list_identity(spec.class_list),
+            "format": INDEX_FORMAT if streamed else FORMAT,
         }
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for split, (images, labels) in arrays.items():
-            np.save(tmp / f"{split}_images.npy", images)
+            if streamed:
+                (tmp / f"{split}_files.txt").write_text("".join(f"{n}\n" for n in images))
+            else:
+                np.save(tmp / f"{split}_images.npy", images)
             np.save(tmp / f"{split}_labels.npy", labels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
@@ -172,10 +207,52 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
     return manifest
 
 
-def load_split(prepared_dir: Path, split: str) -> Split:
-    """One split of a prepared directory as tensors, with the class names its labels index."""
+def open_split(prepared_dir: Path, split: str) -> Split | FileIndex:
+    """One split of a prepared directory, as its manifest's format says: in memory, or the
+    index of files that the streaming path decodes as it goes."""
+    _check_split(split)
+    manifest = _read_manifest(Path(prepared_dir))
+    if manifest.get("format") != INDEX_FORMAT:
+        return load_split(prepared_dir, split)
+    names = Path(prepared_dir) / f"{split}_files.txt"
+    try:
+        files = names.read_text().splitlines()
+        labels = np.load(Path(prepared_dir) / f"{split}_labels.npy")
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"{prepared_dir} is unreadable ({_reason(e)}); re-run `simsiam prepare`"
+        ) from e
+    if labels.shape != (len(files),):
+        raise DataError(
+            f"{names}: {len(files)} files but {len(labels)} labels; re-run `simsiam prepare`"
+        )
+    return FileIndex(
+        Path(manifest["source"]),
+        files,
+        torch.from_numpy(labels),
+        manifest["classes"],
+        manifest["stored_size"],
+    )
+
+
+def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise DataError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+
+
+def _read_manifest(prepared_dir: Path) -> dict:
+    path = prepared_dir / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"{path} not found; run `simsiam prepare` to create {prepared_dir}") from e
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({_reason(e)}); re-run `simsiam prepare`") from e
+
+
+def load_split(prepared_dir: Path, split: str) -> Split:
+    """One split of a prepared directory as tensors, with the class names its labels index."""
+    _check_split(split)
     prepared_dir = Path(prepared_dir)
     paths = [prepared_dir / name for name in (f"{split}_images.npy", f"{split}_labels.npy")]
     manifest_path = prepared_dir / "manifest.json"
@@ -355,20 +432,41 @@ def _layout(source: _Source, label: str) -> dict[str, dict[str, list[str]]]:
 
 def _from_tree(
     spec: DataSpec, source: _Source, label: str
-) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+) -> tuple[list[str], dict[str, tuple[np.ndarray | list[str], np.ndarray]]]:
+    """Per split (images, labels): decoded arrays, or on the streaming path the file names."""
     tree = _layout(source, label)
+    _check_class_count(spec, sorted(tree["train"]), label)
+    tree = {split: _restrict(by_class, spec, label) for split, by_class in tree.items()}
     classes = sorted(tree["train"])
-    _check_class_count(spec, classes, label)
-    size, arrays = spec.stored_size, {}
-    for split in SPLITS:
-        chosen = _select(tree[split], spec, split, label)
-        rows = {name: i for i, (_, name) in enumerate(chosen)}
-        images = np.empty((len(chosen), 3, size, size), np.uint8)
-        decoding = progress(source.read(list(rows)), total=len(rows), desc=split, unit="img")
-        for name, data in decoding:
-            images[rows[name]] = _decode(data, size, source.where(name))
-        arrays[split] = images, np.array([c for c, _ in chosen], np.int64)
-    return classes, arrays
+    chosen = {split: _select(tree[split], spec, split, label) for split in SPLITS}
+    counts = {split: len(items) for split, items in chosen.items()}
+    if _data_path(spec, counts) == "stream":
+        if isinstance(source, _ArchiveSource) and source.is_tar:
+            raise DataError(
+                f"{label}: the streaming data path reads images one at a time, which a tar "
+                "archive cannot do; extract it first and point data.source or "
+                f"{ENV_VAR} at the folder (or use a .zip)"
+            )
+        return classes, {
+            split: ([name for _, name in items], _labels(items)) for split, items in chosen.items()
+        }
+    return classes, {split: _decode_all(spec, source, chosen[split], split) for split in SPLITS}
+
+
+def _decode_all(
+    spec: DataSpec, source: _Source, chosen: list[tuple[int, str]], split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    size = spec.stored_size
+    rows = {name: i for i, (_, name) in enumerate(chosen)}
+    images = np.empty((len(chosen), 3, size, size), np.uint8)
+    decoding = progress(source.read(list(rows)), total=len(rows), desc=split, unit="img")
+    for name, data in decoding:
+        images[rows[name]] = _decode(data, size, source.where(name))
+    return images, _labels(chosen)
+
+
+def _labels(chosen: list[tuple[int, T]]) -> np.ndarray:
+    return np.array([c for c, _ in chosen], np.int64)
 
 
 def _from_torchvision(
@@ -389,14 +487,21 @@ def _from_torchvision(
             ) from e
         targets = np.asarray(ds.targets)
         by_class = {c: list(np.flatnonzero(targets == i)) for i, c in enumerate(ds.classes)}
+        by_class = _restrict(by_class, spec, f"torchvision {spec.dataset}")
         classes = sorted(by_class)
         chosen = _select(by_class, spec, split, f"torchvision {spec.dataset}")
         hwc = ds.data[np.array([i for _, i in chosen], np.int64)]
         if hwc.shape[1:3] == (spec.stored_size, spec.stored_size):
             images = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
         else:
-            images = np.stack([_fit(Image.fromarray(a), spec.stored_size) for a in hwc])
-        arrays[split] = images, np.array([c for c, _ in chosen], np.int64)
+            images = np.stack([fit(Image.fromarray(a), spec.stored_size) for a in hwc])
+        arrays[split] = images, _labels(chosen)
+    if _data_path(spec, {split: len(labels) for split, (_, labels) in arrays.items()}) == "stream":
+        raise DataError(
+            f"data.loader = {spec.loader}: the streaming data path reads image files, which the "
+            f"torchvision download of {spec.dataset} is not; use data.loader: memory, or an "
+            "ImageFolder tree as the source"
+        )
     return classes, arrays
 
 
@@ -413,6 +518,104 @@ def _check_class_count(spec: DataSpec, classes: list[str], label: str) -> None:
             f"{label} has classes {', '.join(sorted(classes)[:4])}, ..., not CIFAR-10's "
             f"({', '.join(CIFAR10_CLASSES[:4])}, ...); {fix}"
         )
+
+
+def class_list_identity(path: str | None) -> str | None:
+    """The sha256 of a data.class_list file (None without one, or where it cannot be read:
+    `prepare` then says why): the list's content, not its path, is part of a run's identity."""
+    if path is None or not Path(path).is_file():
+        return None
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_class_list(path: str) -> list[str]:
+    """The class folder names a `data.class_list` file keeps: one a line, # starts a comment."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise DataError(
+            f"data.class_list = {path}: cannot read it ({_reason(e)}); give a file of class "
+            "folder names, one a line, or null for every class"
+        ) from e
+    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise DataError(
+            f"data.class_list = {path}: {len(names)} names, {len(set(names))} distinct; list at "
+            "least 2 distinct class folder names, one a line"
+        )
+    return names
+
+
+def _restrict(by_class: dict[str, T], spec: DataSpec, label: str) -> dict[str, T]:
+    """The classes data.class_list names (all when it is null)."""
+    if spec.class_list is None:
+        return by_class
+    wanted = read_class_list(spec.class_list)
+    if missing := [c for c in wanted if c not in by_class]:
+        raise DataError(
+            f"{label}: {len(missing)} of the {len(wanted)} classes in data.class_list = "
+            f"{spec.class_list} are not in the data ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); point the source at a copy that has them"
+        )
+    return {c: by_class[c] for c in wanted}
+
+
+# ---------------------------------------------------------------------------- data path
+
+
+def host_memory() -> int:
+    """Bytes of RAM this process may use: the machine's, or its cgroup's limit if lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError, ValueError):
+        total = min(total, int(Path("/sys/fs/cgroup/memory.max").read_text()))  # "max": none
+    return total
+
+
+def device_memory() -> int | None:
+    """Bytes of memory on the GPU training would use; None without one."""
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+
+
+def choose_loader(
+    loader: str, total_bytes: int, train_bytes: int, ram: int, gpu: int | None
+) -> tuple[str, str]:
+    """("memory" | "stream", the line saying why): decoded arrays of `total_bytes` (train and
+    test) are kept in memory when they fit in MEMORY_SHARE of the RAM and the training split
+    in that share of the GPU's memory; `loader` memory or stream forces the choice, and
+    memory that would not fit is refused here rather than by an out-of-memory kill later."""
+    limits = [(total_bytes, ram, "RAM")] + ([(train_bytes, gpu, "GPU memory")] if gpu else [])
+    too_big = [(need, have, what) for need, have, what in limits if need > MEMORY_SHARE * have]
+    if loader == "stream":
+        return "stream", "data path: streaming (data.loader: stream)"
+    if too_big:
+        need, have, what = too_big[0]
+        if loader == "memory":
+            raise DataError(
+                f"data.loader = memory: the decoded images take {gigabytes(need)}, more than "
+                f"{MEMORY_SHARE:.0%} of this machine's {gigabytes(have)} {what}; "
+                "use data.loader: stream (or auto)"
+            )
+        why = f"{gigabytes(need)} would not fit in {gigabytes(have)} {what}"
+        return "stream", f"data path: streaming, {why}"
+    return "memory", f"data path: in-memory, {gigabytes(total_bytes)} of {gigabytes(ram)} RAM"
+
+
+def _data_path(spec: DataSpec, counts: dict[str, int]) -> str:
+    per_image = 3 * spec.stored_size**2
+    path, why = choose_loader(
+        spec.loader,
+        per_image * sum(counts.values()),
+        per_image * counts["train"],
+        host_memory(),
+        device_memory(),
+    )
+    print(why, flush=True)
+    return path
+
+
+def gigabytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
 
 
 def _select(
@@ -433,16 +636,21 @@ def _select(
 
 
 def _decode(data: bytes, size: int, where: str) -> np.ndarray:
+    return fit(open_rgb(data, where), size)
+
+
+def open_rgb(data: bytes, where: str) -> Image.Image:
+    """An encoded image, decoded to RGB; `where` names it in the error."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return _fit(img.convert("RGB"), size)
+            return img.convert("RGB")
     except _IMAGE_ERRORS as e:
         # PIL's own message for an unknown format names only an in-memory buffer.
         reason = "not a format PIL reads" if isinstance(e, UnidentifiedImageError) else _reason(e)
         raise DataError(f"cannot decode image {where} ({reason}); replace or remove it") from e
 
 
-def _fit(img: Image.Image, size: int) -> np.ndarray:
+def fit(img: Image.Image, size: int) -> np.ndarray:
     """A 3 x size x size array, as torchvision Resize(size) + CenterCrop(size) would give."""
     w, h = img.size
     if (w, h) != (size, size):

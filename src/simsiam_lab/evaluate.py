@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -12,10 +13,14 @@ from torch import nn
 
 from .augment import AugmentConfig, augment, augment_config, normalize
 from .config import Config
-from .data import Split
+from .data import FileIndex, Split
 from .distributed import autocast_dtype
 from .model import SimSiam
 from .progress import progress
+from .stream import PROBE, TrainCrops, derived_seed, loader, rank_batches, stored_batches
+
+Data = Split | FileIndex  # in memory, or files on the streaming path
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (normalised views, labels) on the device
 
 
 def collapse_std(z: torch.Tensor) -> float:
@@ -34,18 +39,24 @@ def top_direction_share(z: torch.Tensor) -> float:
     return 1.0 if var.sum() == 0 else (var[0] / var.sum()).item()
 
 
+def stored_images(split: Data, batch_size: int = 512) -> Iterator[torch.Tensor]:
+    """A split's uint8 images at their stored size, in order, batch by batch: sliced from memory
+    or decoded by the streaming path's workers."""
+    if isinstance(split, FileIndex):
+        return stored_batches(split, batch_size)
+    return (split.images[i : i + batch_size] for i in range(0, len(split.images), batch_size))
+
+
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, images: torch.Tensor, preprocess, batch_size: int = 512
+    backbone: nn.Module, images: Iterable[torch.Tensor], preprocess
 ) -> torch.Tensor:
-    """Backbone features of uint8 images with BN in eval mode; the caller's mode is restored."""
+    """Backbone features of batches of uint8 images with BN in eval mode; the caller's mode is
+    restored."""
     was_training = backbone.training
     backbone.eval()
     device = next(backbone.parameters()).device
-    feats = [
-        backbone(preprocess(images[i : i + batch_size].to(device))).float()
-        for i in range(0, len(images), batch_size)
-    ]
+    feats = [backbone(preprocess(batch.to(device))).float() for batch in images]
     backbone.train(was_training)
     return torch.cat(feats)
 
@@ -167,11 +178,8 @@ def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def paper_linear_probe_accuracy(
     backbone: nn.Module,
-    train_images: torch.Tensor,
-    train_y: torch.Tensor,
-    test_images: torch.Tensor,
-    test_y: torch.Tensor,
-    num_classes: int,
+    train: Data,
+    test: Data,
     aug: AugmentConfig,
     size: int,
     epochs: int = 90,
@@ -190,7 +198,7 @@ def paper_linear_probe_accuracy(
     )
     was_training = backbone.training
     backbone.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
+    views = _probe_views(train, train_aug, size, batch_size, seed, device)
 
     @torch.no_grad()
     def features(x: torch.Tensor) -> torch.Tensor:
@@ -198,11 +206,10 @@ def paper_linear_probe_accuracy(
         with ctx:
             return backbone(x).float()
 
-    with torch.no_grad():
-        dim = features(normalize(centre_crop(train_images[:2], size).to(device), aug)).shape[1]
+    dim = features(torch.zeros(2, 3, size, size, device=device)).shape[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        classifier = nn.Linear(dim, num_classes).to(device)
+        classifier = nn.Linear(dim, len(train.classes)).to(device)
         nn.init.normal_(classifier.weight, std=0.01)
         nn.init.zeros_(classifier.bias)
     sgd = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -210,30 +217,63 @@ def paper_linear_probe_accuracy(
     for epoch in progress(range(epochs), desc="linear probe (paper)", unit="epoch"):
         for group in sgd.param_groups:
             group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-        order = torch.randperm(len(train_images), generator=gen, device=device).cpu()
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            views = augment(train_images[idx].to(device), size, train_aug, gen)
-            loss = F.cross_entropy(classifier(features(views)), train_y[idx].to(device))
+        for x, y in views(epoch):
+            loss = F.cross_entropy(classifier(features(x)), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    correct = 0
+    correct, seen = 0, 0
     with torch.no_grad():
-        for i in range(0, len(test_images), batch_size):
-            x = normalize(centre_crop(test_images[i : i + batch_size], size).to(device), aug)
+        for images in stored_images(test, batch_size):
+            x = normalize(centre_crop(images, size).to(device), aug)
             preds = classifier(features(x)).argmax(dim=1).cpu()
-            correct += int((preds == test_y[i : i + batch_size]).sum())
+            correct += int((preds == test.labels[seen : seen + len(images)]).sum())
+            seen += len(images)
     backbone.train(was_training)
-    return round(100.0 * correct / len(test_images), 2)
+    return round(100.0 * correct / len(test.labels), 2)
 
 
-def encode(model: SimSiam, cfg: Config, split: Split, projected: bool = False) -> torch.Tensor:
+def _probe_views(
+    train: Data, aug: AugmentConfig, size: int, batch_size: int, seed: int, device: torch.device
+) -> Callable[[int], Batches]:
+    """The linear probe's training batches of an epoch, in a seeded order: cropped from the
+    stored images on the device, or from the full images in the streaming path's workers."""
+    if isinstance(train, FileIndex):
+        seed = derived_seed(seed, PROBE)  # not the crops pretraining drew
+        crops = TrainCrops(train, size, aug, 1, seed)
+
+        def streamed(epoch: int) -> Batches:
+            keys = rank_batches(len(crops), batch_size, seed, epoch, drop_last=False)
+            for x, idx in loader(crops, keys):
+                yield normalize(x[:, 0].to(device), aug), train.labels[idx].to(device)
+
+        return streamed
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def in_memory(epoch: int) -> Batches:
+        order = torch.randperm(len(train.images), generator=gen, device=device).cpu()
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            views = augment(train.images[idx].to(device), size, aug, gen)
+            yield views, train.labels[idx].to(device)
+
+    return in_memory
+
+
+def eval_view(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Evaluation's view of uint8 images at their stored size (`data.test_view`): the central
+    image_size pixels, as the paper's resize-256 centre-crop-224, or the whole image resized."""
+    aug, size = augment_config(cfg), cfg["data"]["image_size"]
+    if cfg["data"]["test_view"] == "centre_crop":
+        return lambda x: normalize(centre_crop(x, size), aug)
+    return lambda x: normalize(x, aug, size)
+
+
+def encode(model: SimSiam, cfg: Config, split: Data, projected: bool = False) -> torch.Tensor:
     """Frozen features of a split, preprocessed as at evaluation (no augmentation): the
     backbone's, or with `projected` z itself (backbone then projector) for the collapse check."""
-    aug, size = augment_config(cfg), cfg["data"]["image_size"]
     net = nn.Sequential(model.backbone, model.projector) if projected else model.backbone
-    return extract_features(net, split.images, lambda x: normalize(x, aug, size))
+    return extract_features(net, stored_images(split), eval_view(cfg))
 
 
 @dataclass
@@ -242,8 +282,8 @@ class KnnProbe:
     the paper's training-time monitor, the random-init control and the evaluation's kNN."""
 
     cfg: Config
-    train: Split
-    test: Split
+    train: Data
+    test: Data
 
     def features(self, model: SimSiam) -> tuple[torch.Tensor, torch.Tensor]:
         return encode(model, self.cfg, self.train), encode(model, self.cfg, self.test)
@@ -280,11 +320,8 @@ def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str,
         dtype = autocast_dtype(cfg["compute"]["precision"], next(model.parameters()).device)
         linear = paper_linear_probe_accuracy(
             model.backbone,
-            train.images,
-            train.labels,
-            test.images,
-            test.labels,
-            len(train.classes),
+            train,
+            test,
             augment_config(cfg),
             cfg["data"]["image_size"],
             ev["linear_epochs"],

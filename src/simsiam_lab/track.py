@@ -155,7 +155,13 @@ class Tracker:
             source_type="torchvision" if manifest["source"] == "torchvision" else "local",
             source=json.dumps({"uri": manifest["source"], "sha256": manifest["source_sha256"]}),
             schema=json.dumps({"classes": manifest["classes"]}),
-            profile=json.dumps({"counts": counts, "stored_size": manifest["stored_size"]}),
+            profile=json.dumps(
+                {
+                    "counts": counts,
+                    "stored_size": manifest["stored_size"],
+                    "format": manifest.get("format"),  # in memory or streamed from the files
+                }
+            ),
         )
         with _store_lock(self.uri):
             self.client.log_inputs(

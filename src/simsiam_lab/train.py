@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .augment import BatchShard, augment_config, two_views
+from .batches import Views, batch_source
 from .config import Config, ConfigError, training_config
-from .data import Split, load_split
+from .data import FileIndex, Split, open_split
 from .evaluate import KnnProbe
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
@@ -79,9 +79,6 @@ def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
         momentum=optim["momentum"],
         weight_decay=optim["weight_decay"],
     )
-
-
-Views = tuple[torch.Tensor, torch.Tensor]
 
 
 def _as_is(views: Views) -> Views:
@@ -188,10 +185,10 @@ def pretrain(
     try:
         check_data_parallel(cfg, world)
         torch.manual_seed(cfg["seed"])
-        train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
+        train, test = open_split(data_dir, "train"), open_split(data_dir, "test")
         model = build_model(cfg).to(dev)
         clock = Stopwatch()
-        if reason := scale_mismatch(cfg, len(train.images)):
+        if reason := scale_mismatch(cfg, len(train.labels)):
             # Not a bad config (Table 2's batch 4096 on a small profile): the pipeline goes on
             # and the report says why the row was not run at this scale.
             status, history, steps = "skipped", [], 0
@@ -301,8 +298,8 @@ def check_data_parallel(cfg: Config, world: int) -> None:
 def _train(
     cfg: Config,
     model: SimSiam,
-    train: Split,
-    test: Split,
+    train: Split | FileIndex,
+    test: Split | FileIndex,
     out_dir: Path,
     log_epoch,
     clock: Stopwatch,
@@ -314,20 +311,17 @@ def _train(
     dev = next(model.parameters()).device
     rank, world = distributed.rank_and_world()
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
-    images = train.images.to(dev)
-    size, optim, dim = cfg["data"]["image_size"], cfg["optim"], cfg["model"]["dim"]
-    batch = optim["batch_size"]
-    aug = augment_config(cfg)
+    source = batch_source(cfg, train, dev, rank, world)
+    optim, dim = cfg["optim"], cfg["model"]["dim"]
     criterion = build_criterion(cfg)
     opt = build_optimizer(model, cfg)
     peak = peak_lr(cfg)
-    steps_per_epoch = len(images) // batch  # drop_last, as the paper's loader
+    steps_per_epoch = source.steps_per_epoch
     total = optim["epochs"] * steps_per_epoch
     warmup = round(optim["warmup_fraction"] * total)
     monitor = KnnProbe(cfg, train, test)
     every = cfg["monitor"]["knn_every"]
-    target = build_target(cfg, model, len(images), steps_per_epoch, dev)
-    pairs = cfg["loss"]["pairs"]
+    target = build_target(cfg, model, len(train.labels), steps_per_epoch, dev)
     fmt, dtype = fast_path(cfg, model, dev)
 
     history: list[dict[str, float]] = []
@@ -346,19 +340,15 @@ def _train(
         history.append({"epoch": 0, "knn": monitor(model)})
         log_epoch(history[-1])
     net = distributed.data_parallel(model, dev) if world > 1 else model
-    local = batch // world
-    shard = BatchShard(rank * local, batch) if world > 1 else None
     for epoch in range(first_epoch, optim["epochs"] + 1):
         net.train()
-        order = torch.randperm(len(images), device=dev, generator=gen)
         loss_sum = torch.zeros((), device=dev)
         std_sum = torch.zeros((), device=dev)
-        for i in range(steps_per_epoch):
+        for idx, pairs in source.epoch(epoch, gen):
             lr = learning_rate(step, total, warmup, peak)
             for group in opt.param_groups:
                 group["lr"] = constant_lr(step, warmup, lr, peak) if group["fixed_lr"] else lr
-            idx = order[i * batch + rank * local : i * batch + (rank + 1) * local]
-            views = [fmt(two_views(images[idx], size, aug, gen, shard)) for _ in range(pairs)]
+            views = [fmt(pair) for pair in pairs]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
             # Accumulated on the device: one host sync per epoch, not per step.
             loss_sum += loss

@@ -1,4 +1,7 @@
 rule prepare:
+    input:
+        # data.class_list's file: editing the list re-prepares.
+        class_list=PARAMS.resolve(PROFILE)["data"]["class_list"] or [],
     output:
         directory(PREPARED),
     conda:

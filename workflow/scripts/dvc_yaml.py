@@ -39,6 +39,7 @@ TRAINING_CODE = [
     for name in (
         "__init__.py",
         "augment.py",
+        "batches.py",
         "cli.py",
         "config.py",
         "config.schema.yaml",
@@ -49,6 +50,7 @@ TRAINING_CODE = [
         "model.py",
         "progress.py",
         "rundir.py",
+        "stream.py",
         "target.py",
         "track.py",
         "train.py",
@@ -81,6 +83,7 @@ def stages(params: Params) -> dict:
     settings = pipeline(params)
     profile, tables = settings["profile"], settings["tables"]
     keys, firsts = run_keys(params, profile, tables)
+    class_list = [path] if (path := params.resolve(profile)["data"]["class_list"]) else []
 
     def profile_params() -> list[dict]:  # fresh dicts: shared ones would become YAML anchors
         return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
@@ -104,7 +107,8 @@ def stages(params: Params) -> dict:
         },
         "prepare": {
             "cmd": f"simsiam prepare --profile ${{profile}} --out {PREPARED}",
-            "deps": [SOURCE, "src/simsiam_lab/data.py"],
+            # data.class_list's file: editing the list re-prepares
+            "deps": [SOURCE, "src/simsiam_lab/data.py", *class_list],
             "params": [*profile_params(), {"params/baseline.yaml": ["data"]}],
             "outs": [PREPARED],
         },
