@@ -283,6 +283,21 @@ def test_dvc_repro_smoke_table3(project: Path):
     assert set(json.loads(status)) - {"source"} == {"report-table3"}
     template.write_text(template.read_text()[:-1])
 
+    # An evaluation setting re-evaluates and retrains nothing; `dvc metrics diff` and
+    # `dvc exp show` compare the runs' scores with the committed ones.
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    _run([*git, "add", "-A"], project)
+    _run([*git, "commit", "-qm", "smoke"], project)
+    baseline = project / "params" / "baseline.yaml"
+    baseline.write_text(baseline.read_text().replace("linear_lr: 0.1 ", "linear_lr: 0.3 "))
+    rerun = _run(["dvc", "repro", "report-table3"], project).stdout
+    assert "Running stage 'evaluate@table3-a-s0'" in rerun
+    assert "Running stage 'pretrain@" not in rerun, rerun
+    diff = json.loads(_run(["dvc", "metrics", "diff", "HEAD", "--json"], project).stdout)
+    assert any("linear_acc" in changes for changes in diff.values()), diff
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert "scores.json" in json.dumps(shown) and "linear_acc" in json.dumps(shown)
+
     # The same archive elsewhere is the same data; other data re-prepares (here: fails to).
     copy = project.parent / "elsewhere" / "cifar10.tar.gz"
     copy.parent.mkdir()
