@@ -9,8 +9,10 @@ server into one directory, so compute nodes need only HTTP to it.
 `start` prints `MLFLOW_TRACKING_URI=http://HOST:PORT` as its only line on stdout (the rest goes
 to stderr), so `export $(python workflow/scripts/tracking_server.py start --root DIR)` works.
 DIR holds pgdata/ (the database), pgsocket/ (PostgreSQL's unix socket: it opens no TCP port),
-artifacts/, postgres.log, mlflow.log, mlflow.pid and mlflow.url. Run as root, the PostgreSQL
-commands run as the `postgres` user (initdb refuses root), which then owns pgdata/ and pgsocket/.
+artifacts/ (unless --artifacts puts them elsewhere), postgres.log, mlflow.log, mlflow.pid and
+mlflow.url. Run as root, the PostgreSQL commands run as the `postgres` user (initdb refuses
+root), which then owns pgdata/ and pgsocket/. Jobs need no access to DIR: they send artifacts
+through the server.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ServerError(Exception):
 @dataclass(frozen=True)
 class Layout:
     root: Path
+    artifacts_dir: Path | None = None  # start --artifacts: elsewhere than in root
 
     @property
     def pgdata(self) -> Path:
@@ -61,7 +64,7 @@ class Layout:
 
     @property
     def artifacts(self) -> Path:
-        return self.root / "artifacts"
+        return self.artifacts_dir or self.root / "artifacts"
 
     @property
     def pg_log(self) -> Path:
@@ -324,7 +327,7 @@ def start_mlflow(layout: Layout, host: str, port: int, workers: int) -> subproce
         "mlflow",
         "server",
         f"--backend-store-uri={layout.backend_uri()}",
-        f"--artifacts-destination={layout.artifacts.resolve()}",
+        f"--artifacts-destination={layout.artifacts}",
         f"--host={host}",
         f"--port={port}",
         f"--workers={workers}",
@@ -424,7 +427,7 @@ def say(line: str) -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    layout = Layout(args.root.resolve())
+    layout = Layout(args.root.resolve(), args.artifacts and args.artifacts.resolve())
     if (pid := mlflow_pid(layout)) is not None:
         url = layout.url_file.read_text().strip()
         say(
@@ -477,8 +480,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, func in (("start", cmd_start), ("stop", cmd_stop), ("status", cmd_status)):
-        p = sub.add_parser(name)
+    commands = {
+        "start": (cmd_start, "start PostgreSQL and the MLflow server; print the URI to export"),
+        "stop": (cmd_stop, "stop both"),
+        "status": (cmd_status, "say what runs (exit 0 when the server answers, else 3)"),
+    }
+    for name, (func, summary) in commands.items():
+        p = sub.add_parser(name, help=summary)
         p.add_argument(
             "--root",
             type=Path,
@@ -494,6 +502,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             )
             p.add_argument("--port", type=int, default=5000, help="the MLflow server's port")
             p.add_argument("--workers", type=int, default=4, help="MLflow server processes")
+            p.add_argument(
+                "--artifacts",
+                type=Path,
+                help="where the server stores artifacts (default ROOT/artifacts; keep it the "
+                "same across restarts): e.g. on the shared file system, with ROOT on a local disk",
+            )
     return parser.parse_args(argv)
 
 
