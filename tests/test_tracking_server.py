@@ -89,7 +89,10 @@ def test_eight_writers_through_the_server_lose_no_run_metric_or_artifact(server,
     from mlflow import MlflowClient
 
     uri, root = server
-    ctx = mp.get_context("spawn")  # fresh interpreters, as Snakemake's jobs are
+    # Fresh interpreters, as Snakemake's jobs are, forked from one that imported MLflow once:
+    # eight imports at once would take most of the test's time on two cores.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["mlflow", "simsiam_lab.track"])
     barrier = ctx.Barrier(WRITERS)
     workers = [
         ctx.Process(target=_write_one_run, args=(uri, str(tmp_path), i, barrier))
@@ -124,8 +127,9 @@ def test_eight_writers_through_the_server_lose_no_run_metric_or_artifact(server,
 
 
 def test_the_pipeline_tracking_uri_reaches_every_job(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run_env.use_tracking_uri("http://head-node:5000")
+    # Set first, so that monkeypatch restores the environment the other tests see.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///before.db")
+    run_env.use_tracking_uri("http://head-node:5000")  # what common.smk does with the key
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://head-node:5000"
 
 
@@ -137,10 +141,10 @@ def test_the_pipeline_tracking_uri_reaches_every_job(monkeypatch):
     ],
 )
 def test_a_mistyped_pipeline_tracking_uri_is_refused_while_planning(monkeypatch, uri, message):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///before.db")
     with pytest.raises(TrackingError, match=message):
         run_env.use_tracking_uri(uri)
-    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///before.db"
 
 
 def test_a_server_that_does_not_answer_is_one_line():
