@@ -3,6 +3,8 @@
 The store is `MLFLOW_TRACKING_URI` or, by default, a SQLite file in `.mlflow/` under the working
 directory. SQLite serialises writers badly across processes (a fresh store even crashes when two
 processes create its tables at once), so every write to a SQLite store goes through one file lock.
+Across machines (a cluster) use an MLflow server instead, `http://host:port`: it takes no lock and
+keeps the artifacts where the server was told to (workflow/scripts/tracking_server.py starts one).
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from filelock import FileLock
 
@@ -44,6 +50,30 @@ def check_tracking_uri(uri: str) -> None:
             ) from None
         if not os.access(db.parent, os.W_OK):
             raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {db.parent} is not writable; {fix}")
+    if scheme in ("http", "https") and not urlparse(uri).hostname:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no host; {fix}")
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """An http(s) store must answer before a job trains: MLflow's client would retry for
+    minutes at the first write, then fail with a traceback."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # a server answered: MLflow reports its own errors (auth, path)
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, ssl.SSLError):
+            return  # TLS settings are MLflow's (MLFLOW_TRACKING_INSECURE_TLS and the like)
+        reason = getattr(err.reason, "strerror", None) or str(err.reason)
+    except OSError as err:  # a timeout
+        reason = err.strerror or str(err) or type(err).__name__
+    raise TrackingError(
+        f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}); start it "
+        "(workflow/scripts/tracking_server.py start) or fix the host and port"
+    )
 
 
 def tracking_uri() -> str:
@@ -90,6 +120,7 @@ class Tracker:
 
         self.uri = uri or tracking_uri()
         check_tracking_uri(self.uri)
+        check_server(self.uri)
         with _store_lock(self.uri):  # the client creates a fresh store's tables
             self.client = MlflowClient(tracking_uri=self.uri)
 

@@ -3,13 +3,30 @@
 from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.data import DataError
 from simsiam_lab.rundir import RunDir
+from simsiam_lab.track import TrackingError, check_server, tracking_uri
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
-from run_env import use_data_source, warn_if_another_run_holds_the_lock
+from run_env import use_data_source, use_tracking_uri, warn_if_another_run_holds_the_lock
 
 warn_if_another_run_holds_the_lock()
 if "data" in config:
     use_data_source(config["data"])
+if "tracking_uri" in config:
+    try:
+        use_tracking_uri(config["tracking_uri"])
+    except TrackingError as err:
+        raise WorkflowError(f"config tracking_uri: {err}") from None
+
+
+onstart:
+    # Before the first job, not at planning (a dry run needs no server): a server that does not
+    # answer would otherwise fail every pretraining on its own node.
+    try:
+        check_server(tracking_uri())
+    except TrackingError as err:
+        raise WorkflowError(str(err)) from None
+
+
 PARAMS = Params("params")
 PROFILE = config["profile"]
 TABLES = config["tables"]

@@ -28,8 +28,8 @@ rule pretrain:
 
 rule evaluate:
     input:
-        PREPARED,
         *map(str, RUN.evaluation_inputs()),
+        data=PREPARED,
     output:
         str(RUN.metrics),
     conda:
@@ -50,4 +50,4 @@ rule evaluate:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} evaluate --profile {params.profile} --run {params.run}"
-        " --data {input[0]}"
+        " --data {input.data}"

@@ -1,3 +1,9 @@
+# Seconds-long: on a cluster they run beside Snakemake rather than wait in the queue.
+localrules:
+    report,
+    index,
+
+
 rule report:
     input:
         metrics=lambda wc: sorted({str(RunDir(d).metrics) for _, d in row_runs(wc.table)}),

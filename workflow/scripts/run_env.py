@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from simsiam_lab.track import check_tracking_uri
+
 ENV_VAR = "SIMSIAM_DATA"
 
 
@@ -15,6 +17,14 @@ def use_data_source(path: str) -> None:
     """--config data=PATH: the source every job reads (jobs inherit this environment); its
     fingerprint enters each run's config, so other data never reuses a run."""
     os.environ[ENV_VAR] = os.path.abspath(path)
+
+
+def use_tracking_uri(uri: str) -> None:
+    """--config tracking_uri=URI: the MLflow store of every job (a server's http:// address on
+    a cluster, where SQLite on a shared file system is unsafe). A typo is refused here, before
+    anything is submitted; whether the server answers is checked when jobs are about to run."""
+    check_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
 def other_snakemakes_here() -> list[int]:

@@ -1,0 +1,174 @@
+"""The cluster's tracking: an MLflow server on PostgreSQL, started and stopped by
+workflow/scripts/tracking_server.py, takes eight writers at once and loses nothing; and the
+pipeline's `tracking_uri` reaches every job as MLFLOW_TRACKING_URI."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simsiam_lab.track import Tracker, TrackingError, check_server
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = ROOT / "workflow" / "scripts" / "tracking_server.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import run_env  # noqa: E402  (workflow/scripts is no package)
+import tracking_server  # noqa: E402
+
+WRITERS, STEPS = 8, 50
+
+
+def _postgres_installed() -> bool:
+    try:
+        tracking_server.pg_bindir()
+    except tracking_server.ServerError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _server(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Path]]:
+    """A fresh server (its URI and root) for the test, stopped after it whatever happened."""
+    if not _postgres_installed():
+        pytest.skip("PostgreSQL's binaries are not installed (apt-get install postgresql)")
+    # Not under pytest's tmp_path: that lies in a 0700 directory the postgres user (who runs
+    # the database when tests run as root) cannot enter, and its long path may not fit a socket.
+    root = Path(tempfile.mkdtemp(prefix="simsiam-pg-"))
+    root.chmod(0o755)
+    started = _server(root, "start", "--port", str(_free_port()), "--workers", "2")
+    try:
+        assert started.returncode == 0, started.stderr
+        (line,) = started.stdout.splitlines()  # the one line to export
+        assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:")
+        yield line.partition("=")[2], root
+    finally:
+        stopped = _server(root, "stop")
+        shutil.rmtree(root, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "mlflow server: stopped" in stopped.stderr and "PostgreSQL: stopped" in stopped.stderr
+
+
+def _write_one_run(uri: str, artifact_dir: str, index: int, barrier) -> None:
+    barrier.wait(timeout=120)  # all eight create the experiment and a run at once
+    tracker = Tracker(uri)
+    run_id = tracker.start("simsiam-test", f"run-{index}", {"index": str(index)}, {"seed": index})
+    for step in range(1, STEPS + 1):
+        tracker.log_metrics(run_id, {"loss": -step / STEPS, "z_std": 0.1 * index}, step=step)
+    artifact = Path(artifact_dir) / f"metrics-{index}.json"
+    artifact.write_text(f'{{"index": {index}}}')
+    tracker.log_artifact(run_id, artifact)
+    tracker.finish(run_id)
+
+
+@pytest.mark.slow
+def test_eight_writers_through_the_server_lose_no_run_metric_or_artifact(server, tmp_path):
+    from mlflow import MlflowClient
+
+    uri, root = server
+    # Fresh interpreters, as Snakemake's jobs are, forked from one that imported MLflow once:
+    # eight imports at once would take most of the test's time on two cores.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["mlflow", "simsiam_lab.track"])
+    barrier = ctx.Barrier(WRITERS)
+    workers = [
+        ctx.Process(target=_write_one_run, args=(uri, str(tmp_path), i, barrier))
+        for i in range(WRITERS)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    assert [w.exitcode for w in workers] == [0] * WRITERS
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("simsiam-test")
+    # Left to the server, which proxies the artifacts into its root, not a path of the client's.
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.info.run_name for r in runs) == sorted(f"run-{i}" for i in range(WRITERS))
+    steps = artifacts = 0
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {"seed": run.data.tags["index"]}
+        for key in ("loss", "z_std"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
+            steps += len(history)
+        (listed,) = client.list_artifacts(run.info.run_id)
+        assert listed.path == f"metrics-{run.data.tags['index']}.json"
+        artifacts += 1
+    stored = list((root / "artifacts").rglob("metrics-*.json"))
+    print(f"{len(runs)} runs, {steps} metric steps, {artifacts} artifacts ({len(stored)} on disk)")
+    assert (steps, artifacts, len(stored)) == (WRITERS * STEPS * 2, WRITERS, WRITERS)
+
+
+def test_the_pipeline_tracking_uri_reaches_every_job(monkeypatch):
+    # Set first, so that monkeypatch restores the environment the other tests see.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///before.db")
+    run_env.use_tracking_uri("http://head-node:5000")  # what common.smk does with the key
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://head-node:5000"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("htp://head-node:5000", "unknown scheme 'htp'"),
+        ("http://:5000", "no host"),
+    ],
+)
+def test_a_mistyped_pipeline_tracking_uri_is_refused_while_planning(monkeypatch, uri, message):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///before.db")
+    with pytest.raises(TrackingError, match=message):
+        run_env.use_tracking_uri(uri)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///before.db"
+
+
+def test_a_server_that_does_not_answer_is_one_line():
+    with pytest.raises(TrackingError, match=r"no MLflow server answers \(.+\); start it"):
+        check_server(f"http://127.0.0.1:{_free_port()}", timeout=5)
+
+
+def test_the_server_names_the_package_to_install_when_postgresql_is_missing(
+    monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setattr(tracking_server, "DEBIAN_VERSIONS", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pg_config
+    assert tracking_server.main(["stop", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "tracking_server.py stop: PostgreSQL's initdb and pg_ctl not found: "
+        "apt-get install postgresql"
+    )
+
+
+def test_the_server_refuses_a_port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(tracking_server.ServerError, match=f"port {port} .* is in use"):
+            tracking_server.check_port_free("127.0.0.1", port)
