@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from simsiam_lab.config import EVALUATION, Params, Trial
+from simsiam_lab.config import EVALUATION, Params, Trial, deep_merge
 from simsiam_lab.rundir import RunDir
 
 HEADER = (
@@ -83,7 +83,9 @@ def stages(params: Params) -> dict:
     settings = pipeline(params)
     profile, tables = settings["profile"], settings["tables"]
     keys, firsts = run_keys(params, profile, tables)
-    class_list = [path] if (path := params.resolve(profile)["data"]["class_list"]) else []
+    # From params alone, not Params.resolve: dvc.yaml must not depend on where the data is.
+    data = deep_merge(params.baseline, params.profile(profile), profile)["data"]
+    class_list = [data["class_list"]] if data["class_list"] else []
 
     def profile_params() -> list[dict]:  # fresh dicts: shared ones would become YAML anchors
         return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
