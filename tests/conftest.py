@@ -53,6 +53,7 @@ def write_prepared():
             "test_per_class": test_per_class,
             "subset_seed": 0,
             "loader": "auto",
+            "memory_limit_gb": 16,
             "class_list": None,
             "format": FORMAT,
         }

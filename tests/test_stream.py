@@ -112,31 +112,35 @@ def test_the_file_index_holds_the_in_memory_path_s_subset(tree: Path, tmp_path: 
         assert torch.equal(torch.cat(list(stream.stored_batches(index, 7, 0))), arrays.images)
 
 
-def test_auto_keeps_what_fits_in_memory_and_streams_the_rest():
+def test_auto_decides_by_the_data_s_size_alone_and_memory_must_fit_the_machine():
     gb = 10**9
-    assert choose_loader("auto", 1 * gb, gb, 24 * gb, None) == (
+    assert choose_loader("auto", 16, 1 * gb, gb, 24 * gb, None) == (
         "memory",
         "data path: in-memory, 1.0 GB of 24.0 GB RAM",
     )
-    assert choose_loader("auto", 190 * gb, 150 * gb, 24 * gb, None) == (
-        "stream",
-        "data path: streaming, 190.0 GB would not fit in 24.0 GB RAM",
-    )
-    # Training keeps its split on the GPU: it must fit there too.
-    assert choose_loader("auto", 12 * gb, 10 * gb, 128 * gb, 16 * gb)[1] == (
-        "data path: streaming, 10.0 GB would not fit in 16.0 GB GPU memory"
-    )
-    assert choose_loader("stream", 1, 1, 24 * gb, None)[0] == "stream"
+    # The same data streams on every machine, however much memory it has: one config, one path.
+    for ram in (24 * gb, 2000 * gb):
+        assert choose_loader("auto", 16, 190 * gb, 150 * gb, ram, None) == (
+            "stream",
+            "data path: streaming, the decoded images would take 190.0 GB, more than "
+            "data.memory_limit_gb = 16",
+        )
+    assert choose_loader("stream", 16, 1, 1, 24 * gb, None)[0] == "stream"
+    # In memory, training keeps its split on the GPU: a machine it does not fit is refused.
+    with pytest.raises(DataError, match=r"more than 50% of this machine's 16\.0 GB GPU memory"):
+        choose_loader("auto", 16, 12 * gb, 10 * gb, 128 * gb, 16 * gb)
 
 
 def test_memory_that_would_not_fit_is_refused_in_one_line(tree: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(data, "host_memory", lambda: 10_000)  # bytes: 60 images of 24 px do not fit
-    with pytest.raises(DataError) as err:
-        _prepare(tree, tmp_path / "out", "memory")
-    message = str(err.value)
-    assert message.startswith("data.loader = memory: the decoded images take 0.0 GB, more than 50%")
-    assert "use data.loader: stream" in message and "\n" not in message
-    assert _prepare(tree, tmp_path / "auto", "auto")["format"] == INDEX_FORMAT
+    for way in ("memory", "auto"):
+        with pytest.raises(DataError) as err:
+            _prepare(tree, tmp_path / way, way)
+        message = str(err.value)
+        assert message.startswith(f"data.loader = {way}: the decoded images take 0.0 GB, more")
+        assert "use data.loader: stream" in message and "\n" not in message
+        assert not (tmp_path / way).exists()
+    assert _prepare(tree, tmp_path / "stream", "stream")["format"] == INDEX_FORMAT
 
 
 def test_a_tar_archive_is_not_streamed(tree: Path, tmp_path: Path):

@@ -36,6 +36,7 @@ def data_spec(data: dict) -> DataSpec:
         test_per_class=data["test_per_class"],
         subset_seed=data["subset_seed"],
         loader=data["loader"],
+        memory_limit_gb=data["memory_limit_gb"],
         class_list=data["class_list"],
     )
 
@@ -53,6 +54,7 @@ def check_prepared(data: dict, prepared: Path) -> dict:
         "test_per_class": data["test_per_class"],
         "subset_seed": data["subset_seed"],
         "loader": data["loader"],
+        "memory_limit_gb": data["memory_limit_gb"],
         "class_list": data["class_list"],
         "class_list_sha256": data.get("class_list_sha256"),
     }
@@ -166,7 +168,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     finally:
         epochs.close()
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": args.profile}
-    # data.loader auto picks by this machine's memory: the run says which path it trained on.
+    # The path it trained on (data.loader decides it from the data and the config alone).
     summary["data_format"] = manifest.get("format")
     history = _history_table(run)
     # What training read; `evaluate` takes the evaluation settings from params/ at its time.

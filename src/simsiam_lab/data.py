@@ -78,7 +78,8 @@ class DataSpec:
     train_per_class: int | None = None  # stratified subset size per class (None = all)
     test_per_class: int | None = None
     subset_seed: int = 0
-    loader: str = "auto"  # "memory" | "stream" | "auto": memory when it fits (choose_loader)
+    loader: str = "auto"  # "memory" | "stream" | "auto": by memory_limit_gb (choose_loader)
+    memory_limit_gb: float = 16.0  # auto keeps decoded arrays of at most this size in memory
     class_list: str | None = None  # file of class folder names to keep (None = all)
 
     def __post_init__(self) -> None:
@@ -185,6 +186,7 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
             "test_per_class": spec.test_per_class,
             "subset_seed": spec.subset_seed,
             "loader": spec.loader,
+            "memory_limit_gb": spec.memory_limit_gb,
             "class_list": spec.class_list,
             "class_list_sha256": class_list_identity(spec.class_list),
             "format": INDEX_FORMAT if streamed else FORMAT,
@@ -578,26 +580,35 @@ def device_memory() -> int | None:
 
 
 def choose_loader(
-    loader: str, total_bytes: int, train_bytes: int, ram: int, gpu: int | None
+    loader: str,
+    limit_gb: float,
+    total_bytes: int,
+    train_bytes: int,
+    ram: int,
+    gpu: int | None,
 ) -> tuple[str, str]:
-    """("memory" | "stream", the line saying why): decoded arrays of `total_bytes` (train and
-    test) are kept in memory when they fit in MEMORY_SHARE of the RAM and the training split
-    in that share of the GPU's memory; `loader` memory or stream forces the choice, and
-    memory that would not fit is refused here rather than by an out-of-memory kill later."""
-    limits = [(total_bytes, ram, "RAM")] + ([(train_bytes, gpu, "GPU memory")] if gpu else [])
-    too_big = [(need, have, what) for need, have, what in limits if need > MEMORY_SHARE * have]
+    """("memory" | "stream", the line saying why). `auto` decides by the data alone, so that
+    the same config trains on the same path on every machine (the path is part of what a run
+    trained on): in memory when the decoded arrays of `total_bytes` (train and test) take at
+    most `limit_gb` (data.memory_limit_gb), else streamed. In memory, they must also fit in
+    MEMORY_SHARE of this machine's RAM (and the training split of its GPU's memory): a dataset
+    that does not is refused here, not by an out-of-memory kill later."""
     if loader == "stream":
         return "stream", "data path: streaming (data.loader: stream)"
-    if too_big:
-        need, have, what = too_big[0]
-        if loader == "memory":
+    if loader == "auto" and total_bytes > limit_gb * 1e9:
+        return "stream", (
+            f"data path: streaming, the decoded images would take {gigabytes(total_bytes)}, more "
+            f"than data.memory_limit_gb = {limit_gb:g}"
+        )
+    limits = [(total_bytes, ram, "RAM")] + ([(train_bytes, gpu, "GPU memory")] if gpu else [])
+    for need, have, what in limits:
+        if need > MEMORY_SHARE * have:
             raise DataError(
-                f"data.loader = memory: the decoded images take {gigabytes(need)}, more than "
-                f"{MEMORY_SHARE:.0%} of this machine's {gigabytes(have)} {what}; "
-                "use data.loader: stream (or auto)"
+                f"data.loader = {loader}: the decoded images take {gigabytes(need)}, more than "
+                f"{MEMORY_SHARE:.0%} of this machine's {gigabytes(have)} {what}; use "
+                "data.loader: stream"
+                + (" (or a lower data.memory_limit_gb)" if loader == "auto" else "")
             )
-        why = f"{gigabytes(need)} would not fit in {gigabytes(have)} {what}"
-        return "stream", f"data path: streaming, {why}"
     return "memory", f"data path: in-memory, {gigabytes(total_bytes)} of {gigabytes(ram)} RAM"
 
 
@@ -605,6 +616,7 @@ def _data_path(spec: DataSpec, counts: dict[str, int]) -> str:
     per_image = 3 * spec.stored_size**2
     path, why = choose_loader(
         spec.loader,
+        spec.memory_limit_gb,
         per_image * sum(counts.values()),
         per_image * counts["train"],
         host_memory(),
