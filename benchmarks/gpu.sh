@@ -67,17 +67,17 @@ if [[ ${1:-} == --cpu ]]; then
     DEVICE=cpu
     shift
 fi
+sees_cuda() { "$1" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
+CUDA_SEEN=
 if [[ -z ${PYTHON:-} ]]; then
     PYTHON=python3
-    if [[ -x .venv/bin/python ]] &&
-        .venv/bin/python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-        PYTHON=.venv/bin/python
+    if [[ -x .venv/bin/python ]] && sees_cuda .venv/bin/python; then
+        PYTHON=.venv/bin/python CUDA_SEEN=1
     elif [[ $DEVICE == cpu && -x .venv/bin/python ]]; then
         PYTHON=.venv/bin/python
     fi
 fi
-if [[ $DEVICE == cuda ]] &&
-    ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+if [[ $DEVICE == cuda && -z $CUDA_SEEN ]] && ! sees_cuda "$PYTHON"; then
     seen=$("$PYTHON" -c 'import torch; print("torch", torch.__version__)' 2>&1 | tail -1 || true)
     echo "gpu.sh: no CUDA device visible to $PYTHON ($seen): the GPU figures need one" >&2
     exit 1
@@ -129,7 +129,7 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/simsiam-gpu.XXXXXX")
 trap 'rm -rf "$WORK" ${SITE:+"$SITE"}' EXIT
-echo "gpu.sh: $("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU", "torch", torch.__version__)'), $DEVICE; data $ARCHIVE"
+echo "gpu.sh: $PYTHON on $DEVICE (run.py names the machine); data $ARCHIVE"
 # run.py prints each figure as it comes, then the report's GPU section and the report's path;
 # its last line, the JSON, is in reports/benchmarks.json.
 PYTHONUNBUFFERED=1 "$PYTHON" benchmarks/run.py --epoch --device "$DEVICE" --data "$ARCHIVE" \

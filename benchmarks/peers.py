@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simsiam_lab.target import LiveTarget
+from simsiam_lab.train import sgd_step
+
 
 class LightlySimSiam(nn.Module):
     def __init__(self, backbone: nn.Module, feat_dim: int, dim: int, pred_dim: int) -> None:
@@ -125,34 +128,25 @@ def official_loader(root, batch: int, workers: int, size: int, mean, std, pin_me
     )
 
 
-def official_loss(p1, p2, z1, z2) -> torch.Tensor:
-    """main_simsiam.py's criterion: symmetric negative cosine, z detached (builder.py detaches
-    it in forward; our SimSiam leaves that to the loss). In fp32, as our loss computes it."""
-    p1, p2, z1, z2 = (t.float() for t in (p1, p2, z1, z2))
-    return -0.5 * (
-        F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()
-    )
-
-
 class OfficialStyleLoop:
     """main_simsiam.py's train(): per batch, copy both crops to the device (non_blocking),
     forward, loss, `loss.item()` (its AverageMeter reads the loss every step), backward, SGD.
     The model, its memory format, autocast dtype and optimizer are the caller's (ours, from the
     same config), so the loops differ in where the views come from."""
 
-    def __init__(self, model, opt, loader, dev: torch.device, fmt, dtype) -> None:
-        self.model, self.opt, self.loader, self.dev = model, opt, loader, dev
-        self.fmt, self.dtype = fmt, dtype
+    def __init__(self, model, opt, criterion, loader, dev: torch.device, fmt, dtype) -> None:
+        self.model, self.opt, self.criterion, self.loader = model, opt, criterion, loader
+        self.dev, self.fmt, self.dtype = dev, fmt, dtype
+        self.no_index = torch.empty(0, dtype=torch.long, device=dev)  # a live target reads none
 
     def step(self, x1: torch.Tensor, x2: torch.Tensor) -> float:
-        with torch.autocast(self.dev.type, dtype=self.dtype, enabled=self.dtype is not None):
-            out = self.model(x1, x2)
-        loss = official_loss(*out)
-        value = loss.item()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return value
+        """Our `sgd_step` (main_simsiam.py's criterion is our loss: builder.py's detached z is
+        our stop-gradient), then the loss read on the host, as its AverageMeter does."""
+        views = [(x1, x2)]
+        loss, _ = sgd_step(
+            self.model, self.criterion, LiveTarget(), self.opt, views, self.no_index, 0, self.dtype
+        )
+        return loss.item()
 
     def to_device(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x1, x2 = (x.to(self.dev, non_blocking=True) for x in images)

@@ -14,6 +14,7 @@ without --epoch measures them too); on a CPU it runs a reduced version that test
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,8 +38,9 @@ import torch.nn.functional as F
 from jinja2 import Environment, FileSystemLoader
 
 from simsiam_lab.augment import augment_config, two_views
+from simsiam_lab.batches import MemoryBatches
 from simsiam_lab.config import Params, deep_merge
-from simsiam_lab.data import DataSpec, load_split, prepare
+from simsiam_lab.data import DataSpec, Split, load_split, prepare
 from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.evaluate import knn_accuracy
 from simsiam_lab.model import ResNetTrunk
@@ -47,11 +49,10 @@ from simsiam_lab.train import (
     build_criterion,
     build_model,
     build_optimizer,
-    constant_lr,
     fast_path,
-    learning_rate,
     peak_lr,
     pretrain,
+    set_learning_rates,
     sgd_step,
     view_format,
 )
@@ -315,37 +316,27 @@ class OurLoop:
     on `pretrain`'s weights); unlike `pretrain` it stops between epochs, so the loops can be
     interleaved, and it skips the per-epoch state.pt (timed by `bench_pretrain`)."""
 
-    def __init__(self, cfg: dict, images: torch.Tensor, dev: torch.device) -> None:
+    def __init__(self, cfg: dict, train: Split, dev: torch.device) -> None:
         torch.manual_seed(cfg["seed"])
         self.model = build_model(cfg).to(dev)
-        self.dev = dev
         self.gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
-        self.images = images.to(dev)
-        optim = cfg["optim"]
-        self.size, self.batch = cfg["data"]["image_size"], optim["batch_size"]
-        self.aug = augment_config(cfg)
+        self.source = MemoryBatches(cfg, train, dev, rank=0, world=1)
+        self.batch = cfg["optim"]["batch_size"]
         self.criterion = build_criterion(cfg)
         self.opt = build_optimizer(self.model, cfg)
         self.peak = peak_lr(cfg)
-        self.steps_per_epoch = len(self.images) // self.batch  # drop_last
-        self.total = optim["epochs"] * self.steps_per_epoch
-        self.warmup = round(optim["warmup_fraction"] * self.total)
-        self.target = build_target(cfg, self.model, len(self.images), self.steps_per_epoch, dev)
-        self.pairs = cfg["loss"]["pairs"]
+        steps_per_epoch = self.source.steps_per_epoch
+        self.total = cfg["optim"]["epochs"] * steps_per_epoch
+        self.warmup = round(cfg["optim"]["warmup_fraction"] * self.total)
+        self.target = build_target(cfg, self.model, len(train.labels), steps_per_epoch, dev)
         self.fmt, self.dtype = fast_path(cfg, self.model, dev)
-        self.step = 0
+        self.step = self.epochs = 0
 
     def views(self, idx: torch.Tensor) -> list:
-        return [
-            self.fmt(two_views(self.images[idx], self.size, self.aug, self.gen))
-            for _ in range(self.pairs)
-        ]
+        return [self.fmt(pair) for pair in self.source.views(idx, self.gen)]
 
     def train_step(self, views: list, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lr = learning_rate(self.step, self.total, self.warmup, self.peak)
-        for group in self.opt.param_groups:
-            fixed = group["fixed_lr"]
-            group["lr"] = constant_lr(self.step, self.warmup, lr, self.peak) if fixed else lr
+        set_learning_rates(self.opt, self.step, self.total, self.warmup, self.peak)
         out = sgd_step(
             self.model, self.criterion, self.target, self.opt, views, idx, self.step, self.dtype
         )
@@ -354,15 +345,15 @@ class OurLoop:
 
     def epoch(self) -> dict:
         self.model.train()
-        order = torch.randperm(len(self.images), device=self.dev, generator=self.gen)
-        loss_sum = torch.zeros((), device=self.dev)
-        std_sum = torch.zeros((), device=self.dev)
-        for i in range(self.steps_per_epoch):
-            idx = order[i * self.batch : (i + 1) * self.batch]
-            loss, z1 = self.train_step(self.views(idx), idx)
+        self.epochs += 1
+        loss_sum = torch.zeros((), device=self.source.dev)
+        std_sum = torch.zeros((), device=self.source.dev)
+        for idx, pairs in self.source.epoch(self.epochs, self.gen):
+            loss, z1 = self.train_step([self.fmt(pair) for pair in pairs], idx)
             loss_sum += loss
+            # Unread here, but _train sums it every step: the timing includes its cost.
             std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
-        steps = self.steps_per_epoch
+        steps = self.source.steps_per_epoch
         return {"images": steps * self.batch, "steps": steps, "loss": loss_sum.item() / steps}
 
 
@@ -422,7 +413,8 @@ def official_style(cfg: dict, dev: torch.device, train_tree: Path, workers: int)
         aug.std,
         pin_memory=dev.type == "cuda",
     )
-    return OfficialStyleLoop(model, build_optimizer(model, cfg), loader, dev, fmt, dtype)
+    opt, criterion = build_optimizer(model, cfg), build_criterion(cfg)
+    return OfficialStyleLoop(model, opt, criterion, loader, dev, fmt, dtype)
 
 
 def _parts(loops: dict, dev: torch.device, n: int, size: int) -> dict[str, dict[str, float]]:
@@ -463,10 +455,10 @@ def bench_epoch(
     train = load_split(prepared, "train")
     workers = scale.workers or len(os.sched_getaffinity(0))
     ours = f"ours, defaults ({_describe(cfg['compute'], dev)})"
-    loops: dict = {ours: OurLoop(cfg, train.images, dev)}
+    loops: dict = {ours: OurLoop(cfg, train, dev)}
     if with_compile:
         compiled = deep_merge(cfg, {"compute": {"compile": True}}, "benchmark")
-        loops[COMPILED] = OurLoop(compiled, train.images, dev)
+        loops[COMPILED] = OurLoop(compiled, train, dev)
     official = OFFICIAL.format(workers)
     loops[official] = official_style(cfg, dev, train_tree, workers)
     first, errors = {}, {}
@@ -665,7 +657,7 @@ def main() -> None:
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     epoch_scale = EPOCH[dev.type]
     if args.repeats:
-        epoch_scale = EpochScale(**(epoch_scale.__dict__ | {"repeats": args.repeats}))
+        epoch_scale = dataclasses.replace(epoch_scale, repeats=args.repeats)
     with_compile = not args.no_compile
 
     def epoch() -> dict:
@@ -724,8 +716,8 @@ def main() -> None:
     else:
         results["pipeline"] = None
         print(f"pipeline    skipped: no data at {args.data} (pass --data)", flush=True)
-    if "epoch" not in results and "epoch" in previous(args.out):
-        results["epoch"] = previous(args.out)["epoch"]  # measured elsewhere (gpu.sh): kept
+    if "epoch" not in results and "epoch" in (before := previous(args.out)):
+        results["epoch"] = before["epoch"]  # measured elsewhere (gpu.sh): kept
 
     write_report(results, args.out)
     print(json.dumps(results))

@@ -143,7 +143,7 @@ def test_our_loop_ends_an_epoch_on_the_weights_pretrain_ends_on(tmp_path: Path, 
     )
     pretrain(cfg, prepared, tmp_path / "run")
     trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
-    loop = OurLoop(cfg, load_split(prepared, "train").images, CPU)
+    loop = OurLoop(cfg, load_split(prepared, "train"), CPU)
     assert loop.epoch()["steps"] == 5
     mine = loop.model.state_dict()
     assert mine.keys() == trained.keys()

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from mlflow_writers import free_port
 from project import copy_project, use_dvc_profile
 
 from simsiam_lab.config import Params, config_hash, flatten, training_config
@@ -168,12 +168,6 @@ def test_snakemake_smoke_all_tables(project: Path):
         assert all(f"{table}{suffix}" in page for suffix in (".md", ".png", ".accuracy.csv"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for_http(url: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -203,7 +197,7 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
     experiment = runs[0].info.experiment_id
 
     assert README_UI_COMMAND in (ROOT / "README.md").read_text()
-    port = _free_port()
+    port = free_port()
     ui = subprocess.Popen(
         [*README_UI_COMMAND.split(), str(port)],
         cwd=project,

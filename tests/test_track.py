@@ -5,55 +5,20 @@ import multiprocessing as mp
 from pathlib import Path
 
 import pytest
+from mlflow_writers import assert_nothing_lost, run_writers
 
 from simsiam_lab.rundir import RunDir
 from simsiam_lab.track import PretrainRun, Tracker
 
-WRITERS, EPOCHS = 8, 15
-
-
-def _write_one_run(uri: str, artifact_dir: str, index: int, barrier) -> None:
-    barrier.wait(timeout=120)  # all eight create the store, the experiment and a run at once
-    tracker = Tracker(uri)
-    run_id = tracker.start("simsiam-test", f"run-{index}", {"index": str(index)}, {"seed": index})
-    for epoch in range(1, EPOCHS + 1):
-        tracker.log_metrics(run_id, {"loss": -epoch / EPOCHS, "z_std": 0.1 * index}, step=epoch)
-    artifact = Path(artifact_dir) / f"metrics-{index}.json"
-    artifact.write_text(f'{{"index": {index}}}')
-    tracker.log_artifact(run_id, artifact)
-    tracker.set_tags(run_id, {"status": "ok"})
-    tracker.finish(run_id)
+EPOCHS = 15
 
 
 @pytest.mark.slow
 def test_eight_writers_at_once_lose_no_run_metric_or_artifact(tmp_path: Path):
     store = tmp_path / ".mlflow" / "mlflow.db"
-    ctx = mp.get_context("spawn")  # fresh interpreters, as Snakemake's jobs are
-    barrier = ctx.Barrier(WRITERS)
-    workers = [
-        ctx.Process(target=_write_one_run, args=(f"sqlite:///{store}", str(tmp_path), i, barrier))
-        for i in range(WRITERS)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=300)
-    assert [w.exitcode for w in workers] == [0] * WRITERS
-
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
-    experiment = client.get_experiment_by_name("simsiam-test").experiment_id
-    runs = client.search_runs([experiment], max_results=100)
-    assert sorted(r.info.run_name for r in runs) == sorted(f"run-{i}" for i in range(WRITERS))
-    for run in runs:
-        run_id = run.info.run_id
-        assert run.info.status == "FINISHED"
-        for key in ("loss", "z_std"):
-            steps = [m.step for m in client.get_metric_history(run_id, key)]
-            assert sorted(steps) == list(range(1, EPOCHS + 1)), (run_id, key)
-        artifacts = [a.path for a in client.list_artifacts(run_id)]
-        assert artifacts == [f"metrics-{run.data.params['seed']}.json"]
+    # Fresh interpreters, as Snakemake's jobs are; all eight create the store at once.
+    run_writers(mp.get_context("spawn"), f"sqlite:///{store}", tmp_path, EPOCHS)
+    assert_nothing_lost(f"sqlite:///{store}", EPOCHS)
 
 
 def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):

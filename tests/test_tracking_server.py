@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow_writers import WRITERS, assert_nothing_lost, free_port, run_writers
 
-from simsiam_lab.track import Tracker, TrackingError, check_server
+from simsiam_lab.track import TrackingError, check_server
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "workflow" / "scripts" / "tracking_server.py"
@@ -24,7 +25,7 @@ sys.path.insert(0, str(SCRIPT.parent))
 import run_env  # noqa: E402  (workflow/scripts is no package)
 import tracking_server  # noqa: E402
 
-WRITERS, STEPS = 8, 50
+STEPS = 50
 
 
 def _postgres_installed() -> bool:
@@ -33,12 +34,6 @@ def _postgres_installed() -> bool:
     except tracking_server.ServerError:
         return False
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _server(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -59,7 +54,7 @@ def server() -> Iterator[tuple[str, Path]]:
     # the database when tests run as root) cannot enter, and its long path may not fit a socket.
     root = Path(tempfile.mkdtemp(prefix="simsiam-pg-"))
     root.chmod(0o755)
-    started = _server(root, "start", "--port", str(_free_port()), "--workers", "2")
+    started = _server(root, "start", "--port", str(free_port()), "--workers", "2")
     try:
         assert started.returncode == 0, started.stderr
         (line,) = started.stdout.splitlines()  # the one line to export
@@ -72,18 +67,6 @@ def server() -> Iterator[tuple[str, Path]]:
     assert "mlflow server: stopped" in stopped.stderr and "PostgreSQL: stopped" in stopped.stderr
 
 
-def _write_one_run(uri: str, artifact_dir: str, index: int, barrier) -> None:
-    barrier.wait(timeout=120)  # all eight create the experiment and a run at once
-    tracker = Tracker(uri)
-    run_id = tracker.start("simsiam-test", f"run-{index}", {"index": str(index)}, {"seed": index})
-    for step in range(1, STEPS + 1):
-        tracker.log_metrics(run_id, {"loss": -step / STEPS, "z_std": 0.1 * index}, step=step)
-    artifact = Path(artifact_dir) / f"metrics-{index}.json"
-    artifact.write_text(f'{{"index": {index}}}')
-    tracker.log_artifact(run_id, artifact)
-    tracker.finish(run_id)
-
-
 @pytest.mark.slow
 def test_eight_writers_through_the_server_lose_no_run_metric_or_artifact(server, tmp_path):
     from mlflow import MlflowClient
@@ -92,32 +75,18 @@ def test_eight_writers_through_the_server_lose_no_run_metric_or_artifact(server,
     # Fresh interpreters, as Snakemake's jobs are, forked from one that imported MLflow once:
     # eight imports at once would take most of the test's time on two cores.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["mlflow", "simsiam_lab.track"])
-    barrier = ctx.Barrier(WRITERS)
-    workers = [
-        ctx.Process(target=_write_one_run, args=(uri, str(tmp_path), i, barrier))
-        for i in range(WRITERS)
-    ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=300)
-    assert [w.exitcode for w in workers] == [0] * WRITERS
+    ctx.set_forkserver_preload(["mlflow", "simsiam_lab.track", "mlflow_writers"])
+    run_writers(ctx, uri, tmp_path, STEPS)
 
+    runs = assert_nothing_lost(uri, STEPS)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("simsiam-test")
     # Left to the server, which proxies the artifacts into its root, not a path of the client's.
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    assert sorted(r.info.run_name for r in runs) == sorted(f"run-{i}" for i in range(WRITERS))
     steps = artifacts = 0
     for run in runs:
-        assert run.info.status == "FINISHED"
         assert run.data.params == {"seed": run.data.tags["index"]}
-        for key in ("loss", "z_std"):
-            history = client.get_metric_history(run.info.run_id, key)
-            assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
-            steps += len(history)
+        steps += sum(len(client.get_metric_history(run.info.run_id, k)) for k in ("loss", "z_std"))
         (listed,) = client.list_artifacts(run.info.run_id)
         assert listed.path == f"metrics-{run.data.tags['index']}.json"
         artifacts += 1
@@ -149,7 +118,7 @@ def test_a_mistyped_pipeline_tracking_uri_is_refused_while_planning(monkeypatch,
 
 def test_a_server_that_does_not_answer_is_one_line():
     with pytest.raises(TrackingError, match=r"no MLflow server answers \(.+\); start it"):
-        check_server(f"http://127.0.0.1:{_free_port()}", timeout=5)
+        check_server(f"http://127.0.0.1:{free_port()}", timeout=5)
 
 
 def test_the_server_names_the_package_to_install_when_postgresql_is_missing(

@@ -333,7 +333,7 @@ def augment(
     x = _to_float(images)
     n, _, hgt, wid = x.shape
     params = sample_crop_params(n, hgt, wid, cfg, generator, x.device, shard)
-    return _photometric(_crop_flip_resize(x, size, params), cfg, generator, shard)
+    return photometric(_crop_flip_resize(x, size, params), cfg, generator, shard)
 
 
 def photometric(
@@ -345,12 +345,7 @@ def photometric(
     """`augment` after its crop: colour jitter, grayscale, blur and normalisation of views
     already cropped, resized and flipped (the streaming path crops in its DataLoader workers,
     from the full images). uint8 or [0, 1] float (N, 3, H, W) -> float32, normalised."""
-    return _photometric(_to_float(crops), cfg, generator, shard)
-
-
-def _photometric(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, shard: BatchShard | None
-) -> torch.Tensor:
+    x = _to_float(crops)
     if cfg.jitter_p > 0:
         x = _color_jitter(x, cfg, generator, shard)
     if cfg.grayscale_p > 0:

@@ -12,7 +12,7 @@ import torch
 
 from .augment import BatchShard, augment_config, photometric, two_views
 from .config import Config
-from .data import MEMORY_SHARE, DataError, FileIndex, Split, gigabytes
+from .data import MEMORY_SHARE, DataError, FileIndex, Split, device_memory, gigabytes
 from .stream import TrainCrops, loader, rank_batches
 
 __all__ = ["BatchSource", "Views", "batch_source"]
@@ -54,11 +54,12 @@ class MemoryBatches(_Layout):
         start = self.rank * self.local
         for i in range(self.steps_per_epoch):
             idx = order[i * self.batch + start : i * self.batch + start + self.local]
-            views = [self._pair(self.images[idx], gen) for _ in range(self.pairs)]
-            yield idx, views
+            yield idx, self.views(idx, gen)
 
-    def _pair(self, images: torch.Tensor, gen: torch.Generator) -> Views:
-        return two_views(images, self.size, self.aug, gen, self.shard)
+    def views(self, idx: torch.Tensor, gen: torch.Generator) -> list[Views]:
+        """The step's view pairs of these images, drawn from `gen`."""
+        images = self.images[idx]
+        return [two_views(images, self.size, self.aug, gen, self.shard) for _ in range(self.pairs)]
 
 
 class StreamBatches(_Layout):
@@ -93,10 +94,10 @@ def _check_fits(images: torch.Tensor, dev: torch.device) -> None:
     (data prepared on a machine with more memory than the GPU it trains on)."""
     if dev.type != "cuda":
         return
-    total = torch.cuda.get_device_properties(dev).total_memory
+    total = device_memory(dev)
     if images.numel() > MEMORY_SHARE * total:
         raise DataError(
             f"the training images take {gigabytes(images.numel())}, more than "
             f"{MEMORY_SHARE:.0%} of the GPU's {gigabytes(total)}; prepare the data again with "
-            "data.loader: stream (or auto, on this machine)"
+            "data.loader: stream"
         )

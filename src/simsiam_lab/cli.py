@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from .config import (
     ConfigError,
     Params,
     ReportError,
-    Row,
+    Trial,
     config_hash,
     flatten,
     training_config,
@@ -28,17 +29,7 @@ from .track import TrackingError
 
 
 def data_spec(data: dict) -> DataSpec:
-    return DataSpec(
-        dataset=data["dataset"],
-        source=data["source"],
-        stored_size=data["stored_size"],
-        train_per_class=data["train_per_class"],
-        test_per_class=data["test_per_class"],
-        subset_seed=data["subset_seed"],
-        loader=data["loader"],
-        memory_limit_gb=data["memory_limit_gb"],
-        class_list=data["class_list"],
-    )
+    return DataSpec(**{field.name: data[field.name] for field in fields(DataSpec)})
 
 
 def check_prepared(data: dict, prepared: Path) -> dict:
@@ -47,17 +38,13 @@ def check_prepared(data: dict, prepared: Path) -> dict:
     if not manifest_path.is_file():
         raise DataError(f"{manifest_path}: not found; run `simsiam prepare` for this profile first")
     manifest = json.loads(manifest_path.read_text())
+    # The manifest records the spec's every field, the source by its resolved path (checked by
+    # its fingerprint below), and the class list's fingerprint.
     expected = {
-        "dataset": data["dataset"],
-        "stored_size": data["stored_size"],
-        "train_per_class": data["train_per_class"],
-        "test_per_class": data["test_per_class"],
-        "subset_seed": data["subset_seed"],
-        "loader": data["loader"],
-        "memory_limit_gb": data["memory_limit_gb"],
-        "class_list": data["class_list"],
-        "class_list_sha256": data.get("class_list_sha256"),
-    }
+        field.name: data[field.name]
+        for field in fields(DataSpec)
+        if field.name not in ("source", "source_sha256")
+    } | {"class_list_sha256": data.get("class_list_sha256")}
     if manifest.get("source_sha256") != data["source_sha256"]:
         raise DataError(
             f"{manifest_path}: prepared from {manifest.get('source')} "
@@ -97,33 +84,28 @@ def cmd_source(args: argparse.Namespace) -> None:
     print(f"data source of {args.profile}: {where} ({record['source_sha256']})")
 
 
-def _run_tags(params: Params, profile: str, cfg_hash: str, tables: list[str]) -> dict[str, str]:
+def _run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str]:
     """One tag per table whose rows resolve to this config (a shared config is one run)."""
     tags = {"profile": profile, "config_hash": cfg_hash}
-    for name in tables:
-        trials = params.plan(profile, [name]).get(cfg_hash, [])
-        if trials:
-            tags[f"table.{name}"] = ",".join(t.ref.split(":", 1)[1] for t in trials)
+    for trial in trials:
+        key = f"table.{trial.row.table}"
+        tags[key] = ",".join(filter(None, [tags.get(key), trial.ref.split(":", 1)[1]]))
     return tags
-
-
-def _pretrain_trial(params: Params, args: argparse.Namespace) -> tuple[Row, int | None]:
-    if args.row:
-        return params.row(args.row), args.seed
-    first = params.run_trials(args.profile, args.config_hash)[0]
-    return first.row, first.seed
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress
-    from .rundir import RunDir
     from .track import PretrainRun, experiment_name
     from .train import atomic_write_json, check_resumable, pretrain
 
     params = Params(args.params)
-    row, seed = _pretrain_trial(params, args)
+    # The trials that train this config, over every table: its MLflow run's table tags.
+    trials = None if args.row else params.run_trials(args.profile, args.config_hash)
+    row, seed = (params.row(args.row), args.seed) if args.row else (trials[0].row, trials[0].seed)
     cfg = params.resolve(args.profile, row, seed)
     cfg_hash = config_hash(cfg)
+    if trials is None:
+        trials = params.plan(args.profile, params.table_names()).get(cfg_hash, [])
     manifest = check_prepared(cfg["data"], Path(args.data))
     run = RunDir(Path(args.out))
     run.root.mkdir(parents=True, exist_ok=True)
@@ -142,7 +124,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         resuming,
         experiment_name(args.profile),
         f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
-        _run_tags(params, args.profile, cfg_hash, params.table_names()),
+        _run_tags(args.profile, cfg_hash, trials),
         flatten(training_config(cfg)),
         manifest,
     )

@@ -81,6 +81,7 @@ class DataSpec:
     loader: str = "auto"  # "memory" | "stream" | "auto": by memory_limit_gb (choose_loader)
     memory_limit_gb: float = 16.0  # auto keeps decoded arrays of at most this size in memory
     class_list: str | None = None  # file of class folder names to keep (None = all)
+    source_sha256: str | None = None  # the source's fingerprint if known (None: prepare takes it)
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
@@ -175,7 +176,8 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
         manifest = {
             "dataset": spec.dataset,
             "source": str(Path(source).resolve()) if source else "torchvision",
-            "source_sha256": source_identity(spec.dataset, spec.source),
+            # The config's, where it has one: hashing a large archive again costs minutes.
+            "source_sha256": spec.source_sha256 or source_identity(spec.dataset, spec.source),
             "stored_size": spec.stored_size,
             "classes": classes,
             "counts": {
@@ -307,6 +309,11 @@ class _DirSource:
         return str(self.root / name)
 
 
+def archive_name(member: str) -> str:
+    """An archive member's path as the file index names it (no ./ prefix, no trailing /)."""
+    return member.removeprefix("./").rstrip("/")
+
+
 class _ArchiveSource:
     def __init__(self, path: Path) -> None:
         self.path, self.dirs = path, set()
@@ -324,7 +331,7 @@ class _ArchiveSource:
         except _ARCHIVE_ERRORS as e:
             raise self._damaged(e) from e
         for raw, member, is_dir, is_file in listing:
-            name = raw.removeprefix("./").rstrip("/")
+            name = archive_name(raw)
             if is_dir:
                 self.dirs.add(name)
             elif is_file:
@@ -574,9 +581,11 @@ def host_memory() -> int:
     return total
 
 
-def device_memory() -> int | None:
+def device_memory(dev: torch.device | int = 0) -> int | None:
     """Bytes of memory on the GPU training would use; None without one."""
-    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(dev).total_memory
 
 
 def choose_loader(

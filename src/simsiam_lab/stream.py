@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentConfig, sample_crop_params
-from .data import DataError, FileIndex, fit, open_rgb
+from .data import DataError, FileIndex, archive_name, fit, open_rgb
 
 __all__ = [
     "ENV_WORKERS",
@@ -72,12 +72,12 @@ class _Reader:
     """Bytes of an indexed file, from a tree or a .zip (opened once per worker process)."""
 
     def __init__(self, source: Path) -> None:
-        self.source = source
+        self.source, self.is_tree = source, source.is_dir()
         self._zip: tuple[int, zipfile.ZipFile, dict[str, zipfile.ZipInfo]] | None = None
 
     def __call__(self, name: str) -> bytes:
         try:
-            if self.source.is_dir():
+            if self.is_tree:
                 return (self.source / name).read_bytes()
             return self._archive(name)
         except (OSError, KeyError, zipfile.BadZipFile) as e:
@@ -90,7 +90,7 @@ class _Reader:
         # A ZipFile shares its file offset with forked copies: each process opens its own.
         if self._zip is None or self._zip[0] != os.getpid():
             archive = zipfile.ZipFile(self.source)
-            members = {i.filename.removeprefix("./").rstrip("/"): i for i in archive.infolist()}
+            members = {archive_name(i.filename): i for i in archive.infolist()}
             self._zip = os.getpid(), archive, members
         _, archive, members = self._zip
         return archive.read(members[name])

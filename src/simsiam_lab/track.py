@@ -200,9 +200,10 @@ class Tracker:
             )
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        with _store_lock(self.uri):
-            for key, value in tags.items():
-                self.client.set_tag(run_id, key, str(value))
+        from mlflow.entities import RunTag
+
+        with _store_lock(self.uri):  # one request, not one a tag (a server is remote)
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, path: Path) -> None:
         with _store_lock(self.uri):

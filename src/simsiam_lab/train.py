@@ -56,6 +56,17 @@ def constant_lr(step: int, warmup: int, lr: float, peak: float) -> float:
     return lr if step < warmup else peak
 
 
+def set_learning_rates(
+    opt: torch.optim.Optimizer, step: int, total: int, warmup: int, peak: float
+) -> float:
+    """This step's lr on every param group (a `fixed_lr` group holds the peak after warm-up);
+    returns the schedule's."""
+    lr = learning_rate(step, total, warmup, peak)
+    for group in opt.param_groups:
+        group["lr"] = constant_lr(step, warmup, lr, peak) if group["fixed_lr"] else lr
+    return lr
+
+
 def peak_lr(cfg: Config) -> float:
     """The paper's linear scaling rule: lr = base_lr * batch / 256."""
     return cfg["optim"]["base_lr"] * cfg["optim"]["batch_size"] / 256
@@ -345,9 +356,7 @@ def _train(
         loss_sum = torch.zeros((), device=dev)
         std_sum = torch.zeros((), device=dev)
         for idx, pairs in source.epoch(epoch, gen):
-            lr = learning_rate(step, total, warmup, peak)
-            for group in opt.param_groups:
-                group["lr"] = constant_lr(step, warmup, lr, peak) if group["fixed_lr"] else lr
+            lr = set_learning_rates(opt, step, total, warmup, peak)
             views = [fmt(pair) for pair in pairs]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
             # Accumulated on the device: one host sync per epoch, not per step.

@@ -34,6 +34,7 @@ try:
     PARAMS.profile(PROFILE)
     # Reports can be asked for any table in params/tables, not only those `all` builds.
     PLAN = PARAMS.plan(PROFILE, PARAMS.table_names())
+    PROFILE_DATA = PARAMS.resolve(PROFILE)["data"]  # what `prepare` makes, fingerprints included
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"params: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}

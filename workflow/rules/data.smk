@@ -1,7 +1,7 @@
 rule prepare:
     input:
         # data.class_list's file: editing the list re-prepares.
-        class_list=PARAMS.resolve(PROFILE)["data"]["class_list"] or [],
+        class_list=PROFILE_DATA["class_list"] or [],
     output:
         directory(PREPARED),
     conda:
@@ -14,7 +14,7 @@ rule prepare:
         profile=PROFILE,
         # The source's content fingerprint: pointing SIMSIAM_DATA (or data.source) at other
         # data changes it, so Snakemake re-prepares (and the runs' hashes change with it).
-        source_sha256=PARAMS.resolve(PROFILE)["data"]["source_sha256"],
+        source_sha256=PROFILE_DATA["source_sha256"],
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam prepare --profile {params.profile} --out {output}"

@@ -8,9 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from simsiam_lab.data import ENV_VAR
 from simsiam_lab.track import check_tracking_uri
-
-ENV_VAR = "SIMSIAM_DATA"
 
 
 def use_data_source(path: str) -> None:
