@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,8 @@ ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 README_UI_COMMAND = (
     "mlflow ui --backend-store-uri sqlite:///.mlflow/mlflow.db --host 127.0.0.1 --port"
 )
-SCREENSHOT = ROOT / "test-artifacts" / "mlflow-ui-table3.png"
+SCREENSHOTS = ROOT / "test-artifacts"
+SCREENSHOT = SCREENSHOTS / "mlflow-ui-table3.png"
 
 pytestmark = [
     pytest.mark.slow,
@@ -248,49 +250,103 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         ui.wait()
 
 
+def _dvc_changed(project: Path) -> set[str]:
+    """The stages `dvc status` says changed ('source' always runs: it rereads the data's
+    fingerprint), Table 3's only: the other tables were not built."""
+    status = json.loads(_run(["dvc", "status", "--json", "report-table3"], project).stdout)
+    return set(status) - {"source"}
+
+
+def _edited(path: Path, old: str, new: str) -> str:
+    """Replaces old by new in the file; returns the file as it was."""
+    before = path.read_text()
+    assert old in before, (path, old)
+    path.write_text(before.replace(old, new))
+    return before
+
+
 def test_dvc_repro_smoke_table3(project: Path):
-    use_dvc_profile(project, "smoke")
+    use_dvc_profile(project, "smoke")  # the README's profile switch
     (project / "reports" / "table3.md").unlink(missing_ok=True)
-    _run(["dvc", "repro", "report-table3"], project)  # `dvc repro` builds every table
+    built = _run(["dvc", "repro", "report-table3"], project).stdout  # `dvc repro`: every table
     assert len(_report_rows(project / "reports" / "table3.md")) == 5
-    status = _run(["dvc", "status", "report-table3"], project).stdout
-    assert "up to date" in status
+    params = Params(project / "params")
+    configs = {t.row.id: run for run, ts in params.plan("smoke", ["table3"]).items() for t in ts}
+    assert built.count("Running stage 'pretrain@") == len(set(configs.values())) == 5
+    assert _dvc_changed(project) == set()
 
-    # Metrics: one numbers-only file per run, which `dvc metrics diff` can compare.
+    # Metrics: one numbers-only file per table, a few numbers per row.
     (shown,) = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout).values()
-    files = {path: found for path, found in shown["data"].items() if "data" in found}
-    assert len(files) == 5 and all(path.endswith("/scores.json") for path in files)  # Table 3's
-    values = [v for found in files.values() for v in found["data"].values()]
-    assert "linear_acc" in next(iter(files.values()))["data"]
-    assert all(isinstance(v, int | float) for v in values)
-    # Plots: per-epoch curves of every run and the table's accuracy beside the paper's.
+    files = {path: found["data"] for path, found in shown["data"].items() if "data" in found}
+    assert list(files) == ["reports/table3.metrics.json"]
+    metrics = files["reports/table3.metrics.json"]
+    assert set(metrics["rows"]) == set(configs)
+    assert all(
+        set(m) == {"linear", "knn", "z_std_ratio", "z_top_share"} for m in metrics["rows"].values()
+    )
+    assert set(metrics["random_init"]) == {"linear", "knn"}
+    # Plots: one per quantity, a series per row named by its label, no value where a row has
+    # none (the loss has no epoch 0), and the accuracy beside the paper's.
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
-    bars = plots["table3: linear accuracy, paper vs ours"][0]["content"]["data"]["values"]
+    labels = {row.label for row in params.table("table3").rows.values()}
+    loss = plots["table3: loss"][0]["content"]
+    assert loss["encoding"]["color"]["field"] == "field"  # .dvc/plots/rows.json: colour by row
+    values = loss["data"]["values"]
+    assert {v["field"] for v in values} == labels
+    assert {v["epoch"] for v in values} == {"1", "2"}  # CSV: strings
+    knn = plots["table3: knn"][0]["content"]
+    assert {v["epoch"] for v in knn["data"]["values"]} == {"0", "1", "2"}
+    bars = plots["table3: accuracy"][0]["content"]["data"]["values"]
     assert {b["bar"] for b in bars} >= {"a: paper", "a: ours", "c: ours"}
-    curves = plots["table3: loss and std(z)·√d per epoch"][0]["content"]["data"]["values"]
-    assert {c["epoch"] for c in curves} == {"0", "1", "2"}  # CSV: strings
-    # A template edit re-renders the report; nothing retrains or re-evaluates ('source' always
-    # runs: it only rereads the data's fingerprint).
-    template = project / "src" / "simsiam_lab" / "templates" / "table.md.j2"
-    template.write_text(template.read_text() + "\n")
-    status = _run(["dvc", "status", "--json", "--with-deps", "report-table3"], project).stdout
-    assert set(json.loads(status)) - {"source"} == {"report-table3"}
-    template.write_text(template.read_text()[:-1])
 
-    # An evaluation setting re-evaluates and retrains nothing; `dvc metrics diff` and
-    # `dvc exp show` compare the runs' scores with the committed ones.
+    # A template edit re-renders the report; nothing retrains or re-evaluates.
+    template = project / "src" / "simsiam_lab" / "templates" / "table.md.j2"
+    before = _edited(template, "## Claims of", "## The claims of")
+    assert _dvc_changed(project) == {"report-table3"}
+    template.write_text(before)
+
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
     _run([*git, "add", "-A"], project)
     _run([*git, "commit", "-qm", "smoke"], project)
-    baseline = project / "params" / "baseline.yaml"
-    baseline.write_text(baseline.read_text().replace("linear_lr: 0.1 ", "linear_lr: 0.3 "))
-    rerun = _run(["dvc", "repro", "report-table3"], project).stdout
-    assert "Running stage 'evaluate@table3-a-s0'" in rerun
-    assert "Running stage 'pretrain@" not in rerun, rerun
+    # An optim edit retrains without re-preparing; an eval edit re-evaluates and retrains nothing.
+    profiles = project / "params" / "profiles.yaml"
+    before = _edited(profiles, "base_lr: 0.03, weight_decay", "base_lr: 0.05, weight_decay")
+    changed = _dvc_changed(project)
+    assert "prepare" not in changed and {f"pretrain@{k}" for k in _dvc_runs(built)} <= changed
+    profiles.write_text(before)
+    _edited(profiles, "linear_epochs: 5}", "linear_epochs: 6}")
+    assert {stage.split("@")[0] for stage in _dvc_changed(project)} == {"evaluate"}
+    profiles.write_text(before)
+
+    # The same edit as an experiment: `dvc exp show --only-changed` shows the setting, the
+    # accuracies it moved and the runs it re-evaluated, no label, claim text or wall time.
+    rerun = _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "lin6",
+            "report-table3",
+            "-S",
+            "params/profiles.yaml:smoke.overrides.eval.linear_epochs=6",
+        ],
+        project,
+    ).stdout
+    assert "Running stage 'evaluate@" in rerun and "Running stage 'pretrain@" not in rerun
     diff = json.loads(_run(["dvc", "metrics", "diff", "HEAD", "--json"], project).stdout)
-    assert any("linear_acc" in changes for changes in diff.values()), diff
-    shown = json.loads(_run(["dvc", "exp", "show", "--json"], project).stdout)
-    assert "scores.json" in json.dumps(shown) and "linear_acc" in json.dumps(shown)
+    assert any("linear" in key for key in diff["reports/table3.metrics.json"]), diff
+    table = _run(["dvc", "exp", "show", "--csv", "--only-changed"], project).stdout
+    columns = table.splitlines()[0].split(",")
+    kept = [c for c in columns if not c.startswith("results/")]
+    assert "smoke.overrides.eval.linear_epochs" in kept
+    assert set(kept) - {"Experiment", "rev", "typ", "Created", "parent"} <= {
+        "smoke.overrides.eval.linear_epochs",
+        "random_init.linear",
+        *(f"rows.{row}.linear" for row in configs),
+        *(f"claims.{verdict}" for verdict in ("reproduced", "not reproduced", "inconclusive")),
+    }, kept
+    assert "lin6" in table
 
     # The same archive elsewhere is the same data; other data re-prepares (here: fails to).
     copy = project.parent / "elsewhere" / "cifar10.tar.gz"
@@ -309,6 +365,52 @@ def test_dvc_repro_smoke_table3(project: Path):
     )
     assert redone.returncode != 0 and "Running stage 'prepare'" in redone.stdout
     assert f"cannot read archive {other}" in redone.stdout + redone.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+def test_dvc_plots_show_renders_table3_offline(project: Path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    use_dvc_profile(project, "smoke")
+    _run(["dvc", "repro", "report-table3"], project)  # built already when run after the above
+    table3 = [f"table3: {plot}" for plot in ("loss", "z_std_ratio", "knn", "accuracy")]
+    page = _run(["dvc", "plots", "show", *table3], project).stdout.strip().splitlines()[-1]
+    html = Path(page.removeprefix("file://")).read_text()
+    assert "cdn.jsdelivr" not in html and "<script src" not in html  # Vega inlined
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,2200",
+    ):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(
+        service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
+    )
+    try:
+        browser.get(page)
+        plots = [plot.replace(": ", "__") for plot in table3]  # DVC's div ids
+        drawn = "return document.querySelector(arguments[0] + ' canvas')?.width || 0"
+        WebDriverWait(browser, 60).until(
+            lambda b: all(b.execute_script(drawn, f"[id='{p}']") > 100 for p in plots)
+        )
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        SCREENSHOTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SCREENSHOTS / "dvc-plots-table3.png"))
+    finally:
+        browser.quit()
+
+
+def _dvc_runs(output: str) -> set[str]:
+    return set(re.findall(r"Running stage 'pretrain@([^']+)'", output))
 
 
 def _saved_epoch(state: Path) -> int:

@@ -152,7 +152,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": args.profile}
     # The path it trained on (data.loader decides it from the data and the config alone).
     summary["data_format"] = manifest.get("format")
-    history = _history_table(run)
+    history = json.loads(run.history.read_text())
     # What training read; `evaluate` takes the evaluation settings from params/ at its time.
     run.config.write_text(yaml.safe_dump(training_config(cfg), sort_keys=False))
     artifacts = [run.config, run.history]
@@ -167,19 +167,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
         f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
     )
-
-
-def _history_table(run: RunDir) -> list[dict]:
-    """Writes history.json as a table, one row per epoch: what `dvc plots` draws (it fails on
-    JSON records that lack a field, as epoch 0, which has only the kNN of the random init, does).
-    Returns the history."""
-    import pandas as pd
-
-    history = json.loads(run.history.read_text())
-    pd.DataFrame(history, columns=["epoch", "loss", "z_std", "z_std_ratio", "lr", "knn"]).to_csv(
-        run.history_table, index=False
-    )
-    return history
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -217,9 +204,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model.load_state_dict(state["model"])
         metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
     atomic_write_json(metrics | {EVALUATION: settings}, run.metrics)
-    # Numbers only, for `dvc metrics show/diff` and `dvc exp show` (they drop or garble the rest).
-    numbers = {k: v for k, v in metrics.items() if type(v) in (int, float)}
-    atomic_write_json(numbers, run.scores)
     logged = {k: metrics[k] for k in final if metrics[k] is not None}
     log_evaluation(
         summary["mlflow_run_id"], logged, summary["epochs_completed"], settings, run.metrics
@@ -236,11 +220,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     from .report import (
         accuracy_bars,
         build_context,
+        curves_by_row,
         plot_table_curves,
         render,
         row_results,
         runs_table,
         summary_json,
+        table_metrics,
         trial_record,
     )
     from .track import git_commit
@@ -273,6 +259,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     out.write_text(render(context))
     out.with_suffix(".json").write_text(json.dumps(summary_json(context), indent=2) + "\n")
     accuracy_bars(table, context).to_csv(out.with_suffix(".accuracy.csv"), index=False)
+    # Numbers only, for `dvc metrics` and `dvc exp show` (they drop or garble the rest).
+    out.with_suffix(".metrics.json").write_text(json.dumps(table_metrics(context), indent=2))
+    for quantity, curve in curves_by_row(table, rows).items():
+        # "NaN" where a row has no value at an epoch: Vega skips it, and draws an empty cell as 0
+        curve.to_csv(out.with_suffix(f".{quantity}.csv"), index=False, na_rep="NaN")
     print(f"wrote {out}")
 
 

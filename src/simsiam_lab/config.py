@@ -220,7 +220,7 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
             table=name,
             id=str(row_id),
             label=spec.get("label", str(row_id)),
-            overrides=spec.get("overrides") or {},
+            overrides=spec["overrides"],
             paper=spec["paper"],
             paper_note=spec.get("paper_note", ""),
             seeds=tuple(spec.get("seeds") or ()),
@@ -341,10 +341,11 @@ class Params:
             )
         return rows[row_id]
 
-    def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> Config:
-        """The config a run trains with; its hash is the run's identity, so it also holds
-        the content fingerprints of the data source and of the class list, if any
-        (`data.source_sha256`, `data.class_list_sha256`)."""
+    def resolve_params(
+        self, profile: str, row: Row | None = None, seed: int | None = None
+    ) -> Config:
+        """The config as params/ alone defines it: the baseline, the profile, the row and the
+        seed, without the data's fingerprints (so without reading the data)."""
         cfg = deep_merge(self.baseline, self.profile(profile), f"profile '{profile}'")
         origin = f"profile '{profile}'"
         if row is not None:
@@ -353,6 +354,13 @@ class Params:
         if seed is not None:
             cfg["seed"] = seed
         validate(cfg, origin)
+        return cfg
+
+    def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> Config:
+        """The config a run trains with; its hash is the run's identity, so it also holds
+        the content fingerprints of the data source and of the class list, if any
+        (`data.source_sha256`, `data.class_list_sha256`)."""
+        cfg = self.resolve_params(profile, row, seed)
         cfg["data"]["source_sha256"] = self.source_identity(
             cfg["data"]["dataset"], cfg["data"]["source"]
         )
@@ -372,14 +380,21 @@ class Params:
             self._sources[key] = source_identity(dataset, source)
         return self._sources[key]
 
-    def plan(self, profile: str, tables: list[str]) -> dict[str, list[Trial]]:
-        """Distinct configs (by hash) of the tables' trials, each with the trials that use it."""
+    def plan(
+        self, profile: str, tables: list[str], read_data: bool = True
+    ) -> dict[str, list[Trial]]:
+        """Distinct configs (by hash) of the tables' trials, each with the trials that use it,
+        in table order: a config's first trial names it. Within one profile the data's
+        fingerprints are the same for every trial, so `read_data=False` (hashes of params/
+        alone, for dvc.yaml, which must not depend on where the data is) groups the trials
+        the same way."""
+        resolve = self.resolve if read_data else self.resolve_params
         runs: dict[str, list[Trial]] = {}
         evaluations: dict[str, tuple[Trial, Config]] = {}
         for name in tables:
             for row in self.table(name).rows.values():
                 for trial in self.row_trials(profile, row):
-                    cfg = self.resolve(profile, row, trial.seed)
+                    cfg = resolve(profile, row, trial.seed)
                     run = config_hash(cfg)
                     first, evaluation = evaluations.setdefault(run, (trial, cfg[EVALUATION]))
                     if cfg[EVALUATION] != evaluation:

@@ -370,7 +370,8 @@ def build_context(
     commit: str,
     curves: str | None = None,
 ) -> dict[str, Any]:
-    first = next(iter(rows.values())).trials[0].config
+    first_row = next(iter(rows.values()))  # the random-init control is the first row's network
+    first = first_row.trials[0].config
     table_rows = []
     for row_id, row in table.rows.items():
         result = rows[row_id]
@@ -386,6 +387,8 @@ def build_context(
                 "linear_acc": result.mean("linear_acc"),
                 "knn": _fmt_trials(result, "knn_acc"),
                 "linear": _fmt_trials(result, "linear_acc"),
+                "z_std_ratio": result.mean("final_z_std_ratio"),
+                "z_top_share": result.mean("z_top_share"),
                 "ratio": _fmt_trials(result, "final_z_std_ratio", 3),
                 "share": _fmt_trials(result, "z_top_share", 3),
                 "trials": [_trial_summary(t) for t in result.trials],
@@ -438,8 +441,12 @@ def build_context(
         "commit": commit,
         "columns": list(table.columns),
         "rows": table_rows,
-        "random_init_knn": _fmt_trials(next(iter(rows.values())), "random_init_knn"),
-        "random_init_linear": _fmt_trials(next(iter(rows.values())), "random_init_linear"),
+        "random_init": {
+            "linear": first_row.mean("random_init_linear"),
+            "knn": first_row.mean("random_init_knn"),
+        },
+        "random_init_knn": _fmt_trials(first_row, "random_init_knn"),
+        "random_init_linear": _fmt_trials(first_row, "random_init_linear"),
         "claims": claims,
         "comparisons": k,
         "alpha": alpha,
@@ -575,6 +582,48 @@ def accuracy_bars(table: Table, context: dict[str, Any]) -> pd.DataFrame:
         if row["linear_acc"] is not None:
             bars.append({"bar": f"{row['id']}: ours", "accuracy": round(row["linear_acc"], 2)})
     return pd.DataFrame(bars, columns=["bar", "accuracy"])
+
+
+def table_metrics(context: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a reader compares across experiments, per row (means over its trials): the
+    accuracies and the collapse diagnostics; the random-init control; the verdict counts."""
+    def rounded(value: float | None, digits: int) -> float | None:
+        return None if value is None else round(value, digits)
+
+    rows = {
+        row["id"]: {
+            "linear": rounded(row["linear_acc"], 2),
+            "knn": rounded(row["knn_acc"], 2),
+            "z_std_ratio": rounded(row["z_std_ratio"], 4),
+            "z_top_share": rounded(row["z_top_share"], 4),
+        }
+        for row in context["rows"]
+    }
+    verdicts = [claim["verdict"] for claim in context["claims"]]
+    return {
+        "rows": rows,
+        "random_init": {k: rounded(v, 2) for k, v in context["random_init"].items()},
+        "claims": {v: verdicts.count(v) for v in ("reproduced", "not reproduced", "inconclusive")},
+    }
+
+
+def curves_by_row(table: Table, rows: dict[str, RowResult]) -> dict[str, pd.DataFrame]:
+    """Per quantity of the history (loss, std(z)·√d, kNN), one column per row labelled as the
+    table labels it, from the row's first trial as the report's curves: an epoch column and a
+    line per epoch where any row has a value (NaN where that row has none)."""
+    out = {}
+    for quantity in ("loss", "z_std_ratio", "knn"):
+        columns = {
+            row.label: {
+                int(r["epoch"]): r[quantity]
+                for r in rows[row_id].trials[0].history
+                if r.get(quantity) is not None
+            }
+            for row_id, row in table.rows.items()
+        }
+        frame = pd.DataFrame(columns).sort_index()
+        out[quantity] = frame.rename_axis("epoch").reset_index()
+    return out
 
 
 def render_index(summaries: list[dict[str, Any]], commit: str) -> str:

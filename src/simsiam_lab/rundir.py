@@ -1,6 +1,6 @@
 """The files of one pretraining's directory: who writes each, and who reads it.
 
-`pretrain` writes all but the evaluation's files, `evaluate` adds metrics.json and scores.json,
+`pretrain` writes all but the evaluation's files, `evaluate` adds metrics.json,
 and `report` reads config, history and metrics; Snakemake and dvc.yaml declare the same paths.
 """
 
@@ -33,11 +33,6 @@ class RunDir:
         return self.root / "history.json"
 
     @property
-    def history_table(self) -> Path:
-        """history as CSV with every column on every row: what `dvc plots` draws."""
-        return self.root / "history.csv"
-
-    @property
     def summary(self) -> Path:
         """Status, steps, wall time and finals of the pretraining."""
         return self.root / "pretrain.json"
@@ -64,11 +59,6 @@ class RunDir:
     def metrics(self) -> Path:
         """The evaluation: kNN, linear, random-init controls, with the pretraining summary."""
         return self.root / "metrics.json"
-
-    @property
-    def scores(self) -> Path:
-        """metrics' numbers only, for `dvc metrics` and `dvc exp show`."""
-        return self.root / "scores.json"
 
     def evaluation_inputs(self) -> list[Path]:
         """What `evaluate` reads from the directory."""

@@ -1,36 +1,37 @@
-"""Generate dvc.yaml from params/ so DVC and Snakemake share one registry.
+"""Generate dvc.yaml from params/, for the profile in params/pipeline.yaml, so DVC and Snakemake
+share one registry.
 
-    python workflow/scripts/dvc_yaml.py > dvc.yaml      # regenerate
-    python workflow/scripts/dvc_yaml.py --check         # fail when dvc.yaml is stale (CI)
+    python workflow/scripts/dvc_yaml.py                  # regenerate dvc.yaml
+    python workflow/scripts/dvc_yaml.py --profile smoke  # switch profile: pipeline.yaml, dvc.yaml
+    python workflow/scripts/dvc_yaml.py --check          # fail when dvc.yaml is stale
 
-DVC's paths must be static, so a DVC run is keyed by its row's overrides and seed rather than by
-the resolved-config hash (which depends on the profile): rows with the same overrides share a
-stage. The seeds are those of the profile named in params/pipeline.yaml (`trials`): regenerate
-after changing it there.
+DVC's stage list is fixed when dvc.yaml is written, and which trials a profile runs (its seeds,
+which rows resolve to one config) depends on the profile: so dvc.yaml is written for one
+profile, and the first stage runs `--check` so that a profile set any other way
+(`dvc exp run -S params/pipeline.yaml:profile=...`) or an edited table stops the run with the
+command that fixes it, instead of training another profile's trials.
+
+One stage per distinct config, as Snakemake: trials whose configs resolve the same from params/
+share a stage, named after the config's first trial over every table (as its MLflow run is).
+Each stage declares the params keys it reads, so an eval edit re-evaluates only and an optim
+edit retrains without re-preparing.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
-from simsiam_lab.config import EVALUATION, Params, Trial, deep_merge
+from simsiam_lab.config import EVALUATION, ConfigError, Params, Trial
 from simsiam_lab.rundir import RunDir
 
-HEADER = (
-    "# Generated from params/ by `python workflow/scripts/dvc_yaml.py > dvc.yaml`; do not edit.\n"
-)
-# DVC's outputs are kept apart from Snakemake's, so a `dvc checkout` (which rewrites mtimes)
-# never makes Snakemake's runs look stale.
-PREPARED = "data/dvc/${profile}"
-SOURCE = "data/dvc/${profile}.source.json"
-RUNS = "results/${profile}/dvc"
-RUN = RunDir(f"{RUNS}/${{key}}")  # a pretrain stage's run directory
-EVALUATED = RunDir(f"{RUNS}/${{item}}")  # an evaluate stage's
+HEADER = "# Generated from params/ by `python workflow/scripts/dvc_yaml.py`; do not edit.\n"
+PROFILE_LINE = "# Profile: {}\n"
+SWITCH = "python workflow/scripts/dvc_yaml.py --profile {}"
 LIBRARY = "src/simsiam_lab"
 # What `simsiam pretrain` and `simsiam evaluate` import (tests/test_cli.py checks this against
 # the imports): a report or template edit then re-renders reports without retraining.
@@ -56,192 +57,275 @@ TRAINING_CODE = [
         "train.py",
     )
 ]
+REPORT_CODE = [f"{LIBRARY}/{name}" for name in ("report.py", "rundir.py", "stats.py", "templates")]
+# The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)
+PLOTS_PAGE = "data/dvc/plots.html"
+# Per table, the quantities drawn per epoch (a CSV each, one column per row): y-axis label.
+CURVES = {
+    "loss": "training loss",
+    "z_std_ratio": "std(z)·√d (1 when isotropic, 0 when collapsed)",
+    "knn": "kNN accuracy (%)",
+}
+CURVES_CSV = [f"{quantity}.csv" for quantity in CURVES]
 
 
 def pipeline(params: Params) -> dict:
     return yaml.safe_load((params.root / "pipeline.yaml").read_text())
 
 
-def run_keys(
-    params: Params, profile: str, tables: list[str]
-) -> tuple[dict[str, str], dict[str, Trial]]:
-    """Trial ref -> stage key, and stage key -> the first trial (same overrides and seed)."""
-    keys: dict[str, str] = {}
-    firsts: dict[str, Trial] = {}
-    by_identity: dict[str, str] = {}
-    for name in tables:
-        for row in params.table(name).rows.values():
-            for trial in params.row_trials(profile, row):
-                identity = json.dumps([row.overrides, trial.seed], sort_keys=True)
-                key = by_identity.setdefault(identity, f"{row.table}-{row.id}-s{trial.seed}")
-                keys[trial.ref] = key
-                firsts.setdefault(key, trial)
-    return keys, firsts
+def runs(params: Params, profile: str, tables: list[str]) -> dict[str, list[Trial]]:
+    """Stage key -> the trials of `tables` that train its config. The key is the config's first
+    trial over every table (`<table>-<row>-s<seed>`), so it does not change with `tables`."""
+    out: dict[str, list[Trial]] = {}
+    for trials in params.plan(profile, params.table_names(), read_data=False).values():
+        if used := [t for t in trials if t.row.table in tables]:
+            first = trials[0]
+            out[f"{first.row.table}-{first.row.id}-s{first.seed}"] = used
+    return out
 
 
-def stages(params: Params) -> dict:
-    settings = pipeline(params)
-    profile, tables = settings["profile"], settings["tables"]
-    keys, firsts = run_keys(params, profile, tables)
-    # From params alone, not Params.resolve: dvc.yaml must not depend on where the data is.
-    data = deep_merge(params.baseline, params.profile(profile), profile)["data"]
-    class_list = [data["class_list"]] if data["class_list"] else []
+def _keys(file: str, keys: list[str]) -> list[dict]:
+    """A params entry naming these keys of the file; none when there are none (DVC reads an
+    empty list as the whole file)."""
+    return [{file: keys}] if keys else []
 
-    def profile_params() -> list[dict]:  # fresh dicts: shared ones would become YAML anchors
-        return [{"params/pipeline.yaml": ["profile"]}, {"params/profiles.yaml": None}]
 
-    foreach = {
-        key: {
-            "args": f"--row {t.row.ref} --seed {t.seed}",
-            "table": t.row.table,
-            "overrides": f"rows.{t.row.id}.overrides",
-        }
-        for key, t in firsts.items()
-    }
-    out: dict = {
-        # Runs every time and rewrites the same bytes unless the data source changed: DVC
-        # cannot see $SIMSIAM_DATA, but it sees this file, so other data re-prepares.
-        "source": {
-            "cmd": f"simsiam source --profile ${{profile}} --out {SOURCE}",
-            "always_changed": True,
-            "params": profile_params(),
-            "outs": [{SOURCE: {"cache": False}}],
-        },
-        "prepare": {
-            "cmd": f"simsiam prepare --profile ${{profile}} --out {PREPARED}",
-            # data.class_list's file: editing the list re-prepares
-            "deps": [SOURCE, "src/simsiam_lab/data.py", *class_list],
-            "params": [*profile_params(), {"params/baseline.yaml": ["data"]}],
-            "outs": [PREPARED],
-        },
-        "pretrain": {
-            "foreach": foreach,
-            "do": {
-                "cmd": (
-                    f"simsiam pretrain --profile ${{profile}} ${{item.args}} --data {PREPARED}"
-                    f" --out {RUNS}/${{key}}"
-                ),
-                "deps": [PREPARED, *TRAINING_CODE],
-                "params": [
-                    *profile_params(),
-                    # what training reads: an eval setting re-evaluates, it never retrains
-                    {"params/baseline.yaml": [k for k in params.baseline if k != EVALUATION]},
-                    {"params/tables/${item.table}.yaml": ["${item.overrides}"]},
-                ],
-                # history.csv is drawn by the top-level plots below
-                "outs": [
-                    str(path) for path in [*RUN.evaluation_inputs(), RUN.history, RUN.history_table]
-                ],
-            },
-        },
-        "evaluate": {
-            "foreach": list(foreach),
-            "do": {
-                "cmd": (
-                    f"simsiam evaluate --profile ${{profile}} --run {EVALUATED.root}"
-                    f" --data {PREPARED}"
-                ),
-                "deps": [PREPARED, *map(str, EVALUATED.evaluation_inputs()), *TRAINING_CODE],
-                "params": [*profile_params(), {"params/baseline.yaml": [EVALUATION]}],
-                "outs": [str(EVALUATED.metrics)],
-                # numbers only, cached: `dvc metrics diff` and `dvc exp show` compare them
-                "metrics": [str(EVALUATED.scores)],
-            },
-        },
-    }
-    for name in tables:
-        trials = [
-            t for row in params.table(name).rows.values() for t in params.row_trials(profile, row)
-        ]
-        run_args = " ".join(f"--run {t.row.id}={RUNS}/{keys[t.ref]}" for t in trials)
-        out[f"report-{name}"] = {
-            "cmd": (
-                f"simsiam report --profile ${{profile}} --table {name} --data {PREPARED} "
-                f"{run_args} --out reports/{name}.md"
+class Stages:
+    """dvc.yaml's stages for one profile."""
+
+    def __init__(self, params: Params, profile: str, tables: list[str]) -> None:
+        self.params, self.profile, self.tables = params, profile, tables
+        self.prepared = f"data/dvc/{profile}"
+        self.source = f"data/dvc/{profile}.source.json"
+        self.runs = runs(params, profile, tables)
+        self.run_of = {t.ref: key for key, trials in self.runs.items() for t in trials}
+        data = params.resolve_params(profile)["data"]
+        self.class_list = [data["class_list"]] if data["class_list"] else []
+
+    def run_dir(self, key: str) -> RunDir:
+        return RunDir(f"results/{self.profile}/dvc/{key}")
+
+    def settings(self, sections: list[str]) -> list[dict]:
+        """The baseline's and the profile's keys of these config sections."""
+        overrides = self.params.profile(self.profile)
+        return [
+            {"params/baseline.yaml": sections},
+            *_keys(
+                "params/profiles.yaml",
+                [f"{self.profile}.overrides.{s}" for s in sections if s in overrides],
             ),
-            "deps": [
-                *sorted({str(RunDir(f"{RUNS}/{keys[t.ref]}").metrics) for t in trials}),
-                "src/simsiam_lab/report.py",
-                "src/simsiam_lab/rundir.py",
-                "src/simsiam_lab/stats.py",
-                "src/simsiam_lab/templates",
+        ]
+
+    def all(self) -> dict:
+        training = [k for k in self.params.baseline if k != EVALUATION]
+        stages: dict = {
+            # Runs every time and rewrites the same bytes unless the data source changed: DVC
+            # cannot see $SIMSIAM_DATA, but it sees this file, so other data re-prepares.
+            "source": {
+                "cmd": "python workflow/scripts/dvc_yaml.py --check && "
+                f"simsiam source --profile {self.profile} --out {self.source}",
+                "always_changed": True,
+                "params": [{"params/pipeline.yaml": ["profile"]}, *self.settings(["data"])],
+                "outs": [{self.source: {"cache": False}}],
+            },
+            "prepare": {
+                "cmd": f"simsiam prepare --profile {self.profile} --out {self.prepared}",
+                # data.class_list's file: editing the list re-prepares
+                "deps": [self.source, f"{LIBRARY}/data.py", *self.class_list],
+                "params": self.settings(["data"]),
+                "outs": [self.prepared],
+            },
+            "pretrain": {"foreach": {}, "do": {}},
+            "evaluate": {"foreach": list(self.runs), "do": self.evaluate()},
+            "plots-page": {
+                "cmd": f"python workflow/scripts/dvc_plots_page.py {PLOTS_PAGE}",
+                "deps": ["workflow/scripts/dvc_plots_page.py"],
+                "outs": [{PLOTS_PAGE: {"cache": False}}],
+            },
+        }
+        stages["pretrain"] = {
+            "foreach": {
+                key: {"table": trials[0].row.table, "row": trials[0].row.id, "seed": trials[0].seed}
+                for key, trials in self.runs.items()
+            },
+            "do": self.pretrain(training),
+        }
+        for name in self.tables:
+            stages[f"report-{name}"] = self.report(name)
+        stages["index"] = self.index()
+        return stages
+
+    def pretrain(self, training: list[str]) -> dict:
+        run = self.run_dir("${key}")
+        return {
+            "cmd": f"simsiam pretrain --profile {self.profile} --row ${{item.table}}:${{item.row}}"
+            f" --seed ${{item.seed}} --data {self.prepared} --out {run.root}",
+            "deps": [self.prepared, *TRAINING_CODE],
+            # what training reads: an eval setting re-evaluates, it never retrains
+            "params": [
+                *self.settings(training),
+                {"params/tables/${item.table}.yaml": ["rows.${item.row}.overrides"]},
             ],
-            "params": [{"params/pipeline.yaml": ["profile"]}, {f"params/tables/{name}.yaml": None}],
+            "outs": [str(path) for path in run.evaluation_inputs()] + [str(run.history)],
+        }
+
+    def evaluate(self) -> dict:
+        run = self.run_dir("${item}")
+        return {
+            "cmd": f"simsiam evaluate --profile {self.profile} --run {run.root}"
+            f" --data {self.prepared}",
+            "deps": [self.prepared, *map(str, run.evaluation_inputs()), *TRAINING_CODE],
+            "params": self.settings([EVALUATION]),
+            "outs": [str(run.metrics)],
+        }
+
+    def trials(self, table: str) -> list[Trial]:
+        return [
+            trial
+            for row in self.params.table(table).rows.values()
+            for trial in self.params.row_trials(self.profile, row)
+        ]
+
+    def report(self, table: str) -> dict:
+        trials = self.trials(table)
+        dirs = [self.run_dir(self.run_of[t.ref]) for t in trials]
+        run_args = " ".join(f"--run {t.row.id}={d.root}" for t, d in zip(trials, dirs, strict=True))
+        out = f"reports/{table}"
+        return {
+            "cmd": f"simsiam report --profile {self.profile} --table {table}"
+            f" --data {self.prepared} {run_args} --out {out}.md",
+            # The table file is a dependency, not params: its labels, paper numbers and claim
+            # texts are not settings to compare across experiments.
+            "deps": [
+                *sorted({str(d.metrics) for d in dirs}),
+                *sorted({str(d.history) for d in dirs}),
+                f"params/tables/{table}.yaml",
+                *REPORT_CODE,
+                PLOTS_PAGE,  # so that `dvc plots show` after any report finds its page
+            ],
             "outs": [
-                {f"reports/{name}.md": {"cache": False}},
-                {f"reports/{name}.png": {"cache": False}},
-                {f"reports/{name}.json": {"cache": False}},
-                {f"reports/{name}.accuracy.csv": {"cache": False}},
-                {f"reports/{name}.runs.csv": {"cache": False}},
+                {f"{out}.{suffix}": {"cache": False}}
+                for suffix in ("md", "png", "json", "runs.csv", "accuracy.csv", *CURVES_CSV)
+            ],
+            # numbers only, per row: what `dvc exp show` and `dvc metrics diff` compare; in
+            # DVC's cache, so every revision and experiment has its own
+            "metrics": [f"{out}.metrics.json"],
+        }
+
+    def index(self) -> dict:
+        return {
+            "cmd": "simsiam index "
+            + " ".join(f"reports/{t}.json" for t in self.tables)
+            + " --out reports/index.md",
+            "deps": [f"reports/{t}.{s}" for t in self.tables for s in ("json", "runs.csv")]
+            + [f"{LIBRARY}/templates"],
+            "outs": [
+                {"reports/index.md": {"cache": False}},
+                {"reports/runs.csv": {"cache": False}},
             ],
         }
-    out["index"] = {
-        "cmd": "simsiam index "
-        + " ".join(f"reports/{t}.json" for t in tables)
-        + " --out reports/index.md",
-        "deps": [f"reports/{t}.{s}" for t in tables for s in ("json", "runs.csv")]
-        + ["src/simsiam_lab/templates"],
-        "outs": [{"reports/index.md": {"cache": False}}, {"reports/runs.csv": {"cache": False}}],
-    }
-    return out
+
+    def plots(self) -> list[dict]:
+        """Per table: one plot per quantity per epoch, a series per row (its first trial), and
+        the linear accuracy beside the paper's."""
+        out: list[dict] = []
+        for name in self.tables:
+            rows = [row.label for row in self.params.table(name).rows.values()]
+            for quantity, label in CURVES.items():
+                out.append(
+                    {
+                        # short names, for `dvc plots show NAME`; DVC's page puts them in a JS
+                        # string as they are, so no quote either
+                        f"{name}: {quantity}": {
+                            "title": f"{name}: {label} per epoch, first seed of each row",
+                            "template": "rows",  # .dvc/plots/rows.json: a colour per row
+                            "x": "epoch",
+                            "y": {f"reports/{name}.{quantity}.csv": rows},
+                            "x_label": "epoch",
+                            "y_label": label,
+                        }
+                    }
+                )
+            out.append(
+                {
+                    f"{name}: accuracy": {
+                        "title": f"{name}: linear accuracy (%), paper vs ours",
+                        "template": "bar_horizontal",
+                        "x": "accuracy",
+                        "y": {f"reports/{name}.accuracy.csv": "bar"},
+                        "x_label": "linear top-1 accuracy (%)",
+                        "y_label": "row",
+                    }
+                }
+            )
+        return out
 
 
-def plots(params: Params) -> list[dict]:
-    """Per table: its runs' training curves, and its accuracy beside the paper's. (Per table,
-    so that building one table draws its plots whole: a plot with a missing file draws nothing.)"""
+def render(params: Params, profile: str | None = None) -> str:
     settings = pipeline(params)
-    keys, _ = run_keys(params, settings["profile"], settings["tables"])
-    out: list[dict] = []
-    for name in settings["tables"]:
-        runs = sorted({key for ref, key in keys.items() if ref.startswith(f"{name}:")})
-        histories = [str(RunDir(f"{RUNS}/{key}").history_table) for key in runs]
-        out += [
-            {
-                f"{name}: loss and std(z)·√d per epoch": {
-                    "template": "linear",
-                    "x": "epoch",
-                    "y": {path: ["loss", "z_std_ratio"] for path in histories},
-                }
-            },
-            {
-                f"{name}: kNN accuracy per epoch": {
-                    "template": "linear",
-                    "x": "epoch",
-                    "y": {path: ["knn"] for path in histories},
-                }
-            },
-            {
-                f"{name}: linear accuracy, paper vs ours": {
-                    "template": "bar_horizontal",
-                    "x": "accuracy",
-                    "y": {f"reports/{name}.accuracy.csv": "bar"},
-                }
-            },
-        ]
-    return out
+    profile = profile or settings["profile"]
+    stages = Stages(params, profile, settings["tables"])
+    doc = {"stages": stages.all(), "plots": stages.plots()}
+    body = yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True)
+    return HEADER + PROFILE_LINE.format(profile) + body
 
 
-def render(params: Params) -> str:
-    doc = {"vars": ["params/pipeline.yaml"], "stages": stages(params), "plots": plots(params)}
-    body = yaml.safe_dump(doc, sort_keys=False, width=1000).replace(": null\n", ":\n")
-    return HEADER + body
+def generated_profile(text: str) -> str | None:
+    found = re.search(r"^# Profile: (\S+)$", text, re.MULTILINE)
+    return found and found.group(1)
+
+
+def set_profile(params: Params, profile: str) -> None:
+    """params/pipeline.yaml's profile line, edited in place (its comments stay)."""
+    params.profile(profile)  # refuses an unknown name
+    path = params.root / "pipeline.yaml"
+    text, count = re.subn(
+        r"^profile:\s*\S+", f"profile: {profile}", path.read_text(), count=1, flags=re.M
+    )
+    if not count:
+        raise ConfigError(f"{path}: no top-level 'profile:' line to set")
+    path.write_text(text)
+
+
+def check(params: Params, dvc_yaml: Path) -> str | None:
+    """Why dvc.yaml does not match params/, or None."""
+    wanted = pipeline(params)["profile"]
+    written = dvc_yaml.read_text() if dvc_yaml.is_file() else ""
+    if written == render(params):
+        return None
+    made_for = generated_profile(written)
+    if made_for and made_for != wanted:
+        return (
+            f"dvc.yaml lists the trials of profile {made_for}, but params/pipeline.yaml asks for "
+            f"{wanted} (DVC's stage list cannot follow a parameter, so `-S profile=...` cannot "
+            f"switch it): switch with `{SWITCH.format(wanted)}`, then `dvc exp run`"
+        )
+    return "dvc.yaml is stale (params/ changed); regenerate: python workflow/scripts/dvc_yaml.py"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
+    parser.add_argument("--profile", help="set params/pipeline.yaml's profile first")
     parser.add_argument("--params", default="params")
     args = parser.parse_args()
-    text = render(Params(args.params))
-    if not args.check:
-        sys.stdout.write(text)
-        return 0
-    if Path("dvc.yaml").read_text() != text:
-        print(
-            "dvc.yaml is stale; regenerate: python workflow/scripts/dvc_yaml.py > dvc.yaml",
-            file=sys.stderr,
-        )
-        return 1
+    params = Params(args.params)
+    dvc_yaml = Path("dvc.yaml")
+    try:
+        if args.check:
+            if problem := check(params, dvc_yaml):
+                print(f"dvc_yaml.py: {problem}", file=sys.stderr)
+                return 1
+            return 0
+        if args.profile:
+            set_profile(params, args.profile)
+        dvc_yaml.write_text(render(params))
+    except ConfigError as err:
+        print(f"dvc_yaml.py: error: {err}", file=sys.stderr)
+        return 2
+    settings = pipeline(params)
+    count = len(runs(params, settings["profile"], settings["tables"]))
+    print(f"dvc.yaml: profile {settings['profile']}, {count} pretrain stages", file=sys.stderr)
     return 0
 
 
