@@ -15,10 +15,12 @@ from simsiam_lab.report import (
     RunResult,
     batch_norm_std_floor,
     build_context,
+    curves_by_row,
     render,
     row_results,
     runs_table,
     summary_json,
+    table_metrics,
     trial_record,
     verdict,
 )
@@ -288,3 +290,38 @@ def test_the_verdicts_come_from_the_tidy_runs_table_as_published(tmp_path: Path)
     from_csv = summary_json(build_context(table, "smoke", row_results(published), manifest, "abc"))
     assert from_csv["claims"] == direct["claims"]
     assert from_csv["rows"] == direct["rows"]
+
+
+def test_dvc_s_numbers_are_per_row_means_with_the_control_and_the_verdict_counts():
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
+    manifest = {"counts": {"train": {"a": 4}, "test": {"a": 2}}, "classes": ["a"]}
+    metrics = table_metrics(build_context(table, "smoke", rows, manifest, "abc"))
+    assert metrics["rows"]["b"] == {
+        "linear": 46.0,
+        "knn": 40.0,
+        "z_std_ratio": 0.9,
+        "z_top_share": 0.3,
+    }
+    assert metrics["random_init"] == {"linear": 20.0, "knn": 20.0}
+    assert sum(metrics["claims"].values()) == len(table.claims)
+    assert metrics["claims"]["reproduced"] >= 1  # b beats a on every seed
+    # Numbers only: no label, claim text, wall time or step count for DVC to show as a column.
+    leaves = [v for row in metrics["rows"].values() for v in row.values()]
+    assert all(isinstance(v, float) for v in leaves)
+
+
+def test_curves_have_a_column_per_row_and_no_value_where_a_row_has_none():
+    params = Params(ROOT / "params")
+    table = params.table("table2")
+    rows = _table_runs(table, params, lambda row, seed: 40.0)
+    rows["b512"] = _row("b512", 40.0, status="skipped")  # trained nothing: no curve at all
+    rows["b512"].trials[0].history.clear()
+    rows["b64"].trials[0].history.insert(0, {"epoch": 0, "knn": 10.0})  # the monitor at init
+    loss = curves_by_row(table, rows)["loss"]
+    assert list(loss.columns) == ["epoch", *(row.label for row in table.rows.values())]
+    assert loss["epoch"].tolist() == [1, 2]  # epoch 0 has no loss: no line for it
+    assert loss["64"].tolist() == [-0.5, -0.9] and loss["512"].isna().all()
+    knn = curves_by_row(table, rows)["knn"]
+    assert knn["epoch"].tolist() == [0] and knn["128"].isna().all()
