@@ -60,3 +60,11 @@ def row_runs(table):
         for row in PARAMS.table(table).rows.values()
         for trial in PARAMS.row_trials(PROFILE, row)
     ]
+
+
+def table_category(wildcards) -> str:
+    """A table's folder in `snakemake --report`: its title up to the colon, as the paper
+    names it ("Table 3"), and its section."""
+    table = PARAMS.table(wildcards.table)
+    name = table.title.split(":")[0]
+    return f"{name} ({table.section})" if table.section else name
