@@ -614,12 +614,14 @@ def plot_accuracy_bars(table: Table, context: dict[str, Any], path: Path) -> Non
     records, papers, ours = (list(c) for c in zip(*_paper_and_ours(table, context), strict=True))
     fig, ax = plt.subplots(figsize=(10, 1.6 + 0.62 * len(records)), layout="constrained")
     half, rows = BAR_HEIGHT / 2, range(len(records))
+    xmax = 1.05 * max([v for v in papers + ours if v is not None], default=1)
     legend = [
         _bars(
             ax,
             [i - half for i in rows],
             papers,
             [r["paper"] for r in records],
+            xmax,
             color="#9aa5b1",
             label="the paper's",  # its setting (one or two lines) is in the report's header
         ),
@@ -628,6 +630,7 @@ def plot_accuracy_bars(table: Table, context: dict[str, Any], path: Path) -> Non
             [i + half for i in rows],
             ours,
             [r["status"].split(":")[0] for r in records],  # "skipped", without its long reason
+            xmax,
             color="#2f6fb3",
             label=f"ours at the {context['profile']} profile, mean of the trials",
         ),
@@ -635,7 +638,7 @@ def plot_accuracy_bars(table: Table, context: dict[str, Any], path: Path) -> Non
     ]
     ax.set_yticks(rows, [textwrap.fill(r["label"], 34) for r in records])
     ax.invert_yaxis()  # the table's first row on top, as in the report
-    ax.set_xlim(0, 1.05 * max([v for v in papers + ours if v is not None], default=1))
+    ax.set_xlim(0, xmax)
     ax.set_xlabel("linear top-1 accuracy (%)")
     ax.set_title(f"{table.title}: paper vs ours", fontsize=10)
     fig.legend(handles=legend, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
@@ -644,13 +647,20 @@ def plot_accuracy_bars(table: Table, context: dict[str, Any], path: Path) -> Non
 
 
 def _bars(
-    ax: Axes, y: list[float], values: list[float | None], missing: list[str], **style: Any
+    ax: Axes,
+    y: list[float],
+    values: list[float | None],
+    missing: list[str],
+    xmax: float,
+    **style: Any,
 ) -> BarContainer:
-    """Horizontal bars, each with its value inside its start (clear of the trials' ticks at
-    its end); a missing value is no bar, only why (the paper's 'unstable', a skipped run)."""
+    """Horizontal bars, each with its value at its start (clear of the trials' ticks at its
+    end): white inside a bar, dark beside one too short to hold it (the paper's 0.1 of a
+    collapse). A missing value is no bar, only why (the paper's 'unstable', a skipped run)."""
     bars = ax.barh(y, [0 if v is None else v for v in values], BAR_HEIGHT, **style)
     for at, value, why in zip(y, values, missing, strict=True):
-        text, color = (why, "#52606d") if value is None else (f"{value:.1f}", "white")
+        text = why if value is None else f"{value:.1f}"
+        color = "white" if value is not None and value > 0.08 * xmax else "#52606d"
         ax.annotate(
             text,
             (0, at),
