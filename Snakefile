@@ -11,6 +11,10 @@ configfile: "params/pipeline.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# `snakemake --report report.html`: its front page; each result's caption is in the rule.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"

@@ -149,6 +149,9 @@ def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     assert main([*args, "--out", str(report)]) == 0
     row = next(line for line in report.read_text().splitlines() if line.startswith("| cross"))
     assert "diverged" in row
+    # The browser's page and the accuracy bars, which draw the diverged row without a number.
+    assert "<td>diverged</td>" in report.with_suffix(".html").read_text()
+    assert report.with_suffix(".accuracy.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(

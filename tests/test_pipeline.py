@@ -1,5 +1,7 @@
 """End to end: the smoke Table 3 through Snakemake and through DVC, on real CIFAR-10."""
 
+import base64
+import html
 import json
 import os
 import re
@@ -26,6 +28,7 @@ README_UI_COMMAND = (
 )
 SCREENSHOTS = ROOT / "test-artifacts"
 SCREENSHOT = SCREENSHOTS / "mlflow-ui-table3.png"
+REPORT_SCREENSHOTS = SCREENSHOTS / "snakemake-report"
 
 pytestmark = [
     pytest.mark.slow,
@@ -163,11 +166,136 @@ def test_snakemake_smoke_all_tables(project: Path):
     new_table.unlink()
     assert "report " in plan.stdout and "pretrain " not in plan.stdout, plan.stdout
 
-    # `snakemake --report`: one browsable page with every table's report, curves and bars.
+    # `snakemake --report`: one self-contained page that a reader reads in the browser.
     _run(["snakemake", "--report", "report.html", *target], project)
-    page = (project / "report.html").read_text()
+    _assert_the_report_shows_every_table(project, params, tables)
+    # A template edit re-renders every report and the index, and trains nothing.
+    template = project / "src" / "simsiam_lab" / "templates" / "table.md.j2"
+    before, stat = template.read_text(), template.stat()
+    template.write_text(before + "\n")
+    plan = _run(["snakemake", "-n", "--cores", "2", *target], project)
+    template.write_text(before)
+    os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # up to date again, for the rest
+    assert _planned(plan.stdout) == {"report": len(tables), "index": 1, "all": 1}, plan.stdout
+
+
+def _planned(dry_run: str) -> dict[str, int]:
+    """The jobs of a `snakemake -n` plan, by rule, from its job stats."""
+    stats = dry_run.split("Job stats:")[1].split("\n\n")[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE))
+    return {rule: int(n) for rule, n in counts.items() if rule not in ("job", "total")}
+
+
+def _report_data(page: Path) -> tuple[dict, dict[str, dict], str]:
+    """What Snakemake 9's report.html embeds as JavaScript: its results (each file as a data
+    URI, with its caption and labels), their categories, and the workflow description."""
+    scripts = re.findall(r'<script id="([\w-]+)">\s*var \w+ = (.*);\s*</script>', page.read_text())
+    found = {name: json.loads(value) for name, value in scripts}
+    return found["results"], found["categories"], found["workflow-desc"]
+
+
+def _embedded(result: dict) -> bytes:
+    return base64.b64decode(result["data_uri"].split(";base64,", 1)[1])
+
+
+def _assert_the_report_shows_every_table(project: Path, params: Params, tables: list[str]):
+    results, categories, description = _report_data(project / "report.html")
+    # The index first, then a folder per table holding what a browser shows, nothing to download.
+    assert sorted(categories)[0] == "All tables"
+    index = results["reports/index.html"]
+    assert index["mime_type"] == "text/html" and "Every claim" in index["caption"]
+    index_page = html.unescape(_embedded(index).decode())
     for table in tables:
-        assert all(f"{table}{suffix}" in page for suffix in (".md", ".png", ".accuracy.csv"))
+        summary = json.loads((project / "reports" / f"{table}.json").read_text())
+        head, section = params.table(table).title.split(":")[0], params.table(table).section
+        paths = {f"reports/{table}{suffix}" for suffix in (".html", ".png", ".accuracy.png")}
+        assert set(categories[f"{head} ({section})"]["Other"]) == paths
+        page = results[f"reports/{table}.html"]
+        assert page["mime_type"] == "text/html" and f"reports/{table}.html" in page["caption"]
+        text = html.unescape(_embedded(page).decode())
+        assert all(row.label in text for row in params.table(table).rows.values())
+        shown = re.findall(r'<span class="verdict [a-z-]+">([a-z ]+)</span>', text)
+        assert shown == [c["verdict"] for c in summary["claims"]]  # the same verdicts as the .md
+        assert all(c["evidence"] in text and c["evidence"] in index_page for c in summary["claims"])
+        for suffix, caption in ((".png", "Training curves"), (".accuracy.png", "Linear top-1")):
+            image = results[f"reports/{table}{suffix}"]
+            assert image["mime_type"] == "image/png" and caption in image["caption"]
+            assert _embedded(image) == (project / "reports" / f"{table}{suffix}").read_bytes()
+    assert "The DAG." in description and "README.md" in description
+    assert "The smoke profile checks the plumbing only" in description
+
+
+def _headless_chromium(webdriver, width: int, height: int):
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument(f"--window-size={width},{height}")
+    return webdriver.Chrome(
+        service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+def test_the_snakemake_report_shows_table3_s_page_and_curves_in_chromium(project: Path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # Nothing to run after the smoke run above; every table otherwise.
+    target = ["all", "--config", "profile=smoke", "threads=1"]
+    _run(["snakemake", "--cores", "8", *target], project)
+    _run(["snakemake", "--report", "report.html", *target], project)
+    summary = json.loads((project / "reports" / "table3.json").read_text())
+    labels = [row.label for row in Params(project / "params").table("table3").rows.values()]
+    REPORT_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser = _headless_chromium(webdriver, 1600, 1100)
+    try:
+        wait = WebDriverWait(browser, 120)  # a loaded 2-core CI host renders slowly
+        find = lambda xpath: browser.find_element("xpath", xpath)  # noqa: E731
+        text = lambda: find("//body").text  # noqa: E731
+        browser.get((project / "report.html").as_uri())
+        wait.until(lambda _: "The DAG." in text())  # the front page: the workflow description
+        browser.save_screenshot(str(REPORT_SCREENSHOTS / "front.png"))
+
+        def show(item: str) -> None:
+            """Table 3's folder in the menu, then the eye button of one of its items."""
+            browser.get((project / "report.html").as_uri())
+            wait.until(lambda _: "Table 3 (§4.4)" in find("//nav").text)
+            find("//nav//a[normalize-space(.)='Table 3 (§4.4)']").click()
+            wait.until(lambda _: item in find("//nav").text)
+            find(f"//nav//tr[td[starts-with(normalize-space(.), '{item}')]]//a").click()
+
+        show("claims, verdicts")  # the page, in a frame
+        browser.switch_to.frame(wait.until(lambda _: find("//iframe")))
+        wait.until(lambda _: "Claims of §4.4" in text())
+        assert all(label in text() for label in labels), text()
+        verdicts = [e.text for e in browser.find_elements("css selector", "span.verdict")]
+        assert verdicts == [c["verdict"] for c in summary["claims"]]
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(REPORT_SCREENSHOTS / "table3.png"))  # its rows
+        browser.switch_to.frame(find("//iframe"))
+        browser.execute_script(
+            "arguments[0].scrollIntoView()", find("//h2[starts-with(., 'Claims')]")
+        )
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(REPORT_SCREENSHOTS / "table3-claims.png"))  # its verdicts
+
+        shown = {"training curves": "table3.png", "linear accuracy": "table3.accuracy.png"}
+        for item, name in shown.items():
+            show(item)
+            png = (project / "reports" / name).read_bytes()
+            image = wait.until(lambda _: find("//img[starts-with(@src, 'data:image/png')]"))
+            assert image.get_attribute("src").endswith(base64.b64encode(png).decode())
+            wait.until(lambda _, image=image: image.get_property("complete"))
+            # Decoded and drawn: as wide as the PNG says (its IHDR width, bytes 16 to 20).
+            assert image.get_property("naturalWidth") == int.from_bytes(png[16:20], "big")
+            browser.save_screenshot(str(REPORT_SCREENSHOTS / f"table3-{item.split()[-1]}.png"))
+    finally:
+        browser.quit()
 
 
 def _wait_for_http(url: str, seconds: float) -> None:
@@ -382,18 +510,7 @@ def test_dvc_plots_show_renders_table3_offline(project: Path):
     page = _run(["dvc", "plots", "show", *table3], project).stdout.strip().splitlines()[-1]
     html = Path(page.removeprefix("file://")).read_text()
     assert "cdn.jsdelivr" not in html and "<script src" not in html  # Vega inlined
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,2200",
-    ):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(
-        service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
-    )
+    browser = _headless_chromium(webdriver, 1400, 2200)
     try:
         browser.get(page)
         plots = [plot.replace(": ", "__") for plot in table3]  # DVC's div ids

@@ -1,5 +1,7 @@
 import json
 import math
+from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -13,10 +15,13 @@ from simsiam_lab.evaluate import collapse_std
 from simsiam_lab.report import (
     RowResult,
     RunResult,
+    accuracy_bars,
     batch_norm_std_floor,
     build_context,
     curves_by_row,
+    plot_accuracy_bars,
     render,
+    render_index,
     row_results,
     runs_table,
     summary_json,
@@ -325,3 +330,126 @@ def test_curves_have_a_column_per_row_and_no_value_where_a_row_has_none():
     assert loss["64"].tolist() == [-0.5, -0.9] and loss["512"].isna().all()
     knn = curves_by_row(table, rows)["knn"]
     assert knn["epoch"].tolist() == [0] and knn["128"].isna().all()
+
+
+class _Cells(HTMLParser):
+    """The text of every table row's cells, whitespace collapsed, as a browser shows them."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _md_cells(text: str, first: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith(f"| {first} |"))
+    return [cell.strip().strip("*") for cell in line.split("|")[1:-1]]
+
+
+MANIFEST = {
+    "counts": {"train": {"a": 400}, "test": {"a": 200}},
+    "classes": ["a"],
+    "source": "/data/cifar10-jpeg.tar.gz",
+    "source_sha256": "b215d45e51121fd3",
+}
+
+
+def _table3_context(linear_of=lambda row, seed: 40.0 + seed + (5 if row == "b" else 0)):
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    return table, build_context(
+        table, "smoke", _table_runs(table, params, linear_of), MANIFEST, "abc"
+    )
+
+
+def test_the_html_report_prints_the_markdown_report_s_numbers_and_verdicts():
+    # b clearly better than a; c's seeds too noisy to call it similar to c-affine.
+    table, context = _table3_context(
+        lambda row, seed: 40.0 + seed + 5 * (row == "b") + 0.9 * seed * (row == "c")
+    )
+    markdown, page = render(context), render(context, "html")
+    cells: dict[str, list[str]] = {}
+    for row in _Cells(page).rows:  # the first row a label starts: below, the MLflow runs repeat it
+        cells.setdefault(row[0], row)
+    n = len(table.columns)
+    for row in context["rows"]:
+        md, html = _md_cells(markdown, row["label"]), cells[row["label"]]
+        assert html[: 1 + n] == md[: 1 + n]  # the label and the check-mark columns
+        assert html[1 + n].startswith(md[1 + n].split(" (")[0])  # the paper's number
+        # linear, kNN, std(z)·√d, top-direction share, seeds, status
+        assert html[2 + n : 8 + n] == md[2 + n : 8 + n], (html, md)
+    assert [table.rows[r["id"]].paper for r in context["rows"]][-1] == "unstable"
+    assert cells["random-init encoder (no training)"][n + 2] == context["random_init_linear"]
+    for claim in context["claims"]:
+        md, html = _md_cells(markdown, claim["text"]), cells[claim["text"]]
+        assert html == md  # claim, paper Δ, verdict, evidence
+    verdicts = {c["verdict"] for c in context["claims"]}
+    assert verdicts == {"reproduced", "not reproduced", "inconclusive"}
+    assert all(f'<span class="verdict {v.replace(" ", "-")}">{v}</span>' in page for v in verdicts)
+    assert page.startswith("<!doctype html>") and "<style>" in page and "<script" not in page
+
+
+def test_the_html_reports_escape_the_table_s_text():
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    label = "(a) <b>none</b> & <script>alert(1)</script>"
+    rows = {**table.rows, "a": replace(table.rows["a"], label=label)}
+    claims = [{**table.claims[0], "text": 'a < b & "c"'}, *table.claims[1:]]
+    table = replace(table, rows=rows, claims=claims)
+    runs = _table_runs(table, params, lambda row, seed: 40.0 + seed)
+    context = build_context(table, "smoke", runs, MANIFEST, "abc")
+    page = render(context, "html")
+    assert "<script>" not in page and "<b>none" not in page
+    assert "(a) &lt;b&gt;none&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &lt; b &amp; &#34;c&#34;" in page
+    assert label in render(context)  # Markdown keeps the text as written
+    index = render_index([summary_json(context)], "abc", "html")
+    assert "a &lt; b &amp; &#34;c&#34;" in index and "<script>" not in index
+
+
+def test_the_html_index_has_every_table_s_claims_and_verdicts():
+    _, context = _table3_context()
+    summary = summary_json(context)
+    page = render_index([summary, summary | {"table": "copy"}], "abc", "html")
+    cells = _Cells(page).rows
+    assert [r[0] for r in cells if r and r[0] == summary["title"]] == [summary["title"]] * 2
+    totals = next(r for r in cells if r and r[0] == "all tables")
+    reproduced = 2 * summary["claims_reproduced"]
+    assert totals[3] == f"{reproduced} / {2 * summary['claims_total']}"
+    for claim in summary["claims"]:
+        rows = [r for r in cells if r and r[0] == claim["text"]]
+        assert len(rows) == 2 and all(r[2] == claim["verdict"] for r in rows)
+    assert 'href="#table3"' in page and 'id="copy"' in page  # the overview links to each table
+
+
+def test_the_accuracy_bars_leave_out_rows_without_a_number_and_picture_them(tmp_path: Path):
+    from matplotlib.image import imread
+
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    runs = _table_runs(table, params, lambda row, seed: 40.0 + seed)
+    skipped = _trial(status="skipped", reason="60 SGD steps < 200", linear=None)
+    runs["b"] = RowResult("b", [RunResult(runs["b"].trials[0].config, skipped.metrics, [])])
+    context = build_context(table, "smoke", runs, MANIFEST, "abc")
+    bars = accuracy_bars(table, context)["bar"].tolist()
+    assert "b: ours" not in bars and "d: paper" not in bars  # skipped; the paper's "unstable"
+    assert bars[:3] == ["a: paper", "a: ours", "b: paper"]
+    plot_accuracy_bars(table, context, tmp_path / "bars.png")
+    height, width, _ = imread(tmp_path / "bars.png").shape
+    assert width == 1100 and height > 400  # 10 inches at 110 dpi; two bars a row

@@ -221,6 +221,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         accuracy_bars,
         build_context,
         curves_by_row,
+        plot_accuracy_bars,
         plot_table_curves,
         render,
         row_results,
@@ -257,6 +258,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         table, args.profile, rows, manifest, git_commit(), curves=out.with_suffix(".png").name
     )
     out.write_text(render(context))
+    out.with_suffix(".html").write_text(render(context, "html"))  # what a browser shows
     out.with_suffix(".json").write_text(json.dumps(summary_json(context), indent=2) + "\n")
     accuracy_bars(table, context).to_csv(out.with_suffix(".accuracy.csv"), index=False)
     # Numbers only, for `dvc metrics` and `dvc exp show` (they drop or garble the rest).
@@ -264,7 +266,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     for quantity, curve in curves_by_row(table, rows).items():
         # "NaN" where a row has no value at an epoch: Vega skips it, and draws an empty cell as 0
         curve.to_csv(out.with_suffix(f".{quantity}.csv"), index=False, na_rep="NaN")
-    print(f"wrote {out}")
+    plot_accuracy_bars(table, context, out.with_suffix(".accuracy.png"))
+    print(f"wrote {out} and {out.with_suffix('.html').name}")
 
 
 def cmd_index(args: argparse.Namespace) -> None:
@@ -279,11 +282,13 @@ def cmd_index(args: argparse.Namespace) -> None:
     if missing := [p for p in tables if not p.is_file()]:
         raise ReportError(f"{missing[0]}: missing; rerun `simsiam report` for its table")
     out = Path(args.out)
-    out.write_text(render_index(summaries, git_commit()))
+    commit = git_commit()
+    out.write_text(render_index(summaries, commit))
+    out.with_suffix(".html").write_text(render_index(summaries, commit, "html"))
     # Every table's trials in one tidy table, for pandas or a spreadsheet.
     runs = out.with_name("runs.csv")
     pd.concat(map(pd.read_csv, tables), ignore_index=True).to_csv(runs, index=False)
-    print(f"wrote {out} and {runs}")
+    print(f"wrote {out}, {out.with_suffix('.html')} and {runs}")
 
 
 def cmd_init_tracking(args: argparse.Namespace) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import pandas as pd
@@ -24,12 +25,23 @@ from .stats import (
     smallest_resolvable_difference,
 )
 
+if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.container import BarContainer
+
 COLLAPSE_RATIO = 0.1  # std(z)·sqrt(d) below this: the outputs have collapsed to a constant
 COLLAPSE_SHARE = 0.99  # ... or this share of z's variance lies along one direction
 COLLAPSE_LOSS_GAP = 0.02  # ... and the cosine loss sits this close to the lowest it can reach
 UNSTABLE_RISE = 0.1  # loss that ends this far above its minimum counts as unstable
 ALPHA = 0.05  # one-sided error rate of a table's comparison claims together (Bonferroni)
 POWER = 0.8  # for the smallest difference a table's seed noise can resolve
+# The history's per-epoch quantities a table's curves show (one CSV each): their axis labels
+CURVES = {
+    "loss": "training loss",
+    "z_std_ratio": "std(z)·√d (1 when isotropic, 0 when collapsed)",
+    "knn": "kNN accuracy (%)",
+}
 
 RULES = [
     f"collapsed: final std(z)·√d < {COLLAPSE_RATIO} (isotropic outputs give ≈ 1), or at least "
@@ -460,6 +472,8 @@ def _template(name: str) -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("simsiam_lab", "templates"),
         undefined=jinja2.StrictUndefined,
+        # Labels, claims and evidence are table YAML text: escaped in HTML, verbatim in Markdown.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -467,8 +481,10 @@ def _template(name: str) -> jinja2.Template:
     return env.get_template(name)
 
 
-def render(context: dict[str, Any]) -> str:
-    return _template("table.md.j2").render(**context)
+def render(context: dict[str, Any], fmt: str = "md") -> str:
+    """The table's report as Markdown (`md`) or as one self-contained HTML page (`html`), both
+    from the same context, so they print the same numbers and verdicts."""
+    return _template(f"table.{fmt}.j2").render(**context)
 
 
 def plot_table_curves(table: Table, rows: dict[str, RowResult], path: Path) -> None:
@@ -571,22 +587,34 @@ def load_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
+def _paper_and_ours(
+    table: Table, context: dict[str, Any]
+) -> list[tuple[dict[str, Any], float | None, float | None]]:
+    """Each report row with the paper's linear accuracy and our mean, None where there is no
+    number (the paper's 'unstable', a skipped or diverged run)."""
+    found = []
+    for row in context["rows"]:
+        paper = table.rows[row["id"]].paper
+        found.append((row, None if isinstance(paper, str) else paper, row["linear_acc"]))
+    return found
+
+
 def accuracy_bars(table: Table, context: dict[str, Any]) -> pd.DataFrame:
     """One bar per (row, paper | ours) linear accuracy, for `dvc plots show` (rows without a
     number, such as the paper's 'unstable' or a skipped run, have no bar)."""
     bars = []
-    for row in context["rows"]:
-        paper = table.rows[row["id"]].paper
-        if not isinstance(paper, str):
+    for row, paper, ours in _paper_and_ours(table, context):
+        if paper is not None:
             bars.append({"bar": f"{row['id']}: paper", "accuracy": paper})
-        if row["linear_acc"] is not None:
-            bars.append({"bar": f"{row['id']}: ours", "accuracy": round(row["linear_acc"], 2)})
+        if ours is not None:
+            bars.append({"bar": f"{row['id']}: ours", "accuracy": round(ours, 2)})
     return pd.DataFrame(bars, columns=["bar", "accuracy"])
 
 
 def table_metrics(context: dict[str, Any]) -> dict[str, Any]:
     """The numbers a reader compares across experiments, per row (means over its trials): the
     accuracies and the collapse diagnostics; the random-init control; the verdict counts."""
+
     def rounded(value: float | None, digits: int) -> float | None:
         return None if value is None else round(value, digits)
 
@@ -612,7 +640,7 @@ def curves_by_row(table: Table, rows: dict[str, RowResult]) -> dict[str, pd.Data
     table labels it, from the row's first trial as the report's curves: an epoch column and a
     line per epoch where any row has a value (NaN where that row has none)."""
     out = {}
-    for quantity in ("loss", "z_std_ratio", "knn"):
+    for quantity in CURVES:
         columns = {
             row.label: {
                 int(r["epoch"]): r[quantity]
@@ -626,12 +654,109 @@ def curves_by_row(table: Table, rows: dict[str, RowResult]) -> dict[str, pd.Data
     return out
 
 
-def render_index(summaries: list[dict[str, Any]], commit: str) -> str:
-    """Every table's claims and verdicts on one page, linking to each table's report."""
+BAR_HEIGHT = 0.38  # of each of a row's two accuracy bars (paper, ours), in row heights
+
+
+def plot_accuracy_bars(table: Table, context: dict[str, Any], path: Path) -> None:
+    """accuracy_bars as a picture: per row, the paper's linear accuracy above our mean, each
+    trial a tick on our bar, and the random-init encoder's line (what "learned" is tested
+    against)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records, papers, ours = (list(c) for c in zip(*_paper_and_ours(table, context), strict=True))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.62 * len(records)), layout="constrained")
+    half, rows = BAR_HEIGHT / 2, range(len(records))
+    xmax = 1.05 * max([v for v in papers + ours if v is not None], default=1)
+    legend = [
+        _bars(
+            ax,
+            [i - half for i in rows],
+            papers,
+            [r["paper"] for r in records],
+            xmax,
+            color="#9aa5b1",
+            label="the paper's",  # its setting (one or two lines) is in the report's header
+        ),
+        _bars(
+            ax,
+            [i + half for i in rows],
+            ours,
+            [r["status"].split(":")[0] for r in records],  # "skipped", without its long reason
+            xmax,
+            color="#2f6fb3",
+            label=f"ours at the {context['profile']} profile, mean of the trials",
+        ),
+        *_our_trials(ax, records, [i + half for i in rows], context["random_init"]["linear"]),
+    ]
+    ax.set_yticks(rows, [textwrap.fill(r["label"], 34) for r in records])
+    ax.invert_yaxis()  # the table's first row on top, as in the report
+    ax.set_xlim(0, xmax)
+    ax.set_xlabel("linear top-1 accuracy (%)")
+    ax.set_title(f"{table.title}: paper vs ours", fontsize=10)
+    fig.legend(handles=legend, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(
+    ax: Axes,
+    y: list[float],
+    values: list[float | None],
+    missing: list[str],
+    xmax: float,
+    **style: Any,
+) -> BarContainer:
+    """Horizontal bars, each with its value at its start (clear of the trials' ticks at its
+    end): white inside a bar, dark beside one too short to hold it (the paper's 0.1 of a
+    collapse). A missing value is no bar, only why (the paper's 'unstable', a skipped run)."""
+    bars = ax.barh(y, [0 if v is None else v for v in values], BAR_HEIGHT, **style)
+    for at, value, why in zip(y, values, missing, strict=True):
+        text = why if value is None else f"{value:.1f}"
+        color = "white" if value is not None and value > 0.08 * xmax else "#52606d"
+        ax.annotate(
+            text,
+            (0, at),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color=color,
+            fontweight="bold",
+        )
+    return bars
+
+
+def _our_trials(
+    ax: Axes, records: list[dict[str, Any]], y: list[float], random_init: float | None
+) -> list[Artist]:
+    """A tick per trial of each row that has several, and the random-init line; their
+    legend handles."""
+    ticks = [
+        (t["linear_acc"], at)
+        for r, at in zip(records, y, strict=True)
+        if len(r["trials"]) > 1
+        for t in r["trials"]
+        if t["linear_acc"] is not None
+    ]
+    drawn = []
+    if ticks:
+        drawn += ax.plot(*zip(*ticks, strict=True), "|", color="black", label="ours, one trial")
+    if random_init is not None:
+        style = {"color": "grey", "linestyle": "--", "linewidth": 0.8}
+        drawn.append(ax.axvline(random_init, label="ours at random init", **style))
+    return drawn
+
+
+def render_index(summaries: list[dict[str, Any]], commit: str, fmt: str = "md") -> str:
+    """Every table's claims and verdicts on one page, as Markdown linking to each table's
+    report or as one self-contained HTML page."""
     totals = {
         verdict: sum(c["verdict"] == verdict for t in summaries for c in t["claims"])
         for verdict in ("reproduced", "not reproduced", "inconclusive")
     }
-    return _template("index.md.j2").render(
+    return _template(f"index.{fmt}.j2").render(
         tables=summaries, totals=totals, rules=RULES, commit=commit
     )

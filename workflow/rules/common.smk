@@ -2,6 +2,7 @@
 # from params/ (the single source of truth shared with dvc.yaml).
 from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.data import DataError
+from simsiam_lab.report import CURVES
 from simsiam_lab.rundir import RunDir
 from simsiam_lab.track import TrackingError, check_server, tracking_uri
 
@@ -60,3 +61,11 @@ def row_runs(table):
         for row in PARAMS.table(table).rows.values()
         for trial in PARAMS.row_trials(PROFILE, row)
     ]
+
+
+def table_category(wildcards) -> str:
+    """A table's folder in `snakemake --report`: its title up to the colon, as the paper
+    names it ("Table 3"), and its section."""
+    table = PARAMS.table(wildcards.table)
+    name = table.title.split(":")[0]
+    return f"{name} ({table.section})" if table.section else name

@@ -1,22 +1,50 @@
+import glob
+
 # Seconds-long: on a cluster they run beside Snakemake rather than wait in the queue.
 localrules:
     report,
     index,
 
 
+# What renders a report: editing a template or the report code re-renders every report and the
+# index (as dvc.yaml's report stages declare), and trains or evaluates nothing.
+RENDERERS = sorted(glob.glob("src/simsiam_lab/templates/*.j2")) + [
+    f"src/simsiam_lab/{module}.py" for module in ("report", "stats", "rundir")
+]
+
+
 rule report:
     input:
         metrics=lambda wc: sorted({str(RunDir(d).metrics) for _, d in row_runs(wc.table)}),
         data=PREPARED,
+        code=RENDERERS,
     output:
-        # report(): `snakemake --report report.html` shows them, per table
-        report=report("reports/{table}.md", category="{table}", labels={"file": "report"}),
+        report="reports/{table}.md",
+        # report(): what `snakemake --report report.html` shows, one folder per table
+        page=report(
+            "reports/{table}.html",
+            caption="../report/table.rst",
+            category=table_category,
+            labels={"shows": "claims, verdicts, the paper's table beside ours"},
+        ),
         metrics="reports/{table}.json",
-        curves=report("reports/{table}.png", category="{table}", labels={"file": "curves"}),
-        bars=report(
-            "reports/{table}.accuracy.csv", category="{table}", labels={"file": "accuracy"}
+        curves=report(
+            "reports/{table}.png",
+            caption="../report/curves.rst",
+            category=table_category,
+            labels={"shows": "training curves"},
+        ),
+        bars="reports/{table}.accuracy.csv",  # for dvc plots; the picture is accuracy.png
+        bars_plot=report(
+            "reports/{table}.accuracy.png",
+            caption="../report/accuracy.rst",
+            category=table_category,
+            labels={"shows": "linear accuracy: paper vs ours"},
         ),
         runs="reports/{table}.runs.csv",  # one row per trial: what the verdicts are computed from
+        # numbers only, and a CSV a quantity with a column a row: what `dvc metrics`/`plots` read
+        numbers="reports/{table}.metrics.json",
+        curve_tables=expand("reports/{{table}}.{quantity}.csv", quantity=CURVES),
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -35,9 +63,22 @@ rule report:
 rule index:
     input:
         expand("reports/{table}.{suffix}", table=TABLES, suffix=["json", "runs.csv"]),
+        code=RENDERERS,
     output:
-        index=report("reports/index.md", category="index", labels={"file": "every claim"}),
-        runs=report("reports/runs.csv", category="index", labels={"file": "every trial"}),
+        index="reports/index.md",
+        # Sorts first among the report's folders, before the tables' titles.
+        page=report(
+            "reports/index.html",
+            caption="../report/index.rst",
+            category="All tables",
+            labels={"shows": "every claim with its verdict"},
+        ),
+        runs=report(
+            "reports/runs.csv",
+            caption="../report/runs.rst",
+            category="All tables",
+            labels={"shows": "every trial (CSV, downloads)"},
+        ),
     conda:
         "../envs/simsiam.yaml"
     log:

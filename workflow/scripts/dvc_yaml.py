@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params, Trial
+from simsiam_lab.report import CURVES
 from simsiam_lab.rundir import RunDir
 
 HEADER = "# Generated from params/ by `python workflow/scripts/dvc_yaml.py`; do not edit.\n"
@@ -60,12 +61,6 @@ TRAINING_CODE = [
 REPORT_CODE = [f"{LIBRARY}/{name}" for name in ("report.py", "rundir.py", "stats.py", "templates")]
 # The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)
 PLOTS_PAGE = "data/dvc/plots.html"
-# Per table, the quantities drawn per epoch (a CSV each, one column per row): y-axis label.
-CURVES = {
-    "loss": "training loss",
-    "z_std_ratio": "std(z)·√d (1 when isotropic, 0 when collapsed)",
-    "knn": "kNN accuracy (%)",
-}
 CURVES_CSV = [f"{quantity}.csv" for quantity in CURVES]
 
 
@@ -205,7 +200,10 @@ class Stages:
             ],
             "outs": [
                 {f"{out}.{suffix}": {"cache": False}}
-                for suffix in ("md", "png", "json", "runs.csv", "accuracy.csv", *CURVES_CSV)
+                for suffix in (
+                    *("md", "html", "png", "json", "runs.csv", "accuracy.csv", "accuracy.png"),
+                    *CURVES_CSV,
+                )
             ],
             # numbers only, per row: what `dvc exp show` and `dvc metrics diff` compare; in
             # DVC's cache, so every revision and experiment has its own
@@ -218,10 +216,10 @@ class Stages:
             + " ".join(f"reports/{t}.json" for t in self.tables)
             + " --out reports/index.md",
             "deps": [f"reports/{t}.{s}" for t in self.tables for s in ("json", "runs.csv")]
-            + [f"{LIBRARY}/templates"],
+            + REPORT_CODE,
             "outs": [
-                {"reports/index.md": {"cache": False}},
-                {"reports/runs.csv": {"cache": False}},
+                {f"reports/{name}": {"cache": False}}
+                for name in ("index.md", "index.html", "runs.csv")
             ],
         }
 
