@@ -94,7 +94,7 @@ def _run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .progress import progress
+    from .progress import progress, write
     from .track import PretrainRun, experiment_name
     from .train import atomic_write_json, check_resumable, pretrain
 
@@ -114,7 +114,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         return
 
     def say(line: str) -> None:
-        print(line, flush=True)
+        write(line)
         with run.journal.open("a") as f:
             f.write(line + "\n")
 
