@@ -14,9 +14,11 @@ import yaml
 
 from .config import (
     EVALUATION,
+    Config,
     ConfigError,
     Params,
     ReportError,
+    Row,
     Trial,
     config_hash,
     flatten,
@@ -93,19 +95,36 @@ def _run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str
     return tags
 
 
+def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
+    """Which engine started the run and, under `dvc exp run`, the DVC experiment's name (empty
+    under `dvc repro`: no tag)."""
+    return {"engine": engine} | ({"engine.experiment": experiment} if experiment else {})
+
+
+def _run_name(cfg: Config, cfg_hash: str, trials: list[Trial], row: Row) -> str:
+    """The config's name, whichever engine trains it: the first of its trials over the tables
+    sorted by name, not the row asked for (DVC asks by a row, Snakemake by the hash). A config
+    that no table plans (a --seed beyond the row's trials) is named by its row."""
+    named = trials[0].row if trials else row
+    return f"{named.table}-{named.id}-seed{cfg['seed']}-{cfg_hash[:6]}"
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress, write
-    from .track import PretrainRun, experiment_name
+    from .track import PretrainRun, experiment_description, experiment_name
     from .train import atomic_write_json, check_resumable, pretrain
 
     params = Params(args.params)
-    # The trials that train this config, over every table: its MLflow run's table tags.
-    trials = None if args.row else params.run_trials(args.profile, args.config_hash)
-    row, seed = (params.row(args.row), args.seed) if args.row else (trials[0].row, trials[0].seed)
-    cfg = params.resolve(args.profile, row, seed)
+    # The trials that train this config, over every table: its MLflow run's table tags, name.
+    if args.row:
+        row = params.row(args.row)
+        cfg = params.resolve(args.profile, row, args.seed)
+        trials = params.plan(args.profile, params.table_names()).get(config_hash(cfg), [])
+    else:
+        trials = params.run_trials(args.profile, args.config_hash)
+        row = trials[0].row
+        cfg = params.resolve(args.profile, row, trials[0].seed)
     cfg_hash = config_hash(cfg)
-    if trials is None:
-        trials = params.plan(args.profile, params.table_names()).get(cfg_hash, [])
     manifest = check_prepared(cfg["data"], Path(args.data))
     run = RunDir(Path(args.out))
     run.root.mkdir(parents=True, exist_ok=True)
@@ -123,10 +142,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         run,
         resuming,
         experiment_name(args.profile),
-        f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
-        _run_tags(args.profile, cfg_hash, trials),
+        _run_name(cfg, cfg_hash, trials, row),
+        _run_tags(args.profile, cfg_hash, trials) | _engine_tags(args.engine, args.experiment),
         flatten(training_config(cfg)),
         manifest,
+        description=experiment_description(params.description(args.profile)),
     )
     began = f"resumed from {run.state}" if resuming else "started"
     say(
@@ -296,9 +316,10 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_init_tracking(args: argparse.Namespace) -> None:
-    from .track import Tracker, experiment_name, tracking_uri
+    from .track import Tracker, experiment_description, experiment_name, tracking_uri
 
-    Tracker().experiment_id(experiment_name(args.profile))
+    description = experiment_description(Params(args.params).description(args.profile))
+    Tracker().experiment_id(experiment_name(args.profile), description)
     print(f"MLflow store {tracking_uri()}: experiment {experiment_name(args.profile)} ready")
 
 
@@ -339,6 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="one trial of a row with several seeds")
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument(
+        "--engine",
+        default="cli",
+        help="what started the run, its MLflow tag `engine` (Snakemake passes snakemake, "
+        "dvc.yaml dvc; default: cli)",
+    )
+    p.add_argument(
+        "--experiment",
+        default="",
+        help="the DVC experiment's name ($DVC_EXP_NAME), its MLflow tag `engine.experiment`; "
+        "empty: no tag",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="kNN and linear probe on frozen features of a run")

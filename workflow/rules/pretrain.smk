@@ -22,7 +22,7 @@ rule pretrain:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} pretrain --profile {params.profile}"
-        " --config-hash {wildcards.run}"
+        " --config-hash {wildcards.run} --engine snakemake"
         " --data {input} --out {params.out}"
 
 
