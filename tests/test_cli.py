@@ -310,6 +310,8 @@ def _tracked_run(out: Path):
 def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     monkeypatch, tmp_path, write_prepared
 ):
+    import torch
+
     import simsiam_lab.train as train
     from simsiam_lab.config import Params
 
@@ -355,10 +357,19 @@ def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
         "config.yaml",
         "history.json",
         "curves.png",
+        "encoder.pt",
     }
+    # encoder.pt: the trained backbone, the whole of the ResNet the config builds.
+    backbone = train.build_model(params.resolve("smoke", params.row(SHARED_ROW))).backbone
+    logged = client.download_artifacts(run.info.run_id, "encoder.pt", str(tmp_path))
+    backbone.load_state_dict(torch.load(logged, weights_only=True))  # strict: every key
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, trained[f"backbone.{k}"]) for k, v in backbone.state_dict().items())
 
 
-def test_a_config_named_by_its_hash_has_its_row_s_name(monkeypatch, tmp_path, write_prepared):
+def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_left_out(
+    monkeypatch, tmp_path, write_prepared
+):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     prepared = write_prepared(
@@ -366,7 +377,10 @@ def test_a_config_named_by_its_hash_has_its_row_s_name(monkeypatch, tmp_path, wr
     )
     cfg_hash = _shared_hash()
     args = ["pretrain", "--profile", "smoke", "--config-hash", cfg_hash, "--data", str(prepared)]
-    assert main([*args, "--out", str(tmp_path / "run")]) == 0
-    _, run = _tracked_run(tmp_path / "run")
+    assert main([*args, "--out", str(tmp_path / "run"), "--encoder-artifact", "false"]) == 0
+    client, run = _tracked_run(tmp_path / "run")
     assert run.data.tags["mlflow.runName"] == SHARED_NAME + cfg_hash[:6]  # as by --row, above
     assert run.data.tags["engine"] == "cli" and "engine.experiment" not in run.data.tags
+    assert run.data.tags["status"] == "ok"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"config.yaml", "history.json", "curves.png"}

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -112,7 +113,7 @@ def _run_name(cfg: Config, cfg_hash: str, trials: list[Trial], row: Row) -> str:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress, write
     from .track import PretrainRun, experiment_description, experiment_name
-    from .train import atomic_write_json, check_resumable, pretrain
+    from .train import atomic_write_json, check_resumable, pretrain, save_encoder
 
     params = Params(args.params)
     # The trials that train this config, over every table: its MLflow run's table tags, name.
@@ -181,7 +182,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
         plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], run.curves)
         artifacts.append(run.curves)
-    tracked.finish(summary["status"], artifacts)
+    # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
+    with tempfile.TemporaryDirectory() as scratch:
+        if summary["status"] == "ok" and args.encoder_artifact == "true":
+            artifacts.append(save_encoder(run.checkpoint, Path(scratch)))
+        tracked.finish(summary["status"], artifacts)
     atomic_write_json(summary, run.summary)
     say(
         f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
@@ -371,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="the DVC experiment's name ($DVC_EXP_NAME), its MLflow tag `engine.experiment`; "
         "empty: no tag",
+    )
+    p.add_argument(
+        "--encoder-artifact",
+        choices=("true", "false"),
+        default="true",
+        help="log the trained backbone's state_dict as encoder.pt on the MLflow run when it "
+        "ends ok (default: true; not part of the config: it changes nothing that trains)",
     )
     p.set_defaults(func=cmd_pretrain)
 
