@@ -143,6 +143,10 @@ def test_snakemake_smoke_all_tables(project: Path):
     assert len(runs) == len(params.plan("smoke", tables))  # a shared config is one run
     n_keys = len(flatten(training_config(params.resolve("smoke"))))
     assert all(r.info.status == "FINISHED" and len(r.data.params) == n_keys for r in runs)
+    assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
+    # The project copy is a fresh `git init` with no commit: there is none to name.
+    sources = {(r.data.tags["mlflow.source.git.commit"], r.data.tags["git_dirty"]) for r in runs}
+    assert sources == {("unknown", "unknown")}
     _assert_nothing_lost(project, runs)
 
     again = _run(["snakemake", "-n", "--cores", "2", *target], project)
