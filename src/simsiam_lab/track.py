@@ -123,9 +123,9 @@ def _user() -> str:
 
 
 def source_tags() -> dict[str, str]:
-    """MLflow's standard tags (the UI's Source, User and Git commit) for a run started here:
-    the full commit, so `git show` finds it, and whether the tracked files differed from it
-    (what `-dirty` says in the reports). Both "unknown" outside git or before a first commit."""
+    """MLflow's standard tags (the source, commit and creator the UI shows) for a run started
+    here: the full commit, so `git show` finds it, and whether the tracked files differed from
+    it (what `-dirty` says in the reports). Both "unknown" outside git or before a first commit."""
     commit = _git("rev-parse", "--verify", "--quiet", "HEAD")
     changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
