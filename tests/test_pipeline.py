@@ -192,28 +192,29 @@ ASSISTANT_CLOSE = (
 )
 
 
-def _click(wait, xpath: str) -> None:
-    """Clicks the element once it takes the click: MLflow renders late on a loaded host, and its
-    tip "Detect Issues in Your Traces" covers the page until dismissed with "Got it"."""
-    from selenium.common.exceptions import (
-        ElementClickInterceptedException,
-        ElementNotInteractableException,
-        NoSuchElementException,
-        StaleElementReferenceException,
+def _wait(browser):
+    """A wait for a UI that renders late on a loaded 2-core host and re-renders as it goes: an
+    element not there yet, replaced, or covered by a tip is tried again."""
+    from selenium.common import exceptions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    passing = (
+        exceptions.ElementClickInterceptedException,
+        exceptions.ElementNotInteractableException,
+        exceptions.NoSuchElementException,
+        exceptions.StaleElementReferenceException,
     )
+    return WebDriverWait(browser, 180, ignored_exceptions=passing)
+
+
+def _click(wait, xpath: str) -> None:
+    """Clicks the element once it takes the click; MLflow's tip "Detect Issues in Your Traces"
+    covers the page until dismissed with "Got it"."""
 
     def clicked(browser) -> bool:
-        try:
-            for tip in browser.find_elements("xpath", "//button[normalize-space(.)='Got it']"):
-                tip.click()
-            browser.find_element("xpath", xpath).click()
-        except (
-            ElementClickInterceptedException,
-            ElementNotInteractableException,
-            NoSuchElementException,
-            StaleElementReferenceException,
-        ):
-            return False
+        for tip in browser.find_elements("xpath", "//button[normalize-space(.)='Got it']"):
+            tip.click()
+        browser.find_element("xpath", xpath).click()
         return True
 
     wait.until(clicked)
@@ -227,7 +228,6 @@ def _click(wait, xpath: str) -> None:
 def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     _run(["snakemake", "--cores", "8", "reports/table3.md", "--config", "profile=smoke"], project)
     readme = (ROOT / "README.md").read_text()
@@ -260,7 +260,7 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         browser = webdriver.Chrome(
             service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
         )
-        wait = WebDriverWait(browser, 180)  # a loaded 2-core CI host renders slowly
+        wait = _wait(browser)
         body = lambda: browser.find_element("tag name", "body").text  # noqa: E731
         SCREENSHOTS.mkdir(exist_ok=True)
 
@@ -271,8 +271,13 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         _click(wait, "//div[@role='button'][normalize-space(.)='Model training']")
         search = "//input[contains(@placeholder, 'metrics.rmse')]"
         wait.until(lambda _: browser.find_elements("xpath", search))
-        for close in browser.find_elements("xpath", ASSISTANT_CLOSE):
-            close.click()  # the assistant's panel, for a table wide enough to read
+
+        def assistant_closed(_) -> bool:  # if its panel shows: a table wide enough to read
+            for close in browser.find_elements("xpath", ASSISTANT_CLOSE):
+                close.click()
+            return True
+
+        wait.until(assistant_closed)
         browser.find_element("xpath", search).send_keys(README_QUERY + Keys.ENTER)
         wait.until(lambda _: f"{len(runs)} matching runs" in body())
         # The count renders before the rows: wait for every run's name.
@@ -291,12 +296,16 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         _click(wait, "//input[@aria-label='Select all runs']")
         _click(wait, "//button[normalize-space(.)='Compare']")
         wait.until(lambda _: f"Comparing {len(runs)} Runs from 1 Experiment" in body())
-        wait.until(lambda _: "knn_acc" in body())
-        metrics = body().split("Metrics\nShow diff only")[-1].split("Artifacts")[0]
         finals = [run.data.metrics[key] for key in ("knn_acc", "linear_acc") for run in runs]
-        assert all(f"{value:g}" in metrics for value in finals), (metrics, finals)
-        row = browser.find_element("xpath", "//*[text()='knn_acc']")
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
+
+        def metrics() -> str:  # the compare view's Metrics table
+            return body().split("Metrics\nShow diff only")[-1].split("Artifacts")[0]
+
+        wait.until(lambda _: "knn_acc" in metrics() and "linear_acc" in metrics())
+        assert all(f"{value:g}" in metrics() for value in finals), (metrics(), finals)
+        scroll = "arguments[0].scrollIntoView({block: 'center'}); return true"
+        row = "//*[text()='knn_acc']"
+        wait.until(lambda _: browser.execute_script(scroll, browser.find_element("xpath", row)))
         assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-ui-table3.png"))
     finally:
         if browser is not None:
