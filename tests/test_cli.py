@@ -290,8 +290,33 @@ def test_a_second_snakemake_is_told_that_a_live_run_holds_the_lock(tmp_path):
     assert expected in result.stderr and "rather than --unlock" in result.stderr
 
 
-def test_a_resumed_pretraining_appends_to_its_journal(monkeypatch, tmp_path, write_prepared):
+# Table 3's (c) is the baseline, which the first table by name, hypothesis, also trains: its
+# run is named by hypothesis' row k1.
+SHARED_ROW, SHARED_NAME = "table3:c", "hypothesis-k1-seed0-"
+
+
+def _shared_hash() -> str:
+    from simsiam_lab.config import Params, config_hash
+
+    params = Params(ROOT / "params")
+    return config_hash(params.resolve("smoke", params.row(SHARED_ROW)))
+
+
+def _tracked_run(out: Path):
+    """The MLflow run of a run directory, through the client (as the UI reads it)."""
+    from simsiam_lab.track import Tracker
+
+    client = Tracker().client
+    return client, client.get_run((out / "mlflow_run_id").read_text().strip())
+
+
+def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
+    monkeypatch, tmp_path, write_prepared
+):
+    import torch
+
     import simsiam_lab.train as train
+    from simsiam_lab.config import Params
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -308,27 +333,68 @@ def test_a_resumed_pretraining_appends_to_its_journal(monkeypatch, tmp_path, wri
 
         return real(cfg, data, out, log_then_kill)
 
-    args = ["pretrain", "--profile", "smoke", "--row", "table3:c", "--data", str(prepared)]
+    args = ["pretrain", "--profile", "smoke", "--row", SHARED_ROW, "--data", str(prepared)]
     args += ["--out", str(tmp_path / "run")]
     monkeypatch.setattr(train, "pretrain", killed_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
-        main(args)
+        main([*args, "--engine", "dvc", "--experiment", "exp-1"])  # as `dvc exp run` passes
     monkeypatch.setattr(train, "pretrain", real)
-    assert main(args) == 0
+    assert main(args) == 0  # resumed by hand: still the run DVC started
     journal = (tmp_path / "run" / "pretrain.log").read_text().splitlines()
     starts = [line for line in journal if line.startswith("=== ")]
     assert len(starts) == 2 and "started" in starts[0] and "resumed from" in starts[1]
     assert journal.index(starts[1]) > journal.index(next(x for x in journal if "epoch 1:" in x))
     assert "ok after 2 epochs" in journal[-1]
-    # One MLflow run across both attempts, with MLflow's standard tags and the run's files.
-    from simsiam_lab.track import Tracker
 
-    client = Tracker().client
-    run = client.get_run((tmp_path / "run" / "mlflow_run_id").read_text().strip())
-    assert run.data.tags["mlflow.runName"].startswith("table3-c-seed0-")
-    assert len(run.data.tags["mlflow.source.git.commit"]) >= 7
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+    # One MLflow run across both attempts, with the tags it began with and the run's files.
+    client, run = _tracked_run(tmp_path / "run")
+    tags = run.data.tags
+    assert tags["mlflow.runName"] == SHARED_NAME + _shared_hash()[:6]  # not table3-c-…
+    assert tags["engine"] == "dvc" and tags["engine.experiment"] == "exp-1"
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["git_dirty"] in ("true", "false")
+    params = Params(ROOT / "params")
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.note.content"].startswith(params.description("smoke"))
+    assert "tags.engine = 'snakemake'" in experiment.tags["mlflow.note.content"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
         "config.yaml",
         "history.json",
         "curves.png",
+        "encoder.pt",
     }
+    # encoder.pt: the trained backbone, the whole of the ResNet the config builds.
+    backbone = train.build_model(params.resolve("smoke", params.row(SHARED_ROW))).backbone
+    logged = client.download_artifacts(run.info.run_id, "encoder.pt", str(tmp_path))
+    backbone.load_state_dict(torch.load(logged, weights_only=True))  # strict: every key
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, trained[f"backbone.{k}"]) for k, v in backbone.state_dict().items())
+
+
+def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_left_out(
+    monkeypatch, tmp_path, write_prepared
+):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    prepared = write_prepared(
+        tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
+    )
+    cfg_hash = _shared_hash()
+    args = ["pretrain", "--profile", "smoke", "--config-hash", cfg_hash, "--data", str(prepared)]
+    assert main([*args, "--out", str(tmp_path / "run"), "--encoder-artifact", "false"]) == 0
+    client, run = _tracked_run(tmp_path / "run")
+    assert run.data.tags["mlflow.runName"] == SHARED_NAME + cfg_hash[:6]  # as by --row, above
+    assert run.data.tags["engine"] == "cli" and "engine.experiment" not in run.data.tags
+    assert run.data.tags["status"] == "ok"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"config.yaml", "history.json", "curves.png"}
+
+
+def test_the_encoder_artifact_switch_is_the_flag_else_pipeline_yaml_else_on(tmp_path):
+    from simsiam_lab.cli import encoder_artifact
+    from simsiam_lab.config import Params
+
+    params = Params(tmp_path)
+    assert encoder_artifact(params, None)  # no pipeline.yaml: on
+    (tmp_path / "pipeline.yaml").write_text("profile: smoke\nencoder_artifact: false\n")
+    assert not encoder_artifact(params, None)  # what DVC's stage, which passes no flag, reads
+    assert encoder_artifact(params, "true") and not encoder_artifact(params, "false")

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -26,8 +25,9 @@ ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 README_UI_COMMAND = (
     "mlflow ui --backend-store-uri sqlite:///.mlflow/mlflow.db --host 127.0.0.1 --port"
 )
+# The README's query for Table 3's runs, one per config, as Snakemake trained them.
+README_QUERY = "tags.`table.table3` LIKE '%' AND tags.engine = 'snakemake'"
 SCREENSHOTS = ROOT / "test-artifacts"
-SCREENSHOT = SCREENSHOTS / "mlflow-ui-table3.png"
 REPORT_SCREENSHOTS = SCREENSHOTS / "snakemake-report"
 
 pytestmark = [
@@ -93,9 +93,9 @@ def _assert_nothing_lost(project: Path, runs: list) -> None:
             assert steps["loss"] == [1, 2] and steps["knn"] == [0, 1, 2], (run_id, steps)
             assert {"knn_acc", "linear_acc"} <= steps.keys()
             assert run.data.tags["eval.linear_probe"] == "cached"  # the evaluation's settings
-        curves = set() if status == "skipped" else {"curves.png"}
+        trained = set() if status == "skipped" else {"curves.png", "encoder.pt"}
         logged = {a.path for a in client.list_artifacts(run_id)}
-        assert logged == {"config.yaml", "history.json", "metrics.json", *curves}
+        assert logged == {"config.yaml", "history.json", "metrics.json", *trained}
     events = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
     running = [0]
     for _, change in events:
@@ -148,6 +148,10 @@ def test_snakemake_smoke_all_tables(project: Path):
     assert len(runs) == len(params.plan("smoke", tables))  # a shared config is one run
     n_keys = len(flatten(training_config(params.resolve("smoke"))))
     assert all(r.info.status == "FINISHED" and len(r.data.params) == n_keys for r in runs)
+    assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
+    # The project copy is a fresh `git init` with no commit: there is none to name.
+    sources = {(r.data.tags["mlflow.source.git.commit"], r.data.tags["git_dirty"]) for r in runs}
+    assert sources == {("unknown", "unknown")}
     _assert_nothing_lost(project, runs)
 
     again = _run(["snakemake", "-n", "--cores", "2", *target], project)
@@ -310,6 +314,41 @@ def _wait_for_http(url: str, seconds: float) -> None:
             time.sleep(0.5)
 
 
+# The close button of the "MLflow Assistant" side panel.
+ASSISTANT_CLOSE = (
+    "//*[normalize-space(text())='MLflow Assistant']"
+    "/ancestor::*[.//button[@aria-label='Close']][1]//button[@aria-label='Close']"
+)
+
+
+def _wait(browser):
+    """A wait for a UI that renders late on a loaded 2-core host and re-renders as it goes: an
+    element not there yet, replaced, or covered by a tip is tried again."""
+    from selenium.common import exceptions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    passing = (
+        exceptions.ElementClickInterceptedException,
+        exceptions.ElementNotInteractableException,
+        exceptions.NoSuchElementException,
+        exceptions.StaleElementReferenceException,
+    )
+    return WebDriverWait(browser, 180, ignored_exceptions=passing)
+
+
+def _click(wait, xpath: str) -> None:
+    """Clicks the element once it takes the click; MLflow's tip "Detect Issues in Your Traces"
+    covers the page until dismissed with "Got it"."""
+
+    def clicked(browser) -> bool:
+        for tip in browser.find_elements("xpath", "//button[normalize-space(.)='Got it']"):
+            tip.click()
+        browser.find_element("xpath", xpath).click()
+        return True
+
+    wait.until(clicked)
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(
     not (shutil.which("chromium") and shutil.which("chromedriver")),
@@ -317,16 +356,15 @@ def _wait_for_http(url: str, seconds: float) -> None:
 )
 def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.common.keys import Keys
 
     _run(["snakemake", "--cores", "8", "reports/table3.md", "--config", "profile=smoke"], project)
-    runs = _mlflow_runs(project, "tags.`table.table3` LIKE '%'")
-    configs = {run.data.tags["config_hash"] for run in runs}
-    # Five rows; a store that an earlier `dvc repro` also trained into holds a second run of each.
-    assert len(configs) == 5 and len(runs) % 5 == 0
-    experiment = runs[0].info.experiment_id
+    readme = (ROOT / "README.md").read_text()
+    assert README_UI_COMMAND in readme and README_QUERY in readme
+    runs = _mlflow_runs(project, README_QUERY)
+    # One run per config of the five rows, whatever else (DVC, by hand) trained them too.
+    assert len(runs) == len({run.data.tags["config_hash"] for run in runs}) == 5
 
-    assert README_UI_COMMAND in (ROOT / "README.md").read_text()
     port = free_port()
     ui = subprocess.Popen(
         [*README_UI_COMMAND.split(), str(port)],
@@ -335,42 +373,58 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1600,1000",
-    ):
-        options.add_argument(arg)
     browser = None
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_for_http(base, 120)
-        browser = webdriver.Chrome(
-            service=webdriver.ChromeService(shutil.which("chromedriver")), options=options
-        )
-        wait = WebDriverWait(browser, 180)  # a loaded 2-core CI host renders slowly
+        browser = _headless_chromium(webdriver, 1800, 1000)
+        wait = _wait(browser)
         body = lambda: browser.find_element("tag name", "body").text  # noqa: E731
+        SCREENSHOTS.mkdir(exist_ok=True)
 
-        # One query in the experiment's run list selects Table 3's runs (README).
-        query = urllib.parse.quote("tags.`table.table3` LIKE '%'")
-        browser.get(f"{base}/#/experiments/{experiment}/runs?searchFilter={query}")
+        # The README's path: the experiment opens in the GenAI view; its Runs table is under
+        # "Model training".
+        browser.get(base)
+        _click(wait, "//a[normalize-space(.)='simsiam-smoke']")
+        _click(wait, "//div[@role='button'][normalize-space(.)='Model training']")
+        search = "//input[contains(@placeholder, 'metrics.rmse')]"
+        wait.until(lambda _: browser.find_elements("xpath", search))
+
+        def assistant_closed(_) -> bool:  # if its panel shows: a table wide enough to read
+            for close in browser.find_elements("xpath", ASSISTANT_CLOSE):
+                close.click()
+            return True
+
+        wait.until(assistant_closed)
+        browser.find_element("xpath", search).send_keys(README_QUERY + Keys.ENTER)
         wait.until(lambda _: f"{len(runs)} matching runs" in body())
         # The count renders before the rows: wait for every run's name.
         wait.until(lambda _: all(run.info.run_name in body() for run in runs))
 
-        ids = ",".join(f'"{run.info.run_id}"' for run in runs)
-        browser.get(f'{base}/#/compare-runs?runs=[{ids}]&experiments=["{experiment}"]')
-        wait.until(lambda _: "knn_acc" in body())
-        metrics = body().split("Metrics\nShow diff only")[-1].split("Artifacts")[0]
-        knn = [run.data.metrics["knn_acc"] for run in runs]
-        assert all(f"{value:g}" in metrics for value in knn), (metrics, knn)
-        row = browser.find_element("xpath", "//*[text()='knn_acc']")
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        assert browser.save_screenshot(str(SCREENSHOT))
+        # No metric column until one is picked (Columns, then the Metrics group).
+        _click(wait, "//button[normalize-space(.)='Columns']")
+        for name in ("knn_acc", "linear_acc", "table.table3"):
+            _click(wait, f"//span[@title='{name}']")
+        browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+        knn = sorted(f"{run.data.metrics['knn_acc']:g}" for run in runs)
+        cells = "//*[@role='gridcell'][@col-id='metrics.`knn_acc`']"
+        wait.until(lambda _: sorted(c.text for c in browser.find_elements("xpath", cells)) == knn)
+        assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-ui-table3-runs.png"))
+
+        _click(wait, "//input[@aria-label='Select all runs']")
+        _click(wait, "//button[normalize-space(.)='Compare']")
+        wait.until(lambda _: f"Comparing {len(runs)} Runs from 1 Experiment" in body())
+        finals = [run.data.metrics[key] for key in ("knn_acc", "linear_acc") for run in runs]
+
+        def metrics() -> str:  # the compare view's Metrics table
+            return body().split("Metrics\nShow diff only")[-1].split("Artifacts")[0]
+
+        wait.until(lambda _: "knn_acc" in metrics() and "linear_acc" in metrics())
+        assert all(f"{value:g}" in metrics() for value in finals), (metrics(), finals)
+        scroll = "arguments[0].scrollIntoView({block: 'center'}); return true"
+        row = "//*[text()='knn_acc']"
+        wait.until(lambda _: browser.execute_script(scroll, browser.find_element("xpath", row)))
+        assert browser.save_screenshot(str(SCREENSHOTS / "mlflow-ui-table3.png"))
     finally:
         if browser is not None:
             browser.quit()
@@ -493,6 +547,26 @@ def test_dvc_repro_smoke_table3(project: Path):
     )
     assert redone.returncode != 0 and "Running stage 'prepare'" in redone.stdout
     assert f"cannot read archive {other}" in redone.stdout + redone.stderr
+
+    # MLflow: DVC's runs say so, and carry the names Snakemake's runs of the same configs have.
+    dvc_runs = _mlflow_runs(project, "tags.engine = 'dvc'")
+    assert len(dvc_runs) == 5 and all(r.data.tags["table.table3"] for r in dvc_runs)
+    snakemake_runs = _mlflow_runs(project, README_QUERY)
+    assert {r.info.run_name for r in dvc_runs} == {r.info.run_name for r in snakemake_runs}
+    # A run trained by an experiment is tagged with its name.
+    _run([*git, "checkout", "-q", "--", "."], project)
+    trained = _run(
+        [
+            *("dvc", "exp", "run", "-n", "lr05", "pretrain@table3-a-s0", "-S"),
+            "params/profiles.yaml:smoke.overrides.optim.base_lr=0.05",
+        ],
+        project,
+    ).stdout
+    assert _dvc_runs(trained) == {"table3-a-s0"}
+    (tagged,) = _mlflow_runs(project, "tags.`engine.experiment` = 'lr05'")
+    assert tagged.data.tags["engine"] == "dvc" and tagged.info.run_name.startswith("table3-a-")
+    _run([*git, "checkout", "-q", "--", "."], project)  # back to the committed pipeline
+    _run(["dvc", "checkout", "-q"], project)
 
 
 @pytest.mark.browser

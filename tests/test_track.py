@@ -1,14 +1,16 @@
 """Concurrent tracking: eight writers released at once into one fresh SQLite store lose nothing."""
 
+import getpass
 import json
 import multiprocessing as mp
+import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow_writers import assert_nothing_lost, run_writers
 
 from simsiam_lab.rundir import RunDir
-from simsiam_lab.track import PretrainRun, Tracker
+from simsiam_lab.track import DESCRIPTION_TAG, PretrainRun, Tracker, git_commit, source_tags
 
 EPOCHS = 15
 
@@ -56,7 +58,8 @@ def test_a_resumed_pretraining_continues_its_mlflow_run_and_logs_each_epoch_once
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     run_dir = RunDir(tmp_path / "run")
     run_dir.root.mkdir()
-    opened = PretrainRun.open(run_dir, False, "simsiam-test", "r", {}, {"seed": 0}, MANIFEST)
+    tags = {"engine": "dvc", "engine.experiment": "exp-1"}
+    opened = PretrainRun.open(run_dir, False, "simsiam-test", "r", tags, {"seed": 0}, MANIFEST)
     assert opened.log_epoch({"epoch": 1, "loss": -0.5}) == {"loss": -0.5}
 
     # A kill, then the resumed process replays the history it saved, plus a new epoch.
@@ -71,6 +74,56 @@ def test_a_resumed_pretraining_continues_its_mlflow_run_and_logs_each_epoch_once
     run = client.get_run(opened.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
     assert run.data.tags["mlflow.source.git.commit"]  # MLflow's own column in the UI
+    assert run.data.tags.items() >= tags.items()  # the resumed run keeps the tags it began with
     assert [m.step for m in client.get_metric_history(opened.run_id, "loss")] == [1, 2]
     assert [a.path for a in client.list_artifacts(opened.run_id)] == ["config.yaml"]
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def _git(repo: Path, *args: str) -> str:
+    identity = ["-c", "user.name=test", "-c", "user.email=test@localhost"]
+    done = subprocess.run(["git", *identity, *args], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_run_names_the_full_commit_whether_the_tree_was_dirty_and_the_user(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    _git(tmp_path, "init", "-q")
+    # A fresh repository (the pipeline tests' project copy) has no commit to name.
+    tags = source_tags()
+    assert tags["mlflow.source.git.commit"] == "unknown" and tags["git_dirty"] == "unknown"
+
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    _git(tmp_path, "add", "train.py")
+    _git(tmp_path, "commit", "-qm", "first")
+    (tmp_path / "results.json").write_text("{}")  # untracked: the tree is still clean
+    tags = source_tags()
+    assert tags["mlflow.source.git.commit"] == _git(tmp_path, "rev-parse", "HEAD")
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["git_dirty"] == "false"
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert tags["mlflow.source.name"] == "simsiam pretrain"
+    assert tags["mlflow.source.type"] == "LOCAL"
+
+    (tmp_path / "train.py").write_text("lr = 0.2\n")
+    assert source_tags()["git_dirty"] == "true"
+    # The reports keep git describe's short, readable form.
+    assert git_commit() == _git(tmp_path, "rev-parse", "--short=12", "HEAD") + "-dirty"
+
+
+def test_an_experiment_gets_a_description_where_it_has_none(tmp_path: Path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+
+    def note(name: str) -> str | None:
+        return tracker.client.get_experiment_by_name(name).tags.get(DESCRIPTION_TAG)
+
+    tracker.experiment_id("created", "a smoke run")
+    assert note("created") == "a smoke run"
+    tracker.client.create_experiment("older")  # created before experiments had descriptions
+    tracker.experiment_id("older", "a smoke run")
+    assert note("older") == "a smoke run"
+    tracker.client.set_experiment_tag(tracker.experiment_id("older"), DESCRIPTION_TAG, "mine")
+    tracker.experiment_id("older", "a smoke run")
+    assert note("older") == "mine"  # one written in the UI stays

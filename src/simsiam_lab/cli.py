@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -14,12 +15,15 @@ import yaml
 
 from .config import (
     EVALUATION,
+    Config,
     ConfigError,
     Params,
     ReportError,
+    Row,
     Trial,
     config_hash,
     flatten,
+    load_yaml,
     training_config,
 )
 from .data import DataError, DataSpec, open_split, prepare
@@ -93,19 +97,46 @@ def _run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str
     return tags
 
 
+def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
+    """Which engine started the run and, under `dvc exp run`, the DVC experiment's name (empty
+    under `dvc repro`: no tag)."""
+    return {"engine": engine} | ({"engine.experiment": experiment} if experiment else {})
+
+
+def _run_name(cfg: Config, cfg_hash: str, trials: list[Trial], row: Row) -> str:
+    """The config's name, whichever engine trains it: the first of its trials over the tables
+    sorted by name, not the row asked for (DVC asks by a row, Snakemake by the hash). A config
+    that no table plans (a --seed beyond the row's trials) is named by its row."""
+    named = trials[0].row if trials else row
+    return f"{named.table}-{named.id}-seed{cfg['seed']}-{cfg_hash[:6]}"
+
+
+def encoder_artifact(params: Params, flag: str | None) -> bool:
+    """--encoder-artifact, else params/pipeline.yaml's `encoder_artifact` (what DVC's stage
+    reads: a flag in its command would retrain every run when it changes), else true."""
+    if flag is not None:
+        return flag == "true"
+    pipeline = params.root / "pipeline.yaml"
+    setting = load_yaml(pipeline).get("encoder_artifact", True) if pipeline.is_file() else True
+    return str(setting).lower() == "true"
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .progress import progress
-    from .track import PretrainRun, experiment_name
-    from .train import atomic_write_json, check_resumable, pretrain
+    from .progress import progress, write
+    from .track import PretrainRun, experiment_description, experiment_name
+    from .train import atomic_write_json, check_resumable, pretrain, save_encoder
 
     params = Params(args.params)
-    # The trials that train this config, over every table: its MLflow run's table tags.
-    trials = None if args.row else params.run_trials(args.profile, args.config_hash)
-    row, seed = (params.row(args.row), args.seed) if args.row else (trials[0].row, trials[0].seed)
-    cfg = params.resolve(args.profile, row, seed)
+    # The trials that train this config, over every table: its MLflow run's table tags, name.
+    if args.row:
+        row = params.row(args.row)
+        cfg = params.resolve(args.profile, row, args.seed)
+        trials = params.plan(args.profile, params.table_names()).get(config_hash(cfg), [])
+    else:
+        trials = params.run_trials(args.profile, args.config_hash)
+        row = trials[0].row
+        cfg = params.resolve(args.profile, row, trials[0].seed)
     cfg_hash = config_hash(cfg)
-    if trials is None:
-        trials = params.plan(args.profile, params.table_names()).get(cfg_hash, [])
     manifest = check_prepared(cfg["data"], Path(args.data))
     run = RunDir(Path(args.out))
     run.root.mkdir(parents=True, exist_ok=True)
@@ -114,7 +145,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         return
 
     def say(line: str) -> None:
-        print(line, flush=True)
+        write(line)
         with run.journal.open("a") as f:
             f.write(line + "\n")
 
@@ -123,10 +154,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         run,
         resuming,
         experiment_name(args.profile),
-        f"{row.table}-{row.id}-seed{cfg['seed']}-{cfg_hash[:6]}",
-        _run_tags(args.profile, cfg_hash, trials),
+        _run_name(cfg, cfg_hash, trials, row),
+        _run_tags(args.profile, cfg_hash, trials) | _engine_tags(args.engine, args.experiment),
         flatten(training_config(cfg)),
         manifest,
+        description=experiment_description(params.description(args.profile)),
     )
     began = f"resumed from {run.state}" if resuming else "started"
     say(
@@ -161,7 +193,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
         plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], run.curves)
         artifacts.append(run.curves)
-    tracked.finish(summary["status"], artifacts)
+    # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
+    with tempfile.TemporaryDirectory() as scratch:
+        if summary["status"] == "ok" and encoder_artifact(params, args.encoder_artifact):
+            artifacts.append(save_encoder(run.checkpoint, Path(scratch)))
+        tracked.finish(summary["status"], artifacts)
     atomic_write_json(summary, run.summary)
     say(
         f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
@@ -292,9 +328,10 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_init_tracking(args: argparse.Namespace) -> None:
-    from .track import Tracker, experiment_name, tracking_uri
+    from .track import Tracker, experiment_description, experiment_name, tracking_uri
 
-    Tracker().experiment_id(experiment_name(args.profile))
+    description = experiment_description(Params(args.params).description(args.profile))
+    Tracker().experiment_id(experiment_name(args.profile), description)
     print(f"MLflow store {tracking_uri()}: experiment {experiment_name(args.profile)} ready")
 
 
@@ -335,6 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="one trial of a row with several seeds")
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument(
+        "--engine",
+        default="cli",
+        help="what started the run, its MLflow tag `engine` (Snakemake passes snakemake, "
+        "dvc.yaml dvc; default: cli)",
+    )
+    p.add_argument(
+        "--experiment",
+        default="",
+        help="the DVC experiment's name ($DVC_EXP_NAME), its MLflow tag `engine.experiment`; "
+        "empty: no tag",
+    )
+    p.add_argument(
+        "--encoder-artifact",
+        choices=("true", "false"),
+        help="log the trained backbone's state_dict as encoder.pt on the MLflow run when it "
+        "ends ok (default: params/pipeline.yaml's encoder_artifact, else true; not part of the "
+        "config: it changes nothing that trains)",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="kNN and linear probe on frozen features of a run")

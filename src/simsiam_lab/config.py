@@ -299,6 +299,11 @@ class Params:
             )
         return self.profiles[name].get("overrides") or {}
 
+    def description(self, profile: str) -> str:
+        """What the profile is for (params/profiles.yaml: `description`)."""
+        self.profile(profile)
+        return str(self.profiles[profile].get("description") or "")
+
     def trials(self, profile: str) -> int:
         """Seeds per claimed row at this profile (params/profiles.yaml: `trials`)."""
         self.profile(profile)

@@ -38,3 +38,10 @@ def progress(
     return tqdm(
         iterable, file=_Lines(stream), mininterval=LOG_INTERVAL_S, ascii=True, ncols=90, **style
     )
+
+
+def write(line: str) -> None:
+    """One line on stdout; on a terminal, above the bar, which a plain print would land in the
+    middle of (the bar is stderr's last line, without a newline)."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()  # in a job's log, in order with stderr's lines

@@ -10,6 +10,7 @@ keeps the artifacts where the server was told to (workflow/scripts/tracking_serv
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import ssl
@@ -99,17 +100,55 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def git_commit() -> str:
+def _git(*args: str) -> str | None:
+    """A git command's output in the working directory; None outside a repository or when it
+    fails (a fresh `git init` has no HEAD)."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return None
     return out.stdout.strip()
+
+
+def git_commit() -> str:
+    """What the reports print: a short, readable `git describe` (with -dirty)."""
+    return _git("describe", "--always", "--dirty", "--abbrev=12") or "unknown"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment nor in the passwd file
+        return "unknown"
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard tags (the source, commit and creator the UI shows) for a run started
+    here: the full commit, so `git show` finds it, and whether the tracked files differed from
+    it (what `-dirty` says in the reports). Both "unknown" outside git or before a first commit."""
+    commit = _git("rev-parse", "--verify", "--quiet", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "mlflow.source.git.commit": commit or "unknown",
+        "git_dirty": "unknown" if changes is None else str(bool(changes)).lower(),
+        "mlflow.user": _user(),
+        "mlflow.source.name": "simsiam pretrain",
+        "mlflow.source.type": "LOCAL",
+    }
+
+
+# MLflow shows this experiment tag as the experiment's description.
+DESCRIPTION_TAG = "mlflow.note.content"
+
+
+def experiment_description(profile_description: str) -> str:
+    """The profile's description, and how to pick one table's or one engine's runs out of the
+    experiment (it holds every engine's runs of the profile)."""
+    return (
+        f"{profile_description.strip()}\n\n"
+        "One run per config; a table's runs: tags.`table.table3` LIKE '%', an engine's: "
+        "tags.engine = 'snakemake' (or 'dvc', 'cli')."
+    )
 
 
 class Tracker:
@@ -124,27 +163,41 @@ class Tracker:
         with _store_lock(self.uri):  # the client creates a fresh store's tables
             self.client = MlflowClient(tracking_uri=self.uri)
 
-    def experiment_id(self, name: str) -> str:
+    def experiment_id(self, name: str, description: str = "") -> str:
+        """The experiment's id, created if need be; a description is set on it when it has
+        none (one written in the UI stays)."""
         from mlflow.exceptions import MlflowException
 
+        note = {DESCRIPTION_TAG: description} if description else {}
         with _store_lock(self.uri):
             exp = self.client.get_experiment_by_name(name)
-            if exp is not None:
-                return exp.experiment_id
-            db = _sqlite_path(self.uri)
-            artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
-            try:
-                return self.client.create_experiment(name, artifact_location=artifacts)
-            except MlflowException as err:
-                # A server store has no file lock: another job may have created it just now.
-                if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                return self.client.get_experiment_by_name(name).experiment_id
+            if exp is None:
+                db = _sqlite_path(self.uri)
+                artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
+                try:
+                    return self.client.create_experiment(
+                        name, artifact_location=artifacts, tags=note
+                    )
+                except MlflowException as err:
+                    # A server store has no file lock: another job may have created it just now.
+                    if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    exp = self.client.get_experiment_by_name(name)
+            if note and not exp.tags.get(DESCRIPTION_TAG):
+                self.client.set_experiment_tag(exp.experiment_id, DESCRIPTION_TAG, description)
+            return exp.experiment_id
 
-    def start(self, experiment: str, run_name: str, tags: dict[str, str], params: dict) -> str:
+    def start(
+        self,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict,
+        description: str = "",
+    ) -> str:
         from mlflow.entities import Param
 
-        exp_id = self.experiment_id(experiment)
+        exp_id = self.experiment_id(experiment, description)
         with _store_lock(self.uri):
             run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
             run_id = run.info.run_id
@@ -231,21 +284,18 @@ class PretrainRun:
         tags: dict[str, str],
         params: dict[str, Any],
         manifest: dict[str, Any],
+        description: str = "",
     ) -> PretrainRun:
-        """Continues the MLflow run of the interrupted run in run_dir, else starts one, with
-        MLflow's own tags (so the UI shows the commit and the source) and the dataset input."""
+        """Continues the MLflow run of the interrupted run in run_dir, with the tags it started
+        with, else starts one, with MLflow's own tags (so the UI shows the commit, the user and
+        the source) and the dataset input, in the experiment with this description."""
         tracker = Tracker()
         if resuming and run_dir.mlflow_run_id.is_file():
             run_id = run_dir.mlflow_run_id.read_text().strip()
             tracker.reopen(run_id)
             return cls(tracker, run_id, tracker.logged(run_id))
-        tags = tags | {
-            "mlflow.source.git.commit": git_commit(),
-            "mlflow.source.name": "simsiam pretrain",
-            "mlflow.source.type": "LOCAL",
-            "status": "running",
-        }
-        run_id = tracker.start(experiment, name, tags, params)
+        tags = tags | source_tags() | {"status": "running"}
+        run_id = tracker.start(experiment, name, tags, params, description)
         tracker.log_dataset(run_id, manifest)
         run_dir.mlflow_run_id.write_text(run_id + "\n")
         return cls(tracker, run_id, set())

@@ -243,6 +243,18 @@ def scale_mismatch(cfg: Config, n_images: int) -> str | None:
     return None
 
 
+def save_encoder(checkpoint: Path, out_dir: Path) -> Path:
+    """The trained backbone's state_dict alone, from a run's checkpoint, as out_dir/encoder.pt:
+    what a downstream task loads into build_model(cfg).backbone, the torchvision ResNet the
+    config builds, without SimSiam's projector and predictor."""
+    model = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    prefix = "backbone."
+    encoder = {k.removeprefix(prefix): v for k, v in model.items() if k.startswith(prefix)}
+    path = out_dir / "encoder.pt"
+    torch.save(encoder, path)
+    return path
+
+
 def initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
     """The weights pretraining starts from (seeded as it is)."""
     torch.manual_seed(cfg["seed"])

@@ -15,6 +15,9 @@ rule pretrain:
     params:
         profile=PROFILE,
         out=lambda wc, output: os.path.dirname(output.summary),
+        # Not the run's identity: a function of the output, which Snakemake's params trigger
+        # skips, so switching the MLflow artifact on or off retrains nothing.
+        encoder_artifact=lambda wc, output: str(config["encoder_artifact"]).lower(),
     threads: THREADS
     resources:
         mem_mb=4000,
@@ -22,7 +25,8 @@ rule pretrain:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} pretrain --profile {params.profile}"
-        " --config-hash {wildcards.run}"
+        " --config-hash {wildcards.run} --engine snakemake"
+        " --encoder-artifact {params.encoder_artifact}"
         " --data {input} --out {params.out}"
 
 

@@ -154,7 +154,10 @@ class Stages:
         run = self.run_dir("${key}")
         return {
             "cmd": f"simsiam pretrain --profile {self.profile} --row ${{item.table}}:${{item.row}}"
-            f" --seed ${{item.seed}} --data {self.prepared} --out {run.root}",
+            f" --seed ${{item.seed}} --data {self.prepared} --out {run.root}"
+            # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`. The encoder artifact's
+            # switch is read from params/pipeline.yaml, not passed: a changed command retrains.
+            ' --engine dvc --experiment "$DVC_EXP_NAME"',
             "deps": [self.prepared, *TRAINING_CODE],
             # what training reads: an eval setting re-evaluates, it never retrains
             "params": [
