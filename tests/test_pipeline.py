@@ -163,6 +163,11 @@ def test_snakemake_smoke_all_tables(project: Path):
     plan = _run(["snakemake", "-n", "--cores", "2", *target], project)
     profiles.write_text(before)
     assert "evaluate " in plan.stdout and "pretrain " not in plan.stdout, plan.stdout
+    # An optim setting retrains every run, and re-prepares nothing.
+    _edited(profiles, "base_lr: 0.03, weight_decay", "base_lr: 0.05, weight_decay")
+    plan = _run(["snakemake", "-n", "--cores", "2", *target], project)
+    profiles.write_text(before)
+    assert "pretrain " in plan.stdout and "prepare " not in plan.stdout, plan.stdout
     # A new table (sorted first) whose row is Table 3's (c) reuses that run: only its report.
     new_table = project / "params" / "tables" / "acopy.yaml"
     new_table.write_text("rows:\n  c: {overrides: {}, paper: 68.2}\n")
