@@ -31,8 +31,8 @@ def clone(tmp_path) -> Path:
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
-    if ARCHIVE.is_file() and "SIMSIAM_DATA" not in env:
-        env["SIMSIAM_DATA"] = str(ARCHIVE)
+    # Absolute: CI's is relative to the checkout, and these run in a copy elsewhere.
+    env["SIMSIAM_DATA"] = str(Path(env.get("SIMSIAM_DATA") or ARCHIVE).resolve())
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
 
 
