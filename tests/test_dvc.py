@@ -15,7 +15,13 @@ from simsiam_lab.config import Params
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.environ.get("SIMSIAM_DATA") or ARCHIVE.is_file()),
+        reason="needs the CIFAR-10 archive (SIMSIAM_DATA or ../shared/datasets)",
+    ),
+]
 
 
 @pytest.fixture
