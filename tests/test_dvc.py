@@ -104,7 +104,8 @@ def test_a_profile_switch_runs_exactly_that_profile_s_trials(clone: Path):
 
 def test_a_stale_dvc_yaml_stops_the_run_with_the_command_that_regenerates_it(clone: Path):
     table = clone / "params" / "tables" / "table3.yaml"
-    table.write_text(table.read_text().replace("predictor_output_bn: true", "predictor: false"))
+    new_row = "rows:\n  e: {overrides: {optim: {base_lr: 0.07}}, paper: 1.0}\n"  # a new config
+    table.write_text(table.read_text().replace("rows:\n", new_row))
     result = _run(["dvc", "repro", "source"], clone)
     assert result.returncode != 0
     assert (

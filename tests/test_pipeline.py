@@ -440,7 +440,9 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
 def _dvc_changed(project: Path) -> set[str]:
     """The stages `dvc status` says changed ('source' always runs: it rereads the data's
     fingerprint), Table 3's only: the other tables were not built."""
-    status = json.loads(_run(["dvc", "status", "--json", "report-table3"], project).stdout)
+    status = json.loads(
+        _run(["dvc", "status", "--json", "--with-deps", "report-table3"], project).stdout
+    )
     return set(status) - {"source"}
 
 
@@ -454,7 +456,9 @@ def _edited(path: Path, old: str, new: str) -> str:
 
 def test_dvc_repro_smoke_table3(project: Path):
     use_dvc_profile(project, "smoke")  # the README's profile switch
-    (project / "reports" / "table3.md").unlink(missing_ok=True)
+    # A DVC user's project: none of the reports that Snakemake built above.
+    for report in (project / "reports").glob("*.*"):
+        report.unlink()
     built = _run(["dvc", "repro", "report-table3"], project).stdout  # `dvc repro`: every table
     assert len(_report_rows(project / "reports" / "table3.md")) == 5
     params = Params(project / "params")
@@ -571,7 +575,7 @@ def test_dvc_repro_smoke_table3(project: Path):
     (tagged,) = _mlflow_runs(project, "tags.`engine.experiment` = 'lr05'")
     assert tagged.data.tags["engine"] == "dvc" and tagged.info.run_name.startswith("table3-a-")
     _run([*git, "checkout", "-q", "--", "."], project)  # back to the committed pipeline
-    _run(["dvc", "checkout", "-q"], project)
+    _run(["dvc", "checkout", "-q", "--with-deps", "report-table3"], project)  # only it was built
 
 
 @pytest.mark.browser
@@ -592,10 +596,16 @@ def test_dvc_plots_show_renders_table3_offline(project: Path):
     browser = _headless_chromium(webdriver, 1400, 2200)
     try:
         browser.get(page)
-        plots = [plot.replace(": ", "__") for plot in table3]  # DVC's div ids
-        drawn = "return document.querySelector(arguments[0] + ' canvas')?.width || 0"
+        # Vega draws SVG: a line per row in each curve, a bar per number in the accuracy plot.
+        marks = "return document.querySelectorAll(`[id='${arguments[0]}'] g.${arguments[1]}>path`)"
+        rows = len(Params(project / "params").table("table3").rows)
+        bars = len(pd.read_csv(project / "reports" / "table3.accuracy.csv"))
+        drawn = {  # by DVC's div ids
+            **{f"table3__{curve}": ("mark-line", rows) for curve in ("loss", "z_std_ratio", "knn")},
+            "table3__accuracy": ("mark-rect", bars),
+        }
         WebDriverWait(browser, 60).until(
-            lambda b: all(b.execute_script(drawn, f"[id='{p}']") > 100 for p in plots)
+            lambda b: all(len(b.execute_script(marks, p, m)) == n for p, (m, n) in drawn.items())
         )
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
