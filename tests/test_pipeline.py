@@ -538,6 +538,10 @@ def test_dvc_repro_smoke_table3(project: Path):
         *(f"claims.{verdict}" for verdict in ("reproduced", "not reproduced", "inconclusive")),
     }, kept
     assert "lin6" in table
+    # Each revision keeps its reports in DVC's cache: a plot diff draws both.
+    diff = _run(["dvc", "plots", "diff", "HEAD", "lin6", "--json", "table3: accuracy"], project)
+    (bars,) = json.loads(diff.stdout)["data"]["table3: accuracy"]
+    assert {bar["rev"] for bar in bars["content"]["data"]["values"]} == {"HEAD", "lin6"}
 
     # The same archive elsewhere is the same data; other data re-prepares (here: fails to).
     copy = project.parent / "elsewhere" / "cifar10.tar.gz"

@@ -201,15 +201,17 @@ class Stages:
                 *REPORT_CODE,
                 PLOTS_PAGE,  # so that `dvc plots show` after any report finds its page
             ],
+            # In DVC's cache (reports/ is git-ignored), so that every revision and experiment
+            # has its own: `dvc plots diff` reads each revision's curves, `dvc checkout` and
+            # `dvc exp apply` bring its reports back.
             "outs": [
-                {f"{out}.{suffix}": {"cache": False}}
+                f"{out}.{suffix}"
                 for suffix in (
                     *("md", "html", "png", "json", "runs.csv", "accuracy.csv", "accuracy.png"),
                     *CURVES_CSV,
                 )
             ],
-            # numbers only, per row: what `dvc exp show` and `dvc metrics diff` compare; in
-            # DVC's cache, so every revision and experiment has its own
+            # numbers only, per row: what `dvc exp show` and `dvc metrics diff` compare
             "metrics": [f"{out}.metrics.json"],
         }
 
@@ -220,10 +222,7 @@ class Stages:
             + " --out reports/index.md",
             "deps": [f"reports/{t}.{s}" for t in self.tables for s in ("json", "runs.csv")]
             + REPORT_CODE,
-            "outs": [
-                {f"reports/{name}": {"cache": False}}
-                for name in ("index.md", "index.html", "runs.csv")
-            ],
+            "outs": [f"reports/{name}" for name in ("index.md", "index.html", "runs.csv")],
         }
 
     def plots(self) -> list[dict]:
