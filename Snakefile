@@ -1,14 +1,11 @@
 # SimSiam ablations: data -> pretraining (one job per distinct resolved config) -> evaluation
 # -> reports. Usage: snakemake --cores all [--config profile=NAME] reports/table3.md
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "params/pipeline.yaml"
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
+configfile: "params/pipeline.yaml"  # validated in workflow/rules/common.smk
 
 
 # `snakemake --report report.html`: its front page; each result's caption is in the rule.

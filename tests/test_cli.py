@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,45 @@ def test_snakemake_rejects_an_unknown_profile_listing_the_available_ones():
     assert "unknown profile 'huge' (available: smoke, cpu, cifar10, imagenet" in output
 
 
+@pytest.mark.parametrize(
+    ("setting", "env", "message"),
+    [
+        ("threads=-1", {}, "config threads = -1 (params/pipeline.yaml or --config threads=...): "),
+        ("tables=table3", {}, "config tables = 'table3' (params/pipeline.yaml or --config tables="),
+        ("tables=[nosuch]", {}, "unknown table 'nosuch' (available: figure2, hypothesis,"),
+        (
+            "threads=1",
+            {"MLFLOW_TRACKING_URI": "sqlit:///x.db"},
+            "MLFLOW_TRACKING_URI=sqlit:///x.db: unknown scheme 'sqlit'",
+        ),
+        (
+            "threads=1",
+            {"MLFLOW_TRACKING_URI": "sqlite:////proc/x.db"},
+            "MLFLOW_TRACKING_URI=sqlite:////proc/x.db: cannot write /proc (",
+        ),
+        (
+            "threads=1",
+            {"SIMSIAM_DATA": "/etc/hostname"},
+            "data source /etc/hostname is not a directory or a .tar.gz/.tgz/.tar/.zip archive",
+        ),
+    ],
+)
+def test_snakemake_refuses_a_bad_setting_at_planning_in_one_line(
+    setting: str, env: dict[str, str], message: str
+):
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--config", "profile=smoke", setting],
+        cwd=ROOT,
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert sum(message in line for line in output.splitlines()) == 1, output
+    assert "Failed validating" not in output and "MissingInput" not in output, output
+
+
 def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     tmp_path, monkeypatch, write_prepared
 ):
@@ -158,7 +198,12 @@ def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     ("uri", "message"),
     [
         ("foo://bar", "MLFLOW_TRACKING_URI=foo://bar: unknown scheme 'foo'"),
-        ("sqlite:////etc/hostname/mlflow.db", "cannot create /etc/hostname"),
+        ("sqlite:////etc/hostname/mlflow.db", "cannot write /etc/hostname (File exists)"),
+        # a directory no one may write in, root included (which permission bits do not stop)
+        (
+            "sqlite:////proc/mlflow.db",
+            "MLFLOW_TRACKING_URI=sqlite:////proc/mlflow.db: cannot write /proc (",
+        ),
     ],
 )
 def test_an_unusable_tracking_uri_is_one_line(capsys, monkeypatch, tmp_path, uri, message):
@@ -273,11 +318,23 @@ def test_your_own_images_through_the_folder_profile(tmp_path):
 
 def test_a_second_snakemake_is_told_that_a_live_run_holds_the_lock(tmp_path):
     project = copy_project(tmp_path / "project")
-    (project / ".snakemake" / "locks").mkdir(parents=True)
-    (project / ".snakemake" / "locks" / "0.output.lock").write_text("data/prepared/smoke\n")
-    # Stands for the first run: a live process named snakemake working in the same directory.
-    holder = subprocess.Popen(["bash", "-c", "exec -a snakemake sleep 60"], cwd=project)
+    # The first run: the README's venv-installed Snakemake (its process is `.../python3
+    # .../snakemake ...`), holding this directory's lock while its one job sleeps.
+    sleeper = tmp_path / "Snakefile"
+    sleeper.write_text(f'rule sleep:\n    output: "{tmp_path}/slept"\n    shell: "sleep 60"\n')
+    holder = subprocess.Popen(
+        ["snakemake", "--snakefile", str(sleeper), "--cores", "1"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        locks = project / ".snakemake" / "locks"
+        for _ in range(600):
+            if any(locks.glob("*")) or holder.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert any(locks.glob("*")), "the first Snakemake took no lock"
         result = subprocess.run(
             ["snakemake", "-n", "--cores", "1", "--config", "profile=smoke"],
             cwd=project,
@@ -370,6 +427,51 @@ def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     assert all(torch.equal(v, trained[f"backbone.{k}"]) for k, v in backbone.state_dict().items())
 
 
+def test_training_over_an_unreadable_state_ends_the_earlier_mlflow_run_and_says_so(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    import simsiam_lab.train as train
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    prepared = write_prepared(
+        tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
+    )
+    real = train.pretrain
+
+    def killed_after_epoch_1(cfg, data, out, log_epoch):
+        def log_then_kill(record):
+            log_epoch(record)
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt  # a kill: the MLflow run is left RUNNING
+
+        return real(cfg, data, out, log_then_kill)
+
+    out = tmp_path / "run"
+    args = ["pretrain", "--profile", "smoke", "--row", "table3:a", "--data", str(prepared)]
+    args += ["--out", str(out), "--encoder-artifact", "false"]
+    monkeypatch.setattr(train, "pretrain", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(train, "pretrain", real)
+    first = (out / "mlflow_run_id").read_text().strip()
+    state = out / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # truncated, as a full disk leaves it
+    capsys.readouterr()
+    assert main(args) == 0
+
+    moved = f"{state}: unreadable, moved to state.pt.unreadable; training starts over"
+    ended = f"the earlier attempt's MLflow run {first} ended as FAILED (abandoned)"
+    console, journal = capsys.readouterr().out, (out / "pretrain.log").read_text()
+    assert all(line in console and line in journal for line in (moved, ended)), console
+    client, second = _tracked_run(out)
+    abandoned = client.get_run(first)
+    assert (abandoned.info.status, abandoned.data.tags["status"]) == ("FAILED", "abandoned")
+    assert (second.info.status, second.data.tags["status"]) == ("FINISHED", "ok")
+    runs = client.search_runs([second.info.experiment_id])
+    assert {r.info.run_id for r in runs} == {first, second.info.run_id}
+
+
 def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_left_out(
     monkeypatch, tmp_path, write_prepared
 ):
@@ -387,6 +489,51 @@ def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_le
     assert run.data.tags["status"] == "ok"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts == {"config.yaml", "history.json", "curves.png"}
+
+
+def test_a_finished_run_of_another_config_is_refused_not_overwritten(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    from simsiam_lab.track import Tracker
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    prepared = write_prepared(
+        tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
+    )
+    out = tmp_path / "run"
+    args = ["pretrain", "--profile", "smoke", "--data", str(prepared), "--out", str(out)]
+    assert main([*args, "--row", "table3:a", "--encoder-artifact", "false"]) == 0
+    finished = {path.name: path.read_bytes() for path in out.iterdir()}
+    capsys.readouterr()
+    _one_line_error(capsys, [*args, "--row", "table3:b"], f"{out} holds a finished run of another")
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == finished
+    client = Tracker().client
+    (experiment,) = [e for e in client.search_experiments() if e.name == "simsiam-smoke"]
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # no second run opened
+
+
+def test_an_out_that_cannot_be_written_is_one_line_and_leaves_nothing(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    prepared = write_prepared(
+        tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
+    )
+    args = ["pretrain", "--profile", "smoke", "--row", "table3:a", "--data", str(prepared)]
+    (tmp_path / "a-file").write_text("")  # root may write anywhere, but not under a file
+    _one_line_error(
+        capsys, [*args, "--out", str(tmp_path / "a-file" / "run")], "cannot write there"
+    )
+    if os.geteuid() != 0:  # a directory without write permission, as a user sees it
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        _one_line_error(capsys, [*args, "--out", str(locked)], "cannot write there")
+    # A refusal after the directory was made (here: the tracking store) removes it again.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://store")
+    assert main([*args, "--out", str(tmp_path / "new" / "run")]) == 2
+    assert not (tmp_path / "new" / "run").exists()
 
 
 def test_the_encoder_artifact_switch_is_the_flag_else_pipeline_yaml_else_on(tmp_path):

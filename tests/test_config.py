@@ -102,6 +102,25 @@ def test_bad_values_are_rejected_with_one_line(params: Params, overrides, messag
     assert "\n" not in str(err.value)
 
 
+def test_a_profile_s_error_names_the_profile_not_the_row_planned_first(params: Params):
+    _set_profile(params, optim={"epochs": -2})
+    with pytest.raises(ConfigError) as err:
+        params.plan("bad", params.table_names())
+    assert str(err.value) == (
+        f"{params.root / 'profiles.yaml'}: profile 'bad': optim.epochs = -2: must be >= 1"
+    )
+
+
+def test_a_float_without_a_dot_is_a_float_as_in_yaml_1_2(params: Params):
+    path = params.root / "profiles.yaml"
+    text = path.read_text()
+    assert "base_lr: 0.03, weight_decay" in text
+    path.write_text(text.replace("base_lr: 0.03, weight_decay", "base_lr: 3e-2, weight_decay"))
+    written = params.resolve_params("smoke")
+    assert written["optim"]["base_lr"] == 0.03
+    assert config_hash(written) == config_hash(Params(PARAMS).resolve_params("smoke"))
+
+
 def test_a_missing_key_is_named(params: Params):
     path = params.root / "baseline.yaml"
     baseline = yaml.safe_load(path.read_text())

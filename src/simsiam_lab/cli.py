@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -121,10 +122,30 @@ def encoder_artifact(params: Params, flag: str | None) -> bool:
     return str(setting).lower() == "true"
 
 
+def _make_out_dir(root: Path) -> bool:
+    """Creates --out, or says in one line why it cannot; whether it is new. Writes a probe file:
+    permission bits alone say nothing for root, and nothing at all on a read-only mount."""
+    new = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=root).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--out {root}: cannot write there ({err.strerror}); pick a writable directory"
+        ) from None
+    return new
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress, write
     from .track import PretrainRun, experiment_description, experiment_name
-    from .train import atomic_write_json, check_resumable, pretrain, save_encoder
+    from .train import (
+        atomic_write_json,
+        check_finished,
+        check_resumable,
+        pretrain,
+        save_encoder,
+    )
 
     params = Params(args.params)
     # The trials that train this config, over every table: its MLflow run's table tags, name.
@@ -139,32 +160,41 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     cfg_hash = config_hash(cfg)
     manifest = check_prepared(cfg["data"], Path(args.data))
     run = RunDir(Path(args.out))
-    run.root.mkdir(parents=True, exist_ok=True)
+    check_finished(run.root, cfg)
+    new = _make_out_dir(run.root)
     if int(os.environ.get("RANK", "0")) != 0:
         pretrain(cfg, Path(args.data), run.root)  # torchrun's other processes: rank 0 records
         return
 
     def say(line: str) -> None:
+        """The console (above the progress bar) and the run's journal, pretrain.log."""
         write(line)
         with run.journal.open("a") as f:
             f.write(line + "\n")
 
-    resuming = check_resumable(run.root, cfg)
-    tracked = PretrainRun.open(
-        run,
-        resuming,
-        experiment_name(args.profile),
-        _run_name(cfg, cfg_hash, trials, row),
-        _run_tags(args.profile, cfg_hash, trials) | _engine_tags(args.engine, args.experiment),
-        flatten(training_config(cfg)),
-        manifest,
-        description=experiment_description(params.description(args.profile)),
-    )
+    resuming = check_resumable(run.root, cfg, say)
+    try:
+        tracked = PretrainRun.open(
+            run,
+            resuming,
+            experiment_name(args.profile),
+            _run_name(cfg, cfg_hash, trials, row),
+            _run_tags(args.profile, cfg_hash, trials) | _engine_tags(args.engine, args.experiment),
+            flatten(training_config(cfg)),
+            manifest,
+            description=experiment_description(params.description(args.profile)),
+        )
+    except BaseException:
+        if new:  # a refused run leaves no directory behind
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
     began = f"resumed from {run.state}" if resuming else "started"
     say(
         f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg['seed']} [{cfg_hash}]: "
         f"{began}, MLflow run {tracked.run_id} ==="
     )
+    if tracked.abandoned:
+        say(f"the earlier attempt's MLflow run {tracked.abandoned} ended as FAILED (abandoned)")
 
     epochs = progress(total=cfg["optim"]["epochs"], desc="pretrain", unit="epoch")
 

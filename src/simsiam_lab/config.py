@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
@@ -32,11 +33,23 @@ class ReportError(ValueError):
     defined here, not in report.py, so the CLI can catch it without importing scipy."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that `3e-2` is a float (YAML 1.2 and JSON), not the
+    string that PyYAML's 1.1 rules make of a float without a dot."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -275,6 +288,7 @@ class Params:
     def __init__(self, root: Path | str = "params") -> None:
         self.root = Path(root)
         self._sources: dict[tuple, str | None] = {}
+        self._valid_profiles: set[str] = set()
 
     @cached_property
     def baseline(self) -> Config:
@@ -351,10 +365,13 @@ class Params:
     ) -> Config:
         """The config as params/ alone defines it: the baseline, the profile, the row and the
         seed, without the data's fingerprints (so without reading the data)."""
-        cfg = deep_merge(self.baseline, self.profile(profile), f"profile '{profile}'")
-        origin = f"profile '{profile}'"
+        origin = f"{self.root / 'profiles.yaml'}: profile '{profile}'"
+        cfg = deep_merge(self.baseline, self.profile(profile), origin)
+        if profile not in self._valid_profiles:  # blame the profile, not the row checked first
+            validate(cfg, origin)
+            self._valid_profiles.add(profile)
         if row is not None:
-            origin += f" + row {row.ref}"
+            origin = f"profile '{profile}' + row {row.ref}"
             cfg = deep_merge(cfg, row.overrides, f"params/tables/{row.table}.yaml: {row.id}")
         if seed is not None:
             cfg["seed"] = seed

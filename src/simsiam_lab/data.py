@@ -142,6 +142,7 @@ def source_identity(dataset: str, source: str | None) -> str | None:
         return f"torchvision:{dataset}" if dataset in KNOWN_CLASS_COUNTS else None
     root = Path(path)
     if not root.is_dir():
+        _check_archive(root)  # at planning, not at the first job
         with root.open("rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     # Hashing every image's bytes would cost as much as decoding; names + sizes catch
@@ -362,9 +363,9 @@ class _ArchiveSource:
         )
 
 
-def _open_source(path: Path) -> _Source:
-    if path.is_dir():
-        return _DirSource(path)
+def _check_archive(path: Path) -> None:
+    """A source that is not a directory must be an archive we read (by its name: its content
+    is read by `prepare`)."""
     if not path.exists():
         raise DataError(f"data source {path} does not exist; fix data.source or {ENV_VAR}")
     if not path.name.lower().endswith((*TAR_SUFFIXES, ".zip")):
@@ -372,6 +373,12 @@ def _open_source(path: Path) -> _Source:
             f"data source {path} is not a directory or a .tar.gz/.tgz/.tar/.zip archive; "
             "point it at an ImageFolder tree or an archive of one"
         )
+
+
+def _open_source(path: Path) -> _Source:
+    if path.is_dir():
+        return _DirSource(path)
+    _check_archive(path)
     return _ArchiveSource(path)
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,15 +45,26 @@ def check_tracking_uri(uri: str) -> None:
         raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: unknown scheme '{scheme}'; {fix}")
     if db := _sqlite_path(uri):
         try:
-            db.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(db)
         except OSError as err:
+            where = err.filename if err.filename in (str(db), f"{db}.lock") else db.parent
             raise TrackingError(
-                f"MLFLOW_TRACKING_URI={uri}: cannot create {db.parent} ({err.strerror}); {fix}"
+                f"MLFLOW_TRACKING_URI={uri}: cannot write {where} ({err.strerror}); {fix}"
             ) from None
-        if not os.access(db.parent, os.W_OK):
-            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {db.parent} is not writable; {fix}")
     if scheme in ("http", "https") and not urlparse(uri).hostname:
         raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no host; {fix}")
+
+
+def _check_writable(db: Path) -> None:
+    """Writes what the store writes, for real: its directory (a probe file), the database and
+    its lock where they exist. Permission bits say nothing for root or on a read-only mount,
+    and a lock that cannot be made would have every job wait out its timeout."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=db.parent).close()
+    for path in (db, Path(f"{db}.lock")):
+        if path.exists():
+            with path.open("r+b"):
+                pass
 
 
 def check_server(uri: str, timeout: float = 10.0) -> None:
@@ -266,13 +278,35 @@ class Tracker:
         with _store_lock(self.uri):
             self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
+    def end_abandoned(self, run_id: str) -> bool:
+        """Ends as FAILED (tag status: abandoned) an earlier attempt's run still RUNNING, which
+        training over will not continue; whether there was one."""
+        from mlflow.exceptions import MlflowException
+
+        with _store_lock(self.uri):
+            try:
+                running = self.client.get_run(run_id).info.status == "RUNNING"
+            except MlflowException:  # not in this store (another URI then), or deleted
+                return False
+        if running:
+            self.set_tags(run_id, {"status": "abandoned"})
+            self.finish(run_id, failed=True)
+        return running
+
 
 class PretrainRun:
     """The MLflow run of one pretraining, from its start, or its reopening after a kill, to
     its end: epochs logged once each however often a run resumes, then artifacts and status."""
 
-    def __init__(self, tracker: Tracker, run_id: str, logged: set[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        run_id: str,
+        logged: set[tuple[str, int]],
+        abandoned: str | None = None,
+    ) -> None:
         self.tracker, self.run_id, self._logged = tracker, run_id, logged
+        self.abandoned = abandoned  # the earlier attempt's run, ended as FAILED
 
     @classmethod
     def open(
@@ -294,11 +328,16 @@ class PretrainRun:
             run_id = run_dir.mlflow_run_id.read_text().strip()
             tracker.reopen(run_id)
             return cls(tracker, run_id, tracker.logged(run_id))
+        # Training over (a state.pt unreadable, or killed before its first): the earlier
+        # attempt's run would stay RUNNING beside this one, with the same tags.
+        earlier = run_dir.mlflow_run_id
+        earlier_id = earlier.read_text().strip() if earlier.is_file() else None
+        abandoned = earlier_id if earlier_id and tracker.end_abandoned(earlier_id) else None
         tags = tags | source_tags() | {"status": "running"}
         run_id = tracker.start(experiment, name, tags, params, description)
         tracker.log_dataset(run_id, manifest)
         run_dir.mlflow_run_id.write_text(run_id + "\n")
-        return cls(tracker, run_id, set())
+        return cls(tracker, run_id, set(), abandoned)
 
     def log_epoch(self, record: dict[str, float]) -> dict[str, float]:
         """Logs the epoch's metrics not yet in the run (a resume replays its history); returns

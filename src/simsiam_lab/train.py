@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from . import distributed
@@ -281,10 +282,11 @@ def _same_training(state: dict[str, Any], cfg: Config) -> bool:
     return training_config(state.get("config", {})) == training_config(cfg)
 
 
-def check_resumable(out_dir: Path, cfg: Config) -> bool:
+def check_resumable(out_dir: Path, cfg: Config, say: Callable[[str], None] = print) -> bool:
     """Whether out_dir holds an interrupted run of cfg to resume. An unreadable state.pt is
-    moved aside (said in one line) so that the run starts over instead of failing on every
-    rerun; the state of another config is refused, since training here would discard it."""
+    moved aside (said in one line, through `say`) so that the run starts over instead of
+    failing on every rerun; the state of another config is refused, since training here would
+    discard it."""
     path = RunDir(out_dir).state
     if not path.is_file():
         return False
@@ -292,7 +294,7 @@ def check_resumable(out_dir: Path, cfg: Config) -> bool:
     if state is None:
         aside = path.with_name(path.name + ".unreadable")
         path.replace(aside)
-        print(f"{path}: unreadable, moved to {aside.name}; training starts over", flush=True)
+        say(f"{path}: unreadable, moved to {aside.name}; training starts over")
         return False
     if not _same_training(state, cfg):
         raise ConfigError(
@@ -300,6 +302,23 @@ def check_resumable(out_dir: Path, cfg: Config) -> bool:
             f"config with --out {out_dir}; to train this one, pick another --out or delete {path}"
         )
     return True
+
+
+def check_finished(out_dir: Path, cfg: Config) -> None:
+    """A finished run of another config in out_dir is refused, as an interrupted one is:
+    training here would overwrite it. (The same config retrains: the user asked for it.)"""
+    path = RunDir(out_dir).config
+    if not path.is_file():
+        return
+    try:
+        trained = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        trained = None
+    if not isinstance(trained, dict) or training_config(trained) != training_config(cfg):
+        raise ConfigError(
+            f"{out_dir} holds a finished run of another config ({path}); to train this one, "
+            f"pick another --out or delete {out_dir}"
+        )
 
 
 def check_data_parallel(cfg: Config, world: int) -> None:

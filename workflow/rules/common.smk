@@ -4,11 +4,22 @@ from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.data import DataError
 from simsiam_lab.report import CURVES
 from simsiam_lab.rundir import RunDir
-from simsiam_lab.track import TrackingError, check_server, tracking_uri
+from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
-from run_env import use_data_source, use_tracking_uri, warn_if_another_run_holds_the_lock
+from run_env import (
+    config_error,
+    use_data_source,
+    use_tracking_uri,
+    warn_if_another_run_holds_the_lock,
+)
+from snakemake.utils import validate
 
+CONFIG_SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+try:
+    validate(config, CONFIG_SCHEMA)
+except WorkflowError:
+    raise WorkflowError(config_error(config, CONFIG_SCHEMA)) from None
 warn_if_another_run_holds_the_lock()
 if "data" in config:
     use_data_source(config["data"])
@@ -17,6 +28,10 @@ if "tracking_uri" in config:
         use_tracking_uri(config["tracking_uri"])
     except TrackingError as err:
         raise WorkflowError(f"config tracking_uri: {err}") from None
+try:
+    check_tracking_uri(tracking_uri())  # $MLFLOW_TRACKING_URI's typo or unwritable store: now
+except TrackingError as err:
+    raise WorkflowError(str(err)) from None
 
 
 onstart:
@@ -33,6 +48,8 @@ PROFILE = config["profile"]
 TABLES = config["tables"]
 try:
     PARAMS.profile(PROFILE)
+    for table in TABLES:
+        PARAMS.table(table)  # an unknown name: one line listing the tables there are
     # Reports can be asked for any table in params/tables, not only those `all` builds.
     PLAN = PARAMS.plan(PROFILE, PARAMS.table_names())
     PROFILE_DATA = PARAMS.resolve(PROFILE)["data"]  # what `prepare` makes, fingerprints included

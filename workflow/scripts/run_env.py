@@ -12,6 +12,25 @@ from simsiam_lab.data import ENV_VAR
 from simsiam_lab.track import check_tracking_uri
 
 
+def config_error(config: dict, schema_path: str) -> str:
+    """The config's first schema error in one line (Snakemake's `validate` prints the schema
+    as well): the key, its value, what it must be and what it is for."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(config)
+    error = jsonschema.exceptions.best_match(errors)
+    if not error.absolute_path:  # an unknown or a missing key
+        return f"config (params/pipeline.yaml and --config): {error.message}"
+    key = ".".join(map(str, error.absolute_path))
+    what = schema["properties"].get(str(error.absolute_path[0]), {}).get("description")
+    return (
+        f"config {key} = {error.instance!r} (params/pipeline.yaml or --config {key}=...): "
+        f"{error.message}" + (f"; it is {what}" if what else "")
+    )
+
+
 def use_data_source(path: str) -> None:
     """--config data=PATH: the source every job reads (jobs inherit this environment); its
     fingerprint enters each run's config, so other data never reuses a run."""
@@ -26,6 +45,12 @@ def use_tracking_uri(uri: str) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
+def _is_snakemake(argv: list[bytes]) -> bool:
+    """`snakemake ...`, as its script runs under a venv's or conda's interpreter
+    (`.../python3 .../bin/snakemake ...`), or `python -m snakemake ...`."""
+    return any(os.path.basename(arg) == b"snakemake" for arg in argv[:3])
+
+
 def other_snakemakes_here() -> list[int]:
     """Pids of other Snakemake processes working in this directory (from /proc; none where
     there is no /proc)."""
@@ -33,11 +58,11 @@ def other_snakemakes_here() -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
             same_dir = os.path.realpath(proc / "cwd") == here
         except OSError:
             continue  # gone, or not ours to read
-        if int(proc.name) not in mine and same_dir and b"snakemake" in argv0:
+        if int(proc.name) not in mine and same_dir and _is_snakemake(argv):
             found.append(int(proc.name))
     return found
 
