@@ -1,6 +1,7 @@
 import json
 import math
 from dataclasses import replace
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -453,3 +454,21 @@ def test_the_accuracy_bars_leave_out_rows_without_a_number_and_picture_them(tmp_
     plot_accuracy_bars(table, context, tmp_path / "bars.png")
     height, width, _ = imread(tmp_path / "bars.png").shape
     assert width == 1100 and height > 400  # 10 inches at 110 dpi; two bars a row
+
+
+@pytest.mark.parametrize("name", Params(ROOT / "params").table_names())
+def test_every_table_renders_its_rows_and_claims_in_both_formats(name: str, tmp_path: Path):
+    # The smoke DAG in test_pipeline builds two tables; every table's page is rendered here.
+    params = Params(ROOT / "params")
+    table = params.table(name)
+    ids = list(table.rows)
+    rows = _table_runs(table, params, lambda row, seed: 30.0 + ids.index(row) + seed)
+    context = build_context(table, "smoke", rows, MANIFEST, "abc")
+    markdown, page = render(context), render(context, "html")
+    for text in [row.label for row in table.rows.values()] + [c["text"] for c in table.claims]:
+        assert text in markdown and text in unescape(page), text
+    summary = summary_json(context)
+    assert len(summary["claims"]) == len(table.claims)
+    assert set(table_metrics(context)["rows"]) == set(ids)
+    plot_accuracy_bars(table, context, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 10_000
