@@ -13,7 +13,14 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from scipy import stats as _scipy
+
+def _t_quantile(q: float, df: float) -> float:
+    """Student's t quantile. scipy.stats takes a second to import: only when a verdict is
+    computed, not in every job that imports the report module for a plot (pretrain, dvc.yaml's
+    check, Snakemake's planning)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Interval:
 
 
 def _t_interval(estimate: float, se: float, df: float, alpha: float, test: str) -> Interval:
-    half = _scipy.t.ppf(1 - alpha, df) * se if se > 0 else 0.0
+    half = _t_quantile(1 - alpha, df) * se if se > 0 else 0.0
     return Interval(estimate, estimate - half, estimate + half, test)
 
 
@@ -72,4 +79,4 @@ def smallest_resolvable_difference(std: float, n: int, alpha: float, power: floa
     """The difference of two means over n seeds each that a one-sided t test at `alpha`
     detects with probability `power`, for seed noise `std` (unpaired, df 2n - 2)."""
     df = 2 * n - 2
-    return (_scipy.t.ppf(1 - alpha, df) + _scipy.t.ppf(power, df)) * std * math.sqrt(2 / n)
+    return (_t_quantile(1 - alpha, df) + _t_quantile(power, df)) * std * math.sqrt(2 / n)
