@@ -127,3 +127,21 @@ def test_an_experiment_gets_a_description_where_it_has_none(tmp_path: Path):
     tracker.client.set_experiment_tag(tracker.experiment_id("older"), DESCRIPTION_TAG, "mine")
     tracker.experiment_id("older", "a smoke run")
     assert note("older") == "mine"  # one written in the UI stays
+
+
+def test_a_store_s_artifacts_lie_beside_it_named_after_it_and_are_git_ignored(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # a store in the working directory, as sqlite:///runs.db puts it
+    tracker = Tracker("sqlite:///runs.db")
+    run_id = tracker.start("simsiam-test", "run", {}, {"seed": 0})
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    tracker.log_artifact(run_id, tmp_path / "config.yaml")
+    assert (tmp_path / "runs-artifacts").is_dir() and not (tmp_path / "artifacts").exists()
+    logged = list((tmp_path / "runs-artifacts").rglob("config.yaml"))
+    assert len(logged) == 1
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "runs-artifacts/1/run/config.yaml"],
+        cwd=Path(__file__).parents[1],
+    )
+    assert ignored.returncode == 0  # by the checkout's .gitignore

@@ -185,7 +185,9 @@ class Tracker:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 db = _sqlite_path(self.uri)
-                artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
+                # Beside the store and named after it (sqlite:///runs.db: runs-artifacts/), so a
+                # store in the project root leaves no bare ./artifacts behind.
+                artifacts = db.with_name(f"{db.stem}-artifacts").resolve().as_uri() if db else None
                 try:
                     return self.client.create_experiment(
                         name, artifact_location=artifacts, tags=note
