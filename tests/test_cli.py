@@ -367,6 +367,27 @@ def _tracked_run(out: Path):
     return client, client.get_run((out / "mlflow_run_id").read_text().strip())
 
 
+def _killed_after_epoch_1(monkeypatch, argv: list[str]) -> None:
+    """Runs `simsiam argv` and stops it after its first epoch as a kill between epochs would:
+    no clean-up, so its MLflow run is left RUNNING and its state.pt in place."""
+    import simsiam_lab.train as train
+
+    real = train.pretrain
+
+    def killed(cfg, data, out, log_epoch):
+        def log_then_kill(record):
+            log_epoch(record)
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt
+
+        return real(cfg, data, out, log_then_kill)
+
+    monkeypatch.setattr(train, "pretrain", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    monkeypatch.setattr(train, "pretrain", real)
+
+
 def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     monkeypatch, tmp_path, write_prepared
 ):
@@ -380,22 +401,9 @@ def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     prepared = write_prepared(
         tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
     )
-    real = train.pretrain
-
-    def killed_after_epoch_1(cfg, data, out, log_epoch):
-        def log_then_kill(record):
-            log_epoch(record)
-            if record["epoch"] == 1:
-                raise KeyboardInterrupt  # stands for a kill between epochs
-
-        return real(cfg, data, out, log_then_kill)
-
     args = ["pretrain", "--profile", "smoke", "--row", SHARED_ROW, "--data", str(prepared)]
     args += ["--out", str(tmp_path / "run")]
-    monkeypatch.setattr(train, "pretrain", killed_after_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        main([*args, "--engine", "dvc", "--experiment", "exp-1"])  # as `dvc exp run` passes
-    monkeypatch.setattr(train, "pretrain", real)
+    _killed_after_epoch_1(monkeypatch, [*args, "--engine", "dvc", "--experiment", "exp-1"])
     assert main(args) == 0  # resumed by hand: still the run DVC started
     journal = (tmp_path / "run" / "pretrain.log").read_text().splitlines()
     starts = [line for line in journal if line.startswith("=== ")]
@@ -430,30 +438,15 @@ def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
 def test_training_over_an_unreadable_state_ends_the_earlier_mlflow_run_and_says_so(
     capsys, monkeypatch, tmp_path, write_prepared
 ):
-    import simsiam_lab.train as train
-
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     prepared = write_prepared(
         tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
     )
-    real = train.pretrain
-
-    def killed_after_epoch_1(cfg, data, out, log_epoch):
-        def log_then_kill(record):
-            log_epoch(record)
-            if record["epoch"] == 1:
-                raise KeyboardInterrupt  # a kill: the MLflow run is left RUNNING
-
-        return real(cfg, data, out, log_then_kill)
-
     out = tmp_path / "run"
     args = ["pretrain", "--profile", "smoke", "--row", "table3:a", "--data", str(prepared)]
     args += ["--out", str(out), "--encoder-artifact", "false"]
-    monkeypatch.setattr(train, "pretrain", killed_after_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        main(args)
-    monkeypatch.setattr(train, "pretrain", real)
+    _killed_after_epoch_1(monkeypatch, args)
     first = (out / "mlflow_run_id").read_text().strip()
     state = out / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])  # truncated, as a full disk leaves it

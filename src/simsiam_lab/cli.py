@@ -29,7 +29,7 @@ from .config import (
 )
 from .data import DataError, DataSpec, open_split, prepare
 from .distributed import PlacementError
-from .rundir import RunDir
+from .rundir import RunDir, make_writable_dir
 from .track import TrackingError
 
 
@@ -123,12 +123,10 @@ def encoder_artifact(params: Params, flag: str | None) -> bool:
 
 
 def _make_out_dir(root: Path) -> bool:
-    """Creates --out, or says in one line why it cannot; whether it is new. Writes a probe file:
-    permission bits alone say nothing for root, and nothing at all on a read-only mount."""
+    """Creates --out, or says in one line why it cannot; whether it is new."""
     new = not root.exists()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=root).close()
+        make_writable_dir(root)
     except OSError as err:
         raise ConfigError(
             f"--out {root}: cannot write there ({err.strerror}); pick a writable directory"

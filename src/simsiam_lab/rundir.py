@@ -6,8 +6,17 @@ and `report` reads config, history and metrics; Snakemake and dvc.yaml declare t
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def make_writable_dir(directory: Path) -> None:
+    """Creates a directory (a run's, the tracking store's) and writes a probe file in it;
+    raises OSError where it cannot. Permission bits say nothing for root, nor on a read-only
+    mount: only writing does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=directory).close()
 
 
 @dataclass(frozen=True)

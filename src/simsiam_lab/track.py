@@ -15,7 +15,6 @@ import json
 import os
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
-from .rundir import RunDir
+from .rundir import RunDir, make_writable_dir
 
 DEFAULT_STORE = Path(".mlflow")
 # The schemes MLflow's client can store runs under; anything else is a typo in the URI.
@@ -56,11 +55,9 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def _check_writable(db: Path) -> None:
-    """Writes what the store writes, for real: its directory (a probe file), the database and
-    its lock where they exist. Permission bits say nothing for root or on a read-only mount,
-    and a lock that cannot be made would have every job wait out its timeout."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    tempfile.TemporaryFile(dir=db.parent).close()
+    """Writes what the store writes, for real: its directory, the database and its lock where
+    they exist (a lock that cannot be made would have every job wait out its timeout)."""
+    make_writable_dir(db.parent)
     for path in (db, Path(f"{db}.lock")):
         if path.exists():
             with path.open("r+b"):

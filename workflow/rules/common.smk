@@ -25,13 +25,14 @@ if "data" in config:
     use_data_source(config["data"])
 if "tracking_uri" in config:
     try:
-        use_tracking_uri(config["tracking_uri"])
+        use_tracking_uri(config["tracking_uri"])  # checked there
     except TrackingError as err:
         raise WorkflowError(f"config tracking_uri: {err}") from None
-try:
-    check_tracking_uri(tracking_uri())  # $MLFLOW_TRACKING_URI's typo or unwritable store: now
-except TrackingError as err:
-    raise WorkflowError(str(err)) from None
+else:
+    try:
+        check_tracking_uri(tracking_uri())  # $MLFLOW_TRACKING_URI's typo or unwritable store
+    except TrackingError as err:
+        raise WorkflowError(str(err)) from None
 
 
 onstart:
