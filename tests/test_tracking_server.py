@@ -121,6 +121,21 @@ def test_a_server_that_does_not_answer_is_one_line():
         check_server(f"http://127.0.0.1:{free_port()}", timeout=5)
 
 
+def test_postgresql_s_binaries_are_found_through_a_link_on_path(monkeypatch, tmp_path):
+    real, linked = tmp_path / "pg" / "bin", tmp_path / "local"
+    real.mkdir(parents=True)
+    linked.mkdir()
+    for name in tracking_server.BINARIES:
+        (real / name).write_text("#!/bin/sh\n")
+        (real / name).chmod(0o755)
+    # as on an image that links only the server's binaries into /usr/local/bin, not psql
+    for name in ("initdb", "pg_ctl"):
+        (linked / name).symlink_to(real / name)
+    monkeypatch.setattr(tracking_server, "DEBIAN_VERSIONS", tmp_path / "none")
+    monkeypatch.setenv("PATH", str(linked))
+    assert tracking_server.pg_bindir() == real
+
+
 def test_the_server_names_the_package_to_install_when_postgresql_is_missing(
     monkeypatch, capsys, tmp_path
 ):
@@ -129,7 +144,7 @@ def test_the_server_names_the_package_to_install_when_postgresql_is_missing(
     assert tracking_server.main(["stop", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == (
-        "tracking_server.py stop: PostgreSQL's initdb and pg_ctl not found: "
+        "tracking_server.py stop: PostgreSQL's initdb, pg_ctl, psql not found together: "
         "apt-get install postgresql"
     )
 

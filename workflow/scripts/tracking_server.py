@@ -23,6 +23,7 @@ import importlib.util
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,7 @@ PG_PORT = 5432
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, with its terminating NUL
 HEALTH_TIMEOUT_S = 180  # MLflow's workers import slowly on a busy 2-core node
 INSTALL_POSTGRES = "apt-get install postgresql"
+BINARIES = ("initdb", "pg_ctl", "psql")
 DEBIAN_VERSIONS = Path("/usr/lib/postgresql")  # Debian keeps each major version's binaries apart
 
 
@@ -94,8 +96,11 @@ class Layout:
 
 
 def pg_bindir() -> Path:
-    """The directory of initdb and pg_ctl: pg_config's answer, else Debian's versioned path."""
-    candidates = []
+    """The directory of initdb, pg_ctl and psql: that of the initdb on PATH (links followed, as
+    some images link only the server's binaries into /usr/local/bin), pg_config's answer, else
+    Debian's versioned path (not on PATH)."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
     try:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
         candidates.append(Path(out.stdout.strip()))
@@ -103,9 +108,9 @@ def pg_bindir() -> Path:
         pass  # no pg_config: libpq-dev is not installed, the server may still be
     versions = sorted(DEBIAN_VERSIONS.glob("*/bin"), key=_version_key, reverse=True)
     for bindir in [*candidates, *versions]:
-        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
+        if all((bindir / name).is_file() for name in BINARIES):
             return bindir
-    raise ServerError(f"PostgreSQL's initdb and pg_ctl not found: {INSTALL_POSTGRES}")
+    raise ServerError(f"PostgreSQL's {', '.join(BINARIES)} not found together: {INSTALL_POSTGRES}")
 
 
 def _version_key(bindir: Path) -> tuple[int, ...]:
