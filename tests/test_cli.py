@@ -1,4 +1,5 @@
 import ast
+import gzip
 import importlib.util
 import json
 import os
@@ -14,6 +15,7 @@ from project import copy_project
 from simsiam_lab.cli import main
 
 ROOT = Path(__file__).parents[1]
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def test_unknown_profile_is_one_line_and_exit_2(capsys, monkeypatch):
@@ -219,22 +221,39 @@ def test_a_thread_count_below_one_is_refused(capsys):
     assert "--threads: '-1': use a whole number of threads >= 1" in capsys.readouterr().err
 
 
+def _image_tree(root: Path, classes: list[str], per_split: dict[str, int]) -> Path:
+    """An ImageFolder tree of small solid images: root/<split>/<class>/<i>.jpg."""
+    from PIL import Image
+
+    for split, n in per_split.items():
+        for c, cls in enumerate(classes):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 48), (i * 20, c * 20, 0)).save(folder / f"{i}.jpg")
+    return root
+
+
+def _prepared(project: Path, profile: str) -> list[Path]:
+    return sorted((project / "data/prepared").glob(f"{profile}-*"))
+
+
 @pytest.mark.slow
 def test_a_failing_snakemake_job_shows_its_error_line_on_the_console(tmp_path):
     project = copy_project(tmp_path / "project")
-    broken = tmp_path / "broken.tar.gz"
-    broken.write_bytes(b"not an archive")
+    tree = _image_tree(tmp_path / "images", ["a", "b"], {"train": 2, "val": 1})
+    broken = tree / "train/a/0.jpg"
+    broken.write_bytes(b"not a JPEG")  # found when decoded, by the job, not at planning
     result = subprocess.run(
-        ["snakemake", "--cores", "1", "data/prepared/smoke", "--config", "profile=smoke"],
+        ["snakemake", "--cores", "1", "prepare", "--config", "profile=folder", f"data={tree}"],
         cwd=project,
         capture_output=True,
         text=True,
-        env=dict(os.environ, SIMSIAM_DATA=str(broken)),
     )
     assert result.returncode != 0
     console = result.stdout + result.stderr
-    assert "--- last lines of logs/smoke/prepare.log:" in console
-    assert f"simsiam prepare: error: cannot read archive {broken}" in console
+    assert "--- last lines of logs/folder/prepare.log:" in console
+    assert f"simsiam prepare: error: cannot decode image {broken}" in console
 
 
 def test_pretrain_refuses_data_prepared_from_another_source(
@@ -253,55 +272,91 @@ def test_pretrain_refuses_data_prepared_from_another_source(
 
 
 @pytest.mark.slow
-def test_snakemake_re_prepares_when_the_data_source_s_content_changes(tmp_path):
+def test_other_data_is_refused_at_planning_or_prepared_beside_and_switching_back_retrains_nothing(
+    monkeypatch, tmp_path
+):
+    from simsiam_lab.config import Params, config_hash
+
     project = copy_project(tmp_path / "project")
     archive = Path(
         os.environ.get("SIMSIAM_DATA") or ROOT.parent / "shared/datasets/cifar10-jpeg.tar.gz"
-    )
-    same = tmp_path / "copy" / "cifar10.tar.gz"
-    same.parent.mkdir()
-    shutil.copy(archive, same)
-    other = tmp_path / "other.tar.gz"
-    other.write_bytes(b"other data")
+    ).resolve()
+    params = Params(project / "params")
 
-    def snakemake(source: Path, *args: str) -> str:
+    def snakemake(source: Path, *args: str, ok: bool = True) -> str:
         result = subprocess.run(
-            [
-                "snakemake",
-                "--cores",
-                "1",
-                *args,
-                "data/prepared/smoke",
-                "--config",
-                "profile=smoke",
-            ],
+            ["snakemake", "--cores", "1", *args, "--config", "profile=smoke", "threads=1"],
             cwd=project,
             capture_output=True,
             text=True,
-            env=dict(os.environ, SIMSIAM_DATA=str(source.resolve())),
+            env=dict(os.environ, SIMSIAM_DATA=str(source)),
         )
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
         return result.stdout + result.stderr
 
-    snakemake(archive)
-    assert "Nothing to be done" in snakemake(same, "-n")  # the same bytes elsewhere
-    plan = snakemake(other, "-n")
-    assert "rule prepare:" in plan and "Params have changed" in plan
+    monkeypatch.setenv("SIMSIAM_DATA", str(archive))  # the run's hash holds the data's
+    run = f"results/smoke/runs/{config_hash(params.resolve('smoke', params.row('table3:a')))}"
+    snakemake(archive, f"{run}/pretrain.json")
+    [prepared] = _prepared(project, "smoke")
+    made = (prepared / "manifest.json").stat().st_mtime_ns
+
+    same = tmp_path / "copy" / "cifar10.tar.gz"  # the same bytes elsewhere: the same data
+    same.parent.mkdir()
+    shutil.copy(archive, same)
+    assert "Nothing to be done" in snakemake(same, "-n", f"{run}/pretrain.json")
+
+    # Ten classes that are not CIFAR-10's, for a profile that reads CIFAR-10: one line, before
+    # any job runs, and the prepared data is left alone.
+    wrong = _image_tree(tmp_path / "wrong", [f"c{i}" for i in range(10)], {"train": 1, "test": 1})
+    refused = snakemake(wrong, "-n", "prepare", ok=False)
+    assert f"profile smoke's data: {wrong} has classes c0, c1, c2, c3, ..., not CIFAR-10's" in (
+        refused
+    )
+    assert sum("not CIFAR-10's" in line for line in refused.splitlines()) == 1, refused
+
+    # CIFAR-10 in other bytes (its tar, uncompressed): prepared beside, not over, the first.
+    other = tmp_path / "cifar10.tar"
+    other.write_bytes(gzip.decompress(archive.read_bytes()))
+    snakemake(other, "prepare")
+    assert len(_prepared(project, "smoke")) == 2
+    assert (prepared / "manifest.json").stat().st_mtime_ns == made
+
+    assert "Nothing to be done" in snakemake(archive, "-n", f"{run}/pretrain.json")  # back
+
+
+def test_dvc_s_source_stage_refuses_data_the_profile_cannot_read_before_prepare_runs(
+    capsys, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(ROOT)
+    wrong = _image_tree(tmp_path / "wrong", [f"c{i}" for i in range(10)], {"train": 1, "test": 1})
+    monkeypatch.setenv("SIMSIAM_DATA", str(wrong))
+    out = tmp_path / "smoke.source.json"
+    _one_line_error(capsys, ["source", "--profile", "smoke", "--out", str(out)], "not CIFAR-10's")
+    assert not out.exists()  # so DVC's prepare stage, which would delete its data, never runs
+
+
+def test_dvc_s_source_stage_lists_a_source_once_not_on_every_repro(monkeypatch, tmp_path):
+    import simsiam_lab.cli as cli
+
+    monkeypatch.chdir(ROOT)
+    tree = _image_tree(tmp_path / "cifar", CIFAR10, {"train": 1, "test": 1})
+    monkeypatch.setenv("SIMSIAM_DATA", str(tree))
+    out = tmp_path / "smoke.source.json"
+    argv = ["source", "--profile", "smoke", "--out", str(out)]
+    checked = []
+    monkeypatch.setattr(cli, "check_source", checked.append)
+    assert main(argv) == main(argv) == 0  # the second finds its record (persisted) unchanged
+    assert len(checked) == 1
+    (tree / "train/cat/1.jpg").write_bytes((tree / "train/cat/0.jpg").read_bytes())
+    assert main(argv) == 0 and len(checked) == 2  # other content: listed again
 
 
 @pytest.mark.slow
 def test_your_own_images_through_the_folder_profile(tmp_path):
-    from PIL import Image
-
     project = copy_project(tmp_path / "project")
-    flowers = tmp_path / "flowers"
-    for split, n in (("train", 12), ("val", 3)):
-        for cls in ("daisy", "rose", "tulip"):
-            (flowers / split / cls).mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (40, 48), (i * 20, 0, 0)).save(flowers / split / cls / f"{i}.jpg")
+    flowers = _image_tree(tmp_path / "flowers", ["daisy", "rose", "tulip"], {"train": 12, "val": 3})
     env = {k: v for k, v in os.environ.items() if k != "SIMSIAM_DATA"}
-    command = ["snakemake", "--cores", "1", "data/prepared/folder", "--config", "profile=folder"]
+    command = ["snakemake", "--cores", "1", "prepare", "--config", "profile=folder"]
     result = subprocess.run(
         [*command, f"data={flowers}"],
         cwd=project,
@@ -310,7 +365,8 @@ def test_your_own_images_through_the_folder_profile(tmp_path):
         env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    manifest = json.loads((project / "data/prepared/folder/manifest.json").read_text())
+    [prepared] = _prepared(project, "folder")
+    manifest = json.loads((prepared / "manifest.json").read_text())
     assert manifest["dataset"] == "imagefolder" and manifest["source"] == str(flowers)
     assert manifest["classes"] == ["daisy", "rose", "tulip"]
     assert manifest["counts"]["train"] == {"daisy": 12, "rose": 12, "tulip": 12}  # up to 250
@@ -349,7 +405,10 @@ def test_a_second_snakemake_is_told_that_a_live_run_holds_the_lock(tmp_path):
 
 # Table 3's (c) is the baseline, which the first table by name, hypothesis, also trains: its
 # run is named by hypothesis' row k1.
-SHARED_ROW, SHARED_NAME = "table3:c", "hypothesis-k1-seed0-"
+SHARED_ROW = "table3:c"  # every row of the config, over the tables sorted by name:
+SHARED_NAME = (
+    "hypothesis-k1+similarity-cosine+symmetrization-sym+table1-no-decay+table2-b64+table3-c-seed0-"
+)
 
 
 def _shared_hash() -> str:
@@ -410,11 +469,16 @@ def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     assert len(starts) == 2 and "started" in starts[0] and "resumed from" in starts[1]
     assert journal.index(starts[1]) > journal.index(next(x for x in journal if "epoch 1:" in x))
     assert "ok after 2 epochs" in journal[-1]
+    summary = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert (summary["dataset"], summary["data_source"]) == ("cifar10", "random images")
+    assert summary["data_source_sha256"] == manifest["source_sha256"]
+    assert summary["data_prepared"] == str(prepared)
 
     # One MLflow run across both attempts, with the tags it began with and the run's files.
     client, run = _tracked_run(tmp_path / "run")
     tags = run.data.tags
-    assert tags["mlflow.runName"] == SHARED_NAME + _shared_hash()[:6]  # not table3-c-…
+    assert tags["mlflow.runName"] == SHARED_NAME + _shared_hash()[:6]  # not hypothesis-k1-… only
     assert tags["engine"] == "dvc" and tags["engine.experiment"] == "exp-1"
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     params = Params(ROOT / "params")

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 from dataclasses import replace
 from html import unescape
 from html.parser import HTMLParser
@@ -11,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from simsiam_lab.config import EVALUATION, Params, training_config
+from simsiam_lab.config import EVALUATION, ConfigError, Params, training_config
 from simsiam_lab.evaluate import collapse_std
 from simsiam_lab.report import (
     RowResult,
@@ -235,7 +236,7 @@ def test_a_report_carries_trials_intervals_and_its_power():
         "source": "/data/cifar10-jpeg.tar.gz",
         "source_sha256": "b215d45e51121fd3",
     }
-    context = build_context(table, "smoke", rows, manifest, "abc")
+    context = build_context(table, "cpu", rows, manifest, "abc", judged=True)
     summary = summary_json(context)
     assert [t["seed"] for t in summary["rows"]["a"]["trials"]] == [0, 1, 2]
     claim = next(c for c in summary["claims"] if c["text"].startswith("BN on the hidden"))
@@ -292,8 +293,10 @@ def test_the_verdicts_come_from_the_tidy_runs_table_as_published(tmp_path: Path)
     assert b.set_index("seed")["linear_acc"].to_dict() == {0: 45.0, 1: 46.0, 2: 47.0}
 
     manifest = {"counts": {"train": {"a": 4}, "test": {"a": 2}}, "classes": ["a"]}
-    direct = summary_json(build_context(table, "smoke", rows, manifest, "abc"))
-    from_csv = summary_json(build_context(table, "smoke", row_results(published), manifest, "abc"))
+    direct = summary_json(build_context(table, "cpu", rows, manifest, "abc", judged=True))
+    from_csv = summary_json(
+        build_context(table, "cpu", row_results(published), manifest, "abc", judged=True)
+    )
     assert from_csv["claims"] == direct["claims"]
     assert from_csv["rows"] == direct["rows"]
 
@@ -303,7 +306,7 @@ def test_dvc_s_numbers_are_per_row_means_with_the_control_and_the_verdict_counts
     table = params.table("table3")
     rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
     manifest = {"counts": {"train": {"a": 4}, "test": {"a": 2}}, "classes": ["a"]}
-    metrics = table_metrics(build_context(table, "smoke", rows, manifest, "abc"))
+    metrics = table_metrics(build_context(table, "cpu", rows, manifest, "abc", judged=True))
     assert metrics["rows"]["b"] == {
         "linear": 46.0,
         "knn": 40.0,
@@ -375,7 +378,7 @@ def _table3_context(linear_of=lambda row, seed: 40.0 + seed + (5 if row == "b" e
     params = Params(ROOT / "params")
     table = params.table("table3")
     return table, build_context(
-        table, "smoke", _table_runs(table, params, linear_of), MANIFEST, "abc"
+        table, "cpu", _table_runs(table, params, linear_of), MANIFEST, "abc", judged=True
     )
 
 
@@ -392,7 +395,7 @@ def test_the_html_report_prints_the_markdown_report_s_numbers_and_verdicts():
     for row in context["rows"]:
         md, html = _md_cells(markdown, row["label"]), cells[row["label"]]
         assert html[: 1 + n] == md[: 1 + n]  # the label and the check-mark columns
-        assert html[1 + n].startswith(md[1 + n].split(" (")[0])  # the paper's number
+        assert html[1 + n] == md[1 + n].replace(" [", "[")  # the paper's number, its note mark
         # linear, kNN, std(z)·√d, top-direction share, seeds, status
         assert html[2 + n : 8 + n] == md[2 + n : 8 + n], (html, md)
     assert [table.rows[r["id"]].paper for r in context["rows"]][-1] == "unstable"
@@ -406,6 +409,54 @@ def test_the_html_report_prints_the_markdown_report_s_numbers_and_verdicts():
     assert page.startswith("<!doctype html>") and "<style>" in page and "<script" not in page
 
 
+def test_the_paper_s_notes_sit_under_the_row_table_numbered_not_inside_its_cells():
+    table, context = _table3_context()
+    markdown, page = render(context), render(context, "html")
+    noted = [row for row in table.rows.values() if row.paper_note]
+    assert len(noted) == 3
+    for mark, row in enumerate(noted, 1):
+        assert _md_cells(markdown, row.label)[1 + len(table.columns)].endswith(f" [{mark}]")
+        assert f"\n[{mark}] {row.paper_note}" in markdown
+        assert f'<li id="paper-note-{mark}">{row.paper_note}</li>' in unescape(page)
+        assert row.paper_note not in _md_cells(markdown, row.label)[1 + len(table.columns)]
+
+
+def test_a_profile_that_cannot_test_claims_lists_them_under_a_banner_and_judges_none():
+    params = Params(ROOT / "params")
+    assert params.verdicts("cpu") and not params.verdicts("smoke")
+    table = params.table("table3")
+    runs = _table_runs(table, params, lambda row, seed: 40.0 + seed + 5 * (row == "b"))
+    context = build_context(table, "smoke", runs, MANIFEST, "abc", judged=False)
+    markdown, page = render(context), render(context, "html")
+    assert "**No verdicts at this profile.** `smoke` checks the plumbing" in markdown
+    assert "<strong>No verdicts at this profile.</strong> <code>smoke</code>" in page
+    claims = markdown.split("## Claims of")[1].split("Rules:")[0]
+    for claim in context["claims"]:
+        assert _md_cells(markdown, claim["text"])[2:] == ["not judged", claim["evidence"]]
+    assert "reproduced" not in claims and "inconclusive" not in claims
+    assert '<span class="verdict not-judged">not judged</span>' in page
+    assert "claims reproduced" not in page
+    assert table_metrics(context)["claims"] == {"not judged": len(table.claims)}
+
+    judged = summary_json(_table3_context()[1])
+    index = render_index([summary_json(context) | {"table": "smoke3"}, judged], "abc")
+    assert "**No verdicts at `smoke`.**" in index
+    assert (
+        _md_cells(index, f"[{table.title}](smoke3.md)")[3]
+        == f"not judged ({len(table.claims)} claims)"
+    )
+    totals = _md_cells(index, "**all tables**")
+    assert totals[3] == f"{judged['claims_reproduced']} / {judged['claims_total']}"  # judged only
+
+
+def test_a_profile_s_verdicts_switch_must_be_true_or_false(tmp_path: Path):
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    profiles = tmp_path / "params" / "profiles.yaml"
+    profiles.write_text(profiles.read_text().replace("verdicts: false", "verdicts: no-thanks"))
+    with pytest.raises(ConfigError, match=r"smoke.verdicts = 'no-thanks': must be true or false"):
+        Params(tmp_path / "params").verdicts("smoke")
+
+
 def test_the_html_reports_escape_the_table_s_text():
     params = Params(ROOT / "params")
     table = params.table("table3")
@@ -414,7 +465,7 @@ def test_the_html_reports_escape_the_table_s_text():
     claims = [{**table.claims[0], "text": 'a < b & "c"'}, *table.claims[1:]]
     table = replace(table, rows=rows, claims=claims)
     runs = _table_runs(table, params, lambda row, seed: 40.0 + seed)
-    context = build_context(table, "smoke", runs, MANIFEST, "abc")
+    context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True)
     page = render(context, "html")
     assert "<script>" not in page and "<b>none" not in page
     assert "(a) &lt;b&gt;none&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -447,7 +498,7 @@ def test_the_accuracy_bars_leave_out_rows_without_a_number_and_picture_them(tmp_
     runs = _table_runs(table, params, lambda row, seed: 40.0 + seed)
     skipped = _trial(status="skipped", reason="60 SGD steps < 200", linear=None)
     runs["b"] = RowResult("b", [RunResult(runs["b"].trials[0].config, skipped.metrics, [])])
-    context = build_context(table, "smoke", runs, MANIFEST, "abc")
+    context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True)
     bars = accuracy_bars(table, context)["bar"].tolist()
     assert "b: ours" not in bars and "d: paper" not in bars  # skipped; the paper's "unstable"
     assert bars[:3] == ["a: paper", "a: ours", "b: paper"]
@@ -463,7 +514,7 @@ def test_every_table_renders_its_rows_and_claims_in_both_formats(name: str, tmp_
     table = params.table(name)
     ids = list(table.rows)
     rows = _table_runs(table, params, lambda row, seed: 30.0 + ids.index(row) + seed)
-    context = build_context(table, "smoke", rows, MANIFEST, "abc")
+    context = build_context(table, "cpu", rows, MANIFEST, "abc", judged=True)
     markdown, page = render(context), render(context, "html")
     for text in [row.label for row in table.rows.values()] + [c["text"] for c in table.claims]:
         assert text in markdown and text in unescape(page), text

@@ -19,6 +19,7 @@ from .config import (
     Config,
     ConfigError,
     Params,
+    PlacementError,
     ReportError,
     Row,
     Trial,
@@ -27,14 +28,9 @@ from .config import (
     load_yaml,
     training_config,
 )
-from .data import DataError, DataSpec, open_split, prepare
-from .distributed import PlacementError
+from .data import DataError, DataSpec, check_source, open_split, prepare
 from .rundir import RunDir, make_writable_dir
 from .track import TrackingError
-
-
-def data_spec(data: dict) -> DataSpec:
-    return DataSpec(**{field.name: data[field.name] for field in fields(DataSpec)})
 
 
 def check_prepared(data: dict, prepared: Path) -> dict:
@@ -69,7 +65,7 @@ def check_prepared(data: dict, prepared: Path) -> dict:
 def cmd_prepare(args: argparse.Namespace) -> None:
     cfg = Params(args.params).resolve(args.profile)
     manifest = prepare(
-        data_spec(cfg["data"]), Path(args.out), download_root=Path(args.download_root)
+        DataSpec.of(cfg["data"]), Path(args.out), download_root=Path(args.download_root)
     )
     counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
     print(f"prepared {manifest['dataset']} into {args.out}: {counts}")
@@ -79,10 +75,12 @@ def cmd_source(args: argparse.Namespace) -> None:
     from .data import resolve_source
 
     data = Params(args.params).resolve(args.profile)["data"]
-    path = resolve_source(data_spec(data))
+    path = resolve_source(DataSpec.of(data))
     # Content only, no path: the same archive elsewhere is the same data.
     record = {"dataset": data["dataset"], "source_sha256": data["source_sha256"]}
     out = Path(args.out)
+    if not out.is_file() or json.loads(out.read_text()) != record:
+        check_source(DataSpec.of(data))  # before DVC's prepare deletes the data it has
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     where = Path(path).resolve() if path else "torchvision"
@@ -105,11 +103,12 @@ def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
 
 
 def _run_name(cfg: Config, cfg_hash: str, trials: list[Trial], row: Row) -> str:
-    """The config's name, whichever engine trains it: the first of its trials over the tables
-    sorted by name, not the row asked for (DVC asks by a row, Snakemake by the hash). A config
-    that no table plans (a --seed beyond the row's trials) is named by its row."""
-    named = trials[0].row if trials else row
-    return f"{named.table}-{named.id}-seed{cfg['seed']}-{cfg_hash[:6]}"
+    """The config's name, whichever engine trains it: every row that trains it, over the tables
+    sorted by name (`similarity-cosine+table3-c-seed0-…`), so a shared config is not named
+    after one table only, nor after the row it was asked for (DVC asks by a row, Snakemake by
+    the hash). A config that no table plans (a --seed beyond the row's trials) is its row's."""
+    rows = [trial.row for trial in trials] or [row]
+    return f"{'+'.join(f'{r.table}-{r.id}' for r in rows)}-seed{cfg['seed']}-{cfg_hash[:6]}"
 
 
 def encoder_artifact(params: Params, flag: str | None) -> bool:
@@ -210,8 +209,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     finally:
         epochs.close()
     summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": args.profile}
-    # The path it trained on (data.loader decides it from the data and the config alone).
-    summary["data_format"] = manifest.get("format")
+    # What it trained on: the dataset, where it was read from and its content, and the path
+    # (data.loader decides that from the data and the config alone).
+    summary |= {
+        "dataset": manifest["dataset"],
+        "data_source": manifest["source"],
+        "data_source_sha256": manifest["source_sha256"],
+        "data_prepared": str(Path(args.data)),
+        "data_format": manifest.get("format"),
+    }
     history = json.loads(run.history.read_text())
     # What training read; `evaluate` takes the evaluation settings from params/ at its time.
     run.config.write_text(yaml.safe_dump(training_config(cfg), sort_keys=False))
@@ -296,7 +302,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
     from .track import git_commit
 
-    table = Params(args.params).table(args.table)
+    params = Params(args.params)
+    table = params.table(args.table)
     run_dirs: dict[str, list[Path]] = {}
     for item in args.run:
         row, eq, path = item.partition("=")
@@ -319,7 +326,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     rows = row_results(pd.read_csv(runs_csv))
     plot_table_curves(table, rows, out.with_suffix(".png"))
     context = build_context(
-        table, args.profile, rows, manifest, git_commit(), curves=out.with_suffix(".png").name
+        table,
+        args.profile,
+        rows,
+        manifest,
+        git_commit(),
+        judged=params.verdicts(args.profile),
+        curves=out.with_suffix(".png").name,
     )
     out.write_text(render(context))
     out.with_suffix(".html").write_text(render(context, "html"))  # what a browser shows

@@ -28,6 +28,11 @@ class ConfigError(ValueError):
     """A bad params file or value; the message is one line naming the key, value and fix."""
 
 
+class PlacementError(RuntimeError):
+    """No device is free for this process; here, not in distributed.py, so the CLI can catch it
+    without importing torch (seconds per job that does not train)."""
+
+
 class ReportError(ValueError):
     """A report step's input (a run directory, a table's JSON) that is missing or unreadable;
     defined here, not in report.py, so the CLI can catch it without importing scipy."""
@@ -328,6 +333,18 @@ class Params:
                 "integer >= 1 (seeds per row that a claim names)"
             )
         return count
+
+    def verdicts(self, profile: str) -> bool:
+        """Whether the profile's runs can test the paper's claims (params/profiles.yaml:
+        `verdicts`, true unless a plumbing profile says false): its reports judge none."""
+        self.profile(profile)
+        judged = self.profiles[profile].get("verdicts", True)
+        if not isinstance(judged, bool):
+            raise ConfigError(
+                f"{self.root / 'profiles.yaml'}: {profile}.verdicts = {judged!r}: must be true "
+                "or false (false: a profile that checks plumbing, whose reports judge no claim)"
+            )
+        return judged
 
     def row_trials(self, profile: str, row: Row) -> list[Trial]:
         return row.trials(self.trials(profile))

@@ -16,28 +16,32 @@ import shutil
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from .progress import progress
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DataError",
     "DataSpec",
     "FileIndex",
     "Split",
+    "check_source",
     "choose_loader",
     "fit",
     "load_split",
     "open_rgb",
     "open_split",
     "prepare",
+    "prepared_identity",
     "resolve_source",
     "source_identity",
 ]
@@ -82,6 +86,11 @@ class DataSpec:
     memory_limit_gb: float = 16.0  # auto keeps decoded arrays of at most this size in memory
     class_list: str | None = None  # file of class folder names to keep (None = all)
     source_sha256: str | None = None  # the source's fingerprint if known (None: prepare takes it)
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> DataSpec:
+        """The spec of a resolved config's data section (which also holds training's keys)."""
+        return cls(**{field.name: data[field.name] for field in fields(cls)})
 
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
@@ -151,6 +160,28 @@ def source_identity(dataset: str, source: str | None) -> str | None:
     for name in sorted(_DirSource(root).files):
         digest.update(f"{name}\0{(root / name).stat().st_size}\n".encode())
     return digest.hexdigest()
+
+
+def prepared_identity(data: Mapping[str, Any]) -> str:
+    """What `prepare` makes from a resolved data section, as a short hash: the source by its
+    content (not its path) and every key `prepare` reads. A build tool that keys the prepared
+    directory by it never deletes one set's prepared data to make another's."""
+    identity = {field.name: data[field.name] for field in fields(DataSpec)}
+    identity["source"] = None  # the same bytes elsewhere are the same data
+    identity["class_list_sha256"] = data.get("class_list_sha256")
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def check_source(spec: DataSpec) -> None:
+    """What `prepare` would refuse about a CIFAR copy's layout and classes, checked before
+    anything runs, so that a wrong source costs nothing. Only for the datasets with a known
+    class count: they are small enough to list at planning, while an ImageNet archive is
+    listed once, by `prepare`."""
+    if spec.dataset not in KNOWN_CLASS_COUNTS or (source := resolve_source(spec)) is None:
+        return
+    tree = _layout(_open_source(Path(source)), source)
+    _check_class_count(spec, sorted(tree["train"]), source)
 
 
 def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) -> dict:
@@ -231,6 +262,8 @@ def open_split(prepared_dir: Path, split: str) -> Split | FileIndex:
         raise DataError(
             f"{names}: {len(files)} files but {len(labels)} labels; re-run `simsiam prepare`"
         )
+    import torch  # torch takes seconds to import: not where a build tool plans
+
     return FileIndex(
         Path(manifest["source"]),
         files,
@@ -275,6 +308,8 @@ def load_split(prepared_dir: Path, split: str) -> Split:
             f"{prepared_dir}: {split} arrays have shapes {images.shape}/{labels.shape}, "
             f"expected Nx3xHxW uint8 and N labels; re-run `simsiam prepare`"
         )
+    import torch
+
     return Split(torch.from_numpy(images), torch.from_numpy(labels), classes)
 
 
@@ -590,6 +625,8 @@ def host_memory() -> int:
 
 def device_memory(dev: torch.device | int = 0) -> int | None:
     """Bytes of memory on the GPU training would use; None without one."""
+    import torch
+
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_properties(dev).total_memory

@@ -20,9 +20,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-
-class PlacementError(RuntimeError):
-    """No device is free for this process."""
+from .config import PlacementError
 
 
 @functools.cache

@@ -34,6 +34,8 @@ COLLAPSE_RATIO = 0.1  # std(z)·sqrt(d) below this: the outputs have collapsed t
 COLLAPSE_SHARE = 0.99  # ... or this share of z's variance lies along one direction
 COLLAPSE_LOSS_GAP = 0.02  # ... and the cosine loss sits this close to the lowest it can reach
 UNSTABLE_RISE = 0.1  # loss that ends this far above its minimum counts as unstable
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
 ALPHA = 0.05  # one-sided error rate of a table's comparison claims together (Bonferroni)
 POWER = 0.8  # for the smallest difference a table's seed noise can resolve
 # The history's per-epoch quantities a table's curves show (one CSV each): their axis labels
@@ -380,12 +382,17 @@ def build_context(
     rows: dict[str, RowResult],
     manifest: dict,
     commit: str,
+    judged: bool,
     curves: str | None = None,
 ) -> dict[str, Any]:
+    """Everything a table's report shows. `judged`: whether the profile's runs can test the
+    paper's claims; where not, each claim is listed with its evidence and `not judged`."""
     first_row = next(iter(rows.values()))  # the random-init control is the first row's network
     first = first_row.trials[0].config
-    table_rows = []
+    table_rows, paper_notes = [], []
     for row_id, row in table.rows.items():
+        if row.paper_note:  # under the table, numbered, so the row table reads in a terminal
+            paper_notes.append(row.paper_note)
         result = rows[row_id]
         flat = flatten(result.trials[0].config)
         table_rows.append(
@@ -394,7 +401,7 @@ def build_context(
                 "label": row.label,
                 "columns": [_mark(flat[key]) for key in table.columns.values()],
                 "paper": row.paper if isinstance(row.paper, str) else f"{row.paper:.1f}",
-                "paper_note": row.paper_note,
+                "paper_note": len(paper_notes) if row.paper_note else None,
                 "knn_acc": result.mean("knn_acc"),
                 "linear_acc": result.mean("linear_acc"),
                 "knn": _fmt_trials(result, "knn_acc"),
@@ -418,7 +425,7 @@ def build_context(
         claims.append(
             {
                 "text": claim["text"],
-                "verdict": found.result,
+                "verdict": found.result if judged else NOT_JUDGED,
                 "evidence": found.evidence,
                 "paper_difference": _paper_difference(table, claim["check"]),
                 "interval": None if interval is None else [interval.lo, interval.hi],
@@ -436,6 +443,7 @@ def build_context(
     return {
         "table": table,
         "profile": profile,
+        "judged": judged,
         "dataset": first["data"]["dataset"],
         "counts": {s: sum(c.values()) for s, c in manifest["counts"].items()},
         "classes": len(manifest["classes"]),
@@ -453,6 +461,7 @@ def build_context(
         "commit": commit,
         "columns": list(table.columns),
         "rows": table_rows,
+        "paper_notes": paper_notes,
         "random_init": {
             "linear": first_row.mean("random_init_linear"),
             "knn": first_row.mean("random_init_knn"),
@@ -547,6 +556,7 @@ def summary_json(context: dict[str, Any]) -> dict[str, Any]:
         "title": table.title,
         "section": table.section,
         "profile": context["profile"],
+        "judged": context["judged"],
         "scale": f"{context['dataset']}, {context['counts']['train']} train images at "
         f"{context['image_size']} px, {context['backbone']}, {context['epochs']} epochs",
         "rows": {
@@ -567,7 +577,7 @@ def summary_json(context: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_SUMMARY_KEYS = ("table", "title", "section", "profile", "scale", "claims", "power")
+_SUMMARY_KEYS = ("table", "title", "section", "profile", "judged", "scale", "claims", "power")
 
 
 def load_summary(path: Path) -> dict[str, Any]:
@@ -631,7 +641,7 @@ def table_metrics(context: dict[str, Any]) -> dict[str, Any]:
     return {
         "rows": rows,
         "random_init": {k: rounded(v, 2) for k, v in context["random_init"].items()},
-        "claims": {v: verdicts.count(v) for v in ("reproduced", "not reproduced", "inconclusive")},
+        "claims": {v: verdicts.count(v) for v in (VERDICTS if context["judged"] else [NOT_JUDGED])},
     }
 
 
@@ -753,10 +763,13 @@ def _our_trials(
 def render_index(summaries: list[dict[str, Any]], commit: str, fmt: str = "md") -> str:
     """Every table's claims and verdicts on one page, as Markdown linking to each table's
     report or as one self-contained HTML page."""
+    judged = [t for t in summaries if t["judged"]]
     totals = {
-        verdict: sum(c["verdict"] == verdict for t in summaries for c in t["claims"])
-        for verdict in ("reproduced", "not reproduced", "inconclusive")
+        verdict: sum(c["verdict"] == verdict for t in judged for c in t["claims"])
+        for verdict in VERDICTS
     }
+    totals["claims"] = sum(t["claims_total"] for t in judged)
+    unjudged = sorted({t["profile"] for t in summaries if not t["judged"]})
     return _template(f"index.{fmt}.j2").render(
-        tables=summaries, totals=totals, rules=RULES, commit=commit
+        tables=summaries, totals=totals, unjudged=unjudged, rules=RULES, commit=commit
     )

@@ -1,7 +1,7 @@
 # The plan: every distinct resolved config of the requested tables, computed by the library
 # from params/ (the single source of truth shared with dvc.yaml).
 from simsiam_lab.config import EVALUATION, ConfigError, Params
-from simsiam_lab.data import DataError
+from simsiam_lab.data import DataError, DataSpec, check_source, prepared_identity
 from simsiam_lab.report import CURVES
 from simsiam_lab.rundir import RunDir
 from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
@@ -56,12 +56,19 @@ try:
     PROFILE_DATA = PARAMS.resolve(PROFILE)["data"]  # what `prepare` makes, fingerprints included
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"params: {err}") from None
+# Keyed by what it is made from: other data is prepared beside it, so a refused or a passing
+# switch of data deletes nothing, and switching back finds the runs up to date.
+PREPARED = f"data/prepared/{PROFILE}-{prepared_identity(PROFILE_DATA)}"
+if not os.path.isfile(f"{PREPARED}/manifest.json"):  # a prepared source has been checked
+    try:
+        check_source(DataSpec.of(PROFILE_DATA))
+    except DataError as err:
+        raise WorkflowError(f"profile {PROFILE}'s data: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
 EVALUATION_OF = {
     run: PARAMS.resolve(PROFILE, trials[0].row, trials[0].seed)[EVALUATION]
     for run, trials in PLAN.items()
 }
-PREPARED = f"data/prepared/{PROFILE}"
 RUNS = f"results/{PROFILE}/runs"
 RUN = RunDir(f"{RUNS}/{{run}}")  # a run's files, by the wildcard
 THREADS = config.get("threads", 1)  # with --cores all: one job per core, as the cpu study ran

@@ -116,12 +116,13 @@ class Stages:
         stages: dict = {
             # Runs every time and rewrites the same bytes unless the data source changed: DVC
             # cannot see $SIMSIAM_DATA, but it sees this file, so other data re-prepares.
+            # Persisted: the record it finds unchanged spares it re-checking the source.
             "source": {
                 "cmd": "python workflow/scripts/dvc_yaml.py --check && "
                 f"simsiam source --profile {self.profile} --out {self.source}",
                 "always_changed": True,
                 "params": [{"params/pipeline.yaml": ["profile"]}, *self.settings(["data"])],
-                "outs": [{self.source: {"cache": False}}],
+                "outs": [{self.source: {"cache": False, "persist": True}}],
             },
             "prepare": {
                 "cmd": f"simsiam prepare --profile {self.profile} --out {self.prepared}",

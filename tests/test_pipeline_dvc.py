@@ -1,0 +1,201 @@
+"""End to end: the smoke Table 3 through DVC, on real CIFAR-10, as a DVC user runs it."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import e2e
+import pandas as pd
+import pytest
+from project import copy_project, use_dvc_profile
+
+from simsiam_lab.config import Params
+
+pytestmark = e2e.MARKS
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory) -> Path:
+    """A DVC user's project, in the README's smoke profile, shared by this module's tests."""
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    use_dvc_profile(project, "smoke")  # the README's profile switch
+    return project
+
+
+def _dvc_changed(project: Path) -> set[str]:
+    """The stages `dvc status` says changed ('source' always runs: it rereads the data's
+    fingerprint), Table 3's only: the other tables were not built."""
+    status = json.loads(
+        e2e.run(["dvc", "status", "--json", "--with-deps", "report-table3"], project).stdout
+    )
+    return set(status) - {"source"}
+
+
+def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
+    project = dvc_project
+    monkeypatch.setenv("SIMSIAM_DATA", e2e.env()["SIMSIAM_DATA"])  # the data enters config hashes
+    built = e2e.run(["dvc", "repro", "report-table3"], project).stdout  # `dvc repro`: every table
+    assert len(e2e.report_rows(project / "reports" / "table3.md")) == 5
+    params = Params(project / "params")
+    configs = {t.row.id: run for run, ts in params.plan("smoke", ["table3"]).items() for t in ts}
+    assert built.count("Running stage 'pretrain@") == len(set(configs.values())) == 5
+    assert _dvc_changed(project) == set()
+
+    # Metrics: one numbers-only file per table, a few numbers per row.
+    (shown,) = json.loads(e2e.run(["dvc", "metrics", "show", "--json"], project).stdout).values()
+    files = {path: found["data"] for path, found in shown["data"].items() if "data" in found}
+    assert list(files) == ["reports/table3.metrics.json"]
+    metrics = files["reports/table3.metrics.json"]
+    assert set(metrics["rows"]) == set(configs)
+    assert all(
+        set(m) == {"linear", "knn", "z_std_ratio", "z_top_share"} for m in metrics["rows"].values()
+    )
+    assert set(metrics["random_init"]) == {"linear", "knn"}
+    # Plots: one per quantity, a series per row named by its label, no value where a row has
+    # none (the loss has no epoch 0), and the accuracy beside the paper's.
+    plots = json.loads(e2e.run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    labels = {row.label for row in params.table("table3").rows.values()}
+    loss = plots["table3: loss"][0]["content"]
+    assert loss["encoding"]["color"]["field"] == "field"  # .dvc/plots/rows.json: colour by row
+    values = loss["data"]["values"]
+    assert {v["field"] for v in values} == labels
+    assert {v["epoch"] for v in values} == {"1", "2"}  # CSV: strings
+    knn = plots["table3: knn"][0]["content"]
+    assert {v["epoch"] for v in knn["data"]["values"]} == {"0", "1", "2"}
+    bars = plots["table3: accuracy"][0]["content"]["data"]["values"]
+    assert {b["bar"] for b in bars} >= {"a: paper", "a: ours", "c: ours"}
+
+    # A template edit re-renders the report; nothing retrains or re-evaluates.
+    template = project / "src" / "simsiam_lab" / "templates" / "table.md.j2"
+    before = e2e.edited(template, "## Claims of", "## The claims of")
+    assert _dvc_changed(project) == {"report-table3"}
+    template.write_text(before)
+
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    e2e.run([*git, "add", "-A"], project)
+    e2e.run([*git, "commit", "-qm", "smoke"], project)
+    # An optim edit retrains without re-preparing; an eval edit re-evaluates and retrains nothing.
+    profiles = project / "params" / "profiles.yaml"
+    before = e2e.edited(profiles, "base_lr: 0.03, weight_decay", "base_lr: 0.05, weight_decay")
+    changed = _dvc_changed(project)
+    assert "prepare" not in changed and {f"pretrain@{k}" for k in e2e.dvc_runs(built)} <= changed
+    profiles.write_text(before)
+    e2e.edited(profiles, "linear_epochs: 5}", "linear_epochs: 6}")
+    assert {stage.split("@")[0] for stage in _dvc_changed(project)} == {"evaluate"}
+    profiles.write_text(before)
+
+    # The same edit as an experiment: `dvc exp show --only-changed` shows the setting, the
+    # accuracies it moved and the runs it re-evaluated, no label, claim text or wall time.
+    rerun = e2e.run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "lin6",
+            "report-table3",
+            "-S",
+            "params/profiles.yaml:smoke.overrides.eval.linear_epochs=6",
+        ],
+        project,
+    ).stdout
+    assert "Running stage 'evaluate@" in rerun and "Running stage 'pretrain@" not in rerun
+    diff = json.loads(e2e.run(["dvc", "metrics", "diff", "HEAD", "--json"], project).stdout)
+    assert any("linear" in key for key in diff["reports/table3.metrics.json"]), diff
+    table = e2e.run(["dvc", "exp", "show", "--csv", "--only-changed"], project).stdout
+    columns = table.splitlines()[0].split(",")
+    kept = [c for c in columns if not c.startswith("results/")]
+    assert "smoke.overrides.eval.linear_epochs" in kept
+    assert set(kept) - {"Experiment", "rev", "typ", "Created", "parent"} <= {
+        "smoke.overrides.eval.linear_epochs",
+        "random_init.linear",
+        *(f"rows.{row}.linear" for row in configs),
+        *(f"claims.{verdict}" for verdict in ("reproduced", "not reproduced", "inconclusive")),
+    }, kept
+    assert "lin6" in table
+    # Each revision keeps its reports in DVC's cache: a plot diff draws both.
+    diff = e2e.run(
+        ["dvc", "plots", "diff", "HEAD", "lin6", "--json", "--targets", "table3: accuracy"], project
+    )
+    (bars,) = json.loads(diff.stdout)["data"]["table3: accuracy"]
+    assert {bar["rev"] for bar in bars["content"]["data"]["values"]} == {"HEAD", "lin6"}
+
+    # The same archive elsewhere is the same data; data the profile cannot read is refused by
+    # the `source` stage, before `prepare` would delete the prepared data.
+    copy = project.parent / "elsewhere" / "cifar10.tar.gz"
+    copy.parent.mkdir()
+    shutil.copy(e2e.env()["SIMSIAM_DATA"], copy)
+    same = e2e.run(["dvc", "repro", "prepare"], project, SIMSIAM_DATA=str(copy)).stdout
+    assert "Running stage 'prepare'" not in same
+    other = project.parent / "other.tar.gz"
+    other.write_bytes(b"other data")
+    refused = subprocess.run(
+        ["dvc", "repro", "prepare"],
+        cwd=project,
+        env=e2e.env(SIMSIAM_DATA=str(other)),
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "Running stage 'prepare'" not in refused.stdout
+    assert f"cannot read archive {other}" in refused.stdout + refused.stderr
+    assert (project / "data/dvc/smoke/manifest.json").is_file()
+
+    # MLflow: DVC's runs say so, and carry the names Snakemake gives the same configs (every row
+    # of a config over the tables; test_cli pins that both engines name it so).
+    dvc_runs = e2e.mlflow_runs(project, "tags.engine = 'dvc'")
+    assert len(dvc_runs) == 5 and all(r.data.tags["table.table3"] for r in dvc_runs)
+    named = params.plan("smoke", params.table_names())  # each config's trials, every table
+    assert {r.info.run_name for r in dvc_runs} == {
+        "+".join(f"{t.row.table}-{t.row.id}" for t in named[run]) + f"-seed0-{run[:6]}"
+        for run in set(configs.values())
+    }
+    # A run trained by an experiment is tagged with its name.
+    e2e.run([*git, "checkout", "-q", "--", "."], project)
+    trained = e2e.run(
+        [
+            *("dvc", "exp", "run", "-n", "lr05", "pretrain@table3-a-s0", "-S"),
+            "params/profiles.yaml:smoke.overrides.optim.base_lr=0.05",
+        ],
+        project,
+    ).stdout
+    assert e2e.dvc_runs(trained) == {"table3-a-s0"}
+    (tagged,) = e2e.mlflow_runs(project, "tags.`engine.experiment` = 'lr05'")
+    assert tagged.data.tags["engine"] == "dvc" and tagged.info.run_name.startswith("table3-a-")
+    e2e.run([*git, "checkout", "-q", "--", "."], project)  # back to the committed pipeline
+    e2e.run(["dvc", "checkout", "-q", "--with-deps", "report-table3"], project)  # only it was built
+
+
+@pytest.mark.browser
+@e2e.NEEDS_CHROMIUM
+def test_dvc_plots_show_renders_table3_offline(dvc_project: Path):
+    project = dvc_project
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    use_dvc_profile(project, "smoke")
+    e2e.run(["dvc", "repro", "report-table3"], project)  # built already when run after the above
+    table3 = [f"table3: {plot}" for plot in ("loss", "z_std_ratio", "knn", "accuracy")]
+    page = e2e.run(["dvc", "plots", "show", *table3], project).stdout.strip().splitlines()[-1]
+    html = Path(page.removeprefix("file://")).read_text()
+    assert "cdn.jsdelivr" not in html and "<script src" not in html  # Vega inlined
+    browser = e2e.headless_chromium(webdriver, 1400, 2200)
+    try:
+        browser.get(page)
+        # Vega draws SVG: a line per row in each curve, a bar per number in the accuracy plot.
+        marks = "return document.querySelectorAll(`[id='${arguments[0]}'] g.${arguments[1]}>path`)"
+        rows = len(Params(project / "params").table("table3").rows)
+        bars = len(pd.read_csv(project / "reports" / "table3.accuracy.csv"))
+        drawn = {  # by DVC's div ids
+            **{f"table3__{curve}": ("mark-line", rows) for curve in ("loss", "z_std_ratio", "knn")},
+            "table3__accuracy": ("mark-rect", bars),
+        }
+        WebDriverWait(browser, 60).until(
+            lambda b: all(len(b.execute_script(marks, p, m)) == n for p, (m, n) in drawn.items())
+        )
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+        e2e.SCREENSHOTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(e2e.SCREENSHOTS / "dvc-plots-table3.png"))
+    finally:
+        browser.quit()
