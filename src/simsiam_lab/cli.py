@@ -75,12 +75,13 @@ def cmd_source(args: argparse.Namespace) -> None:
     from .data import resolve_source
 
     data = Params(args.params).resolve(args.profile)["data"]
-    path = resolve_source(DataSpec.of(data))
+    spec = DataSpec.of(data)
+    path = resolve_source(spec)
     # Content only, no path: the same archive elsewhere is the same data.
     record = {"dataset": data["dataset"], "source_sha256": data["source_sha256"]}
     out = Path(args.out)
     if not out.is_file() or json.loads(out.read_text()) != record:
-        check_source(DataSpec.of(data))  # before DVC's prepare deletes the data it has
+        check_source(spec)  # before DVC's prepare deletes the data it has
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     where = Path(path).resolve() if path else "torchvision"

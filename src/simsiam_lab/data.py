@@ -17,7 +17,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -166,9 +166,10 @@ def prepared_identity(data: Mapping[str, Any]) -> str:
     """What `prepare` makes from a resolved data section, as a short hash: the source by its
     content (not its path) and every key `prepare` reads. A build tool that keys the prepared
     directory by it never deletes one set's prepared data to make another's."""
-    identity = {field.name: data[field.name] for field in fields(DataSpec)}
-    identity["source"] = None  # the same bytes elsewhere are the same data
-    identity["class_list_sha256"] = data.get("class_list_sha256")
+    identity = asdict(DataSpec.of(data)) | {
+        "source": None,  # the same bytes elsewhere are the same data
+        "class_list_sha256": data.get("class_list_sha256"),
+    }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
