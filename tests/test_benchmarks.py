@@ -212,6 +212,7 @@ def test_without_an_epoch_the_report_says_how_to_measure_one(tmp_path: Path):
     )
 
 
+@pytest.mark.slow  # gpu.sh starts Python and torch twice: ~8 s
 def test_gpu_sh_refuses_a_machine_without_a_gpu_in_one_line(tmp_path: Path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -165,6 +165,7 @@ def test_snakemake_refuses_a_bad_setting_at_planning_in_one_line(
     assert "Failed validating" not in output and "MissingInput" not in output, output
 
 
+@pytest.mark.slow  # a Snakemake DAG that trains and reports
 def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     tmp_path, monkeypatch, write_prepared
 ):
@@ -372,6 +373,7 @@ def test_your_own_images_through_the_folder_profile(tmp_path):
     assert manifest["counts"]["train"] == {"daisy": 12, "rose": 12, "tulip": 12}  # up to 250
 
 
+@pytest.mark.slow  # two Snakemakes and a live pretraining
 def test_a_second_snakemake_is_told_that_a_live_run_holds_the_lock(tmp_path):
     project = copy_project(tmp_path / "project")
     # The first run: the README's venv-installed Snakemake (its process is `.../python3
@@ -447,6 +449,7 @@ def _killed_after_epoch_1(monkeypatch, argv: list[str]) -> None:
     monkeypatch.setattr(train, "pretrain", real)
 
 
+@pytest.mark.slow  # a killed and a resumed pretraining
 def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     monkeypatch, tmp_path, write_prepared
 ):
@@ -499,6 +502,7 @@ def test_a_resumed_pretraining_appends_to_its_journal_and_keeps_its_mlflow_run(
     assert all(torch.equal(v, trained[f"backbone.{k}"]) for k, v in backbone.state_dict().items())
 
 
+@pytest.mark.slow  # two pretrainings
 def test_training_over_an_unreadable_state_ends_the_earlier_mlflow_run_and_says_so(
     capsys, monkeypatch, tmp_path, write_prepared
 ):
@@ -529,6 +533,7 @@ def test_training_over_an_unreadable_state_ends_the_earlier_mlflow_run_and_says_
     assert {r.info.run_id for r in runs} == {first, second.info.run_id}
 
 
+@pytest.mark.slow  # pretrainings through the CLI
 def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_left_out(
     monkeypatch, tmp_path, write_prepared
 ):
@@ -548,6 +553,7 @@ def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_le
     assert artifacts == {"config.yaml", "history.json", "curves.png"}
 
 
+@pytest.mark.slow  # pretrainings through the CLI
 def test_a_finished_run_of_another_config_is_refused_not_overwritten(
     capsys, monkeypatch, tmp_path, write_prepared
 ):

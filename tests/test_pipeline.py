@@ -15,23 +15,23 @@ from pathlib import Path
 import e2e
 import pandas as pd
 import pytest
+import readme
 import torch
 from mlflow_writers import free_port
 from project import copy_project, use_dvc_profile
 
 from simsiam_lab.config import Params, config_hash, flatten, training_config
+from simsiam_lab.data import read_class_list
 
 ROOT = e2e.ROOT
-README_UI_COMMAND = (
-    "mlflow ui --backend-store-uri sqlite:///.mlflow/mlflow.db --host 127.0.0.1 --port"
-)
 # The README's query for Table 3's runs, one per config, as Snakemake trained them.
 README_QUERY = "tags.`table.table3` LIKE '%' AND tags.engine = 'snakemake'"
 # What the Snakemake smoke run builds: two tables that share a config (Table 3's (c) is
 # similarity's cosine), in 6 trainings instead of all tables' 27 (test_report renders every
 # table, and judges every kind of claim, from synthetic runs).
 SMOKE_TABLES = ["table3", "similarity"]
-SMOKE = ["--config", "profile=smoke", "threads=1", f"tables=[{','.join(SMOKE_TABLES)}]"]
+SMOKE = readme.SMOKE.split()
+assert SMOKE[-1] == f"tables=[{','.join(SMOKE_TABLES)}]"
 SCREENSHOTS = e2e.SCREENSHOTS
 REPORT_SCREENSHOTS = SCREENSHOTS / "snakemake-report"
 
@@ -157,6 +157,56 @@ def test_snakemake_smoke_dag(project: Path):
     template.write_text(before)
     os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # up to date again, for the rest
     assert _planned(plan.stdout) == {"report": len(tables), "index": 1, "all": 1}, plan.stdout
+
+
+def _image_tree(root: Path, splits: tuple[str, ...], classes: list[str], per_class: int) -> Path:
+    from PIL import Image
+
+    for split in splits:
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (36, 40), (i * 30, c % 250, 9)).save(
+                    root / split / name / f"{i}.jpg"
+                )
+    return root
+
+
+def test_the_readme_s_snakemake_blocks_run_as_printed_in_a_new_shell(project: Path, tmp_path: Path):
+    """Each block in a new shell after the set-up, at smoke (readme.SIZED): the main job and
+    `all` find the smoke run above, on the README's data path, with nothing left to train; the
+    own-images and ImageNet blocks plan their runs on generated data; torchrun trains a row on
+    two CPU processes."""
+    readme.project_as_cloned(project)
+    readme.run(". .venv/bin/activate && export SIMSIAM_DATA", project)  # before every block too
+    done = readme.run("snakemake --cores all reports/table3.md\n", project)
+    assert "Nothing to be done" in done.stdout + done.stderr, done.stderr
+    readme.run("snakemake --cores all all  ", project)  # and the Snakemake report
+    _assert_the_report_shows_every_table(project, Params(project / "params"), SMOKE_TABLES)
+    plan = readme.run("--config profile=smoke  # targets before --config", project).stdout
+    assert "Nothing to be done" in plan
+
+    flowers = _image_tree(tmp_path / "flowers", ("train", "test"), ["daisy", "rose"], 2)
+    subprocess.run(
+        ["tar", "czf", "flowers.tar.gz", "-C", flowers, "train", "test"], cwd=tmp_path, check=True
+    )
+    env = {"FLOWERS": str(tmp_path / "flowers.tar.gz")}
+    figure2 = _planned(
+        readme.run("reports/figure2.md --config profile=folder", project, **env).stdout
+    )
+    assert figure2["pretrain"] == 8 and figure2["prepare"] == 1, figure2
+    everything = _planned(readme.run("all --config profile=folder", project, **env).stdout)
+    assert everything["pretrain"] > 50 and everything["index"] == 1, everything
+    wnids = read_class_list(str(project / "params" / "imagenet100.txt"))
+    imagenet = _image_tree(tmp_path / "imagenet", ("train", "val"), wnids, 1)
+    plans = readme.run("profile=imagenet100", project, IMAGENET=str(imagenet)).stdout
+    assert plans.count("This was a dry-run") == 2 and "pretrain " in plans
+
+    readme.run("torchrun --nproc_per_node 4", project)
+    trained = json.loads(
+        (project / "results" / "smoke" / "ddp" / "c" / "pretrain.json").read_text()
+    )
+    assert trained["status"] == "ok", trained
 
 
 def _planned(dry_run: str) -> dict[str, int]:
@@ -320,16 +370,17 @@ def test_mlflow_ui_shows_table3_runs_and_their_knn(project: Path):
     e2e.run(
         ["snakemake", "--cores", "8", "reports/table3.md", "--config", "profile=smoke"], project
     )
-    readme = (ROOT / "README.md").read_text()
-    assert README_UI_COMMAND in readme and README_QUERY in readme
+    assert README_QUERY in readme.README.read_text()
     runs = e2e.mlflow_runs(project, README_QUERY)
     # One run per config of the five rows, whatever else (DVC, by hand) trained them too.
     assert len(runs) == len({run.data.tags["config_hash"] for run in runs}) == 5
 
     port = free_port()
-    ui = subprocess.Popen(
-        [*README_UI_COMMAND.split(), str(port)],
+    readme.project_as_cloned(project)
+    ui = subprocess.Popen(  # the README's command, in a new shell
+        ["bash", "-c", readme.script("mlflow ui --backend-store-uri")],
         cwd=project,
+        env=readme.new_shell_env(PORT=str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

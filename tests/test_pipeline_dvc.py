@@ -8,6 +8,7 @@ from pathlib import Path
 import e2e
 import pandas as pd
 import pytest
+import readme
 from project import copy_project, use_dvc_profile
 
 from simsiam_lab.config import Params
@@ -85,21 +86,13 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     assert {stage.split("@")[0] for stage in _dvc_changed(project)} == {"evaluate"}
     profiles.write_text(before)
 
-    # The same edit as an experiment: `dvc exp show --only-changed` shows the setting, the
+    # The README's DVC blocks, each in a new shell (`dvc repro` as Table 3: nothing left to run),
+    # then the same edit as an experiment: `dvc exp show --only-changed` shows the setting, the
     # accuracies it moved and the runs it re-evaluated, no label, claim text or wall time.
-    rerun = e2e.run(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "-n",
-            "lin6",
-            "report-table3",
-            "-S",
-            "params/profiles.yaml:smoke.overrides.eval.linear_epochs=6",
-        ],
-        project,
-    ).stdout
+    readme.project_as_cloned(project)
+    again = readme.run("dvc repro    ", project).stdout
+    assert "Running stage 'pretrain@" not in again and "Running stage 'evaluate@" not in again
+    rerun = readme.run("dvc exp run -n lin6", project).stdout
     assert "Running stage 'evaluate@" in rerun and "Running stage 'pretrain@" not in rerun
     diff = json.loads(e2e.run(["dvc", "metrics", "diff", "HEAD", "--json"], project).stdout)
     assert any("linear" in key for key in diff["reports/table3.metrics.json"]), diff

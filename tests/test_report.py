@@ -421,6 +421,29 @@ def test_the_paper_s_notes_sit_under_the_row_table_numbered_not_inside_its_cells
         assert row.paper_note not in _md_cells(markdown, row.label)[1 + len(table.columns)]
 
 
+def test_the_header_gives_training_time_summed_over_runs_and_the_real_elapsed_time():
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    runs = _table_runs(table, params, lambda row, seed: 40.0)
+    # 15 trials of 5 configs, 10 min each, two at a time (starting at 0, 0, 10, 10, 20 min),
+    # the seeds evaluated 0, 30 and 60 s after training: 50 min summed, 31 elapsed.
+    for i, trial in enumerate(t for r in runs.values() for t in r.trials):
+        config, seed = divmod(i, 3)
+        start = 1_000_000.0 + 600 * (config // 2)
+        trial.metrics.update(config_hash=f"h{config}", wall_s=600.0, started_at=start)
+        trial.metrics["evaluated_at"] = start + 600 + 30 * seed
+    markdown = render(build_context(table, "cpu", runs, MANIFEST, "abc", judged=True))
+    assert "| training time | 50.0 min, summed over 5 distinct runs (runs side by side" in markdown
+    assert (
+        "| elapsed | 31.0 min, from the first pretraining's start to the last evaluation"
+        in markdown
+    )
+    # Runs from before these times were recorded: said, not guessed.
+    del next(iter(runs.values())).trials[0].metrics["started_at"]
+    context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True)
+    assert "| elapsed | not recorded (these runs predate" in render(context)
+
+
 def test_a_profile_that_cannot_test_claims_lists_them_under_a_banner_and_judges_none():
     params = Params(ROOT / "params")
     assert params.verdicts("cpu") and not params.verdicts("smoke")

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import readme
 from mlflow_writers import WRITERS, assert_nothing_lost, free_port, run_writers
+from project import copy_project
 
 from simsiam_lab.track import TrackingError, check_server
 
@@ -93,6 +95,24 @@ def test_eight_writers_through_the_server_lose_no_run_metric_or_artifact(server,
     stored = list((root / "artifacts").rglob("metrics-*.json"))
     print(f"{len(runs)} runs, {steps} metric steps, {artifacts} artifacts ({len(stored)} on disk)")
     assert (steps, artifacts, len(stored)) == (WRITERS * STEPS * 2, WRITERS, WRITERS)
+
+
+@pytest.mark.slow  # PostgreSQL and the server started and stopped, the cifar10 study planned
+def test_the_readme_s_cluster_block_runs_in_a_new_shell(tmp_path):
+    if not _postgres_installed():
+        pytest.skip("PostgreSQL's binaries are not installed (apt-get install postgresql)")
+    project = copy_project(tmp_path / "project")
+    readme.project_as_cloned(project)
+    out = Path(tempfile.mkdtemp(prefix="simsiam-pg-"))  # as the server fixture's root
+    out.chmod(0o755)
+    try:
+        done = readme.run("tracking_server.py start", project, OUT=str(out), PORT=str(free_port()))
+    finally:
+        _server(out / "tracking", "stop")  # where the block stopped before its own stop
+        shutil.rmtree(out, ignore_errors=True)
+    assert done.stdout.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:"), done.stdout
+    assert "Job stats:" in done.stdout and "pretrain" in done.stdout
+    assert "mlflow server: stopped" in done.stderr and "PostgreSQL: stopped" in done.stderr
 
 
 def test_the_pipeline_tracking_uri_reaches_every_job(monkeypatch):

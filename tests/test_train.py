@@ -146,6 +146,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow  # three-epoch pretrainings, killed and resumed
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"target": {"mode": "moving_average"}, "loss": {"symmetric": False}}],
@@ -166,12 +167,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, data: Pa
     state = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)
     assert state["wall_s"] > 0
     state["wall_s"] = 1000.0  # stands for a long first process: the summary must count it
+    state["started_at"] -= 3600.0  # and its start, an hour ago, is the run's start
     torch.save(state, tmp_path / "resumed" / "state.pt")
     epochs_seen = []
     summary = pretrain(cfg, data, tmp_path / "resumed", lambda r: epochs_seen.append(r["epoch"]))
     # The saved epochs are replayed to the logger (which skips what it has), then epoch 3 trains.
     assert epochs_seen == [0, 1, 2, 3] and summary["steps"] == 3 * 3
     assert summary["wall_s"] > 1000.0
+    assert summary["finished_at"] - summary["started_at"] > 3600.0
     whole, resumed = (torch.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "resumed"))
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key

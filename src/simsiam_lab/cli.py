@@ -274,6 +274,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         metrics |= {f"random_init_{k}": v for k, v in at_init.items()}
         model.load_state_dict(state["model"])
         metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
+    metrics["evaluated_at"] = round(time.time(), 1)  # the end of the run's last job
     atomic_write_json(metrics | {EVALUATION: settings}, run.metrics)
     logged = {k: metrics[k] for k in final if metrics[k] is not None}
     log_evaluation(

@@ -249,6 +249,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _elapsed_min(trials: list[dict]) -> float | None:
+    """Minutes from the first pretraining's start to the last evaluation's end; None where a
+    run predates these times (they were recorded from pretrain.json's `started_at` on)."""
+    started = [m.get("started_at") for m in trials]
+    ended = [m.get("evaluated_at") for m in trials]
+    if not trials or None in started or None in ended:
+        return None
+    return (max(ended) - min(started)) / 60
+
+
 def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
     std = row.std(metric)
     mean = _fmt(row.mean(metric), digits)
@@ -457,6 +467,7 @@ def build_context(
         "batch_size": first["optim"]["batch_size"],
         "linear_probe": first[EVALUATION]["linear_probe"],
         "wall_min": sum(distinct.values()) / 60,
+        "elapsed_min": _elapsed_min([t.metrics for r in rows.values() for t in r.trials]),
         "n_runs": len(distinct),
         "commit": commit,
         "columns": list(table.columns),

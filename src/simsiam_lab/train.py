@@ -160,13 +160,16 @@ def atomic_write_json(obj: Any, path: Path) -> None:
 
 class Stopwatch:
     """Seconds a run has trained, over every process that worked on it: a resumed run is
-    credited with what its killed predecessors saved in state.pt."""
+    credited with what its killed predecessors saved in state.pt, and keeps the first one's
+    start (Unix time), so that a report can give the real elapsed time beside the sum."""
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
+        self.started_at = time.time()
 
-    def credit(self, seconds: float) -> None:
+    def credit(self, seconds: float, started_at: float | None) -> None:
         self._start -= seconds
+        self.started_at = started_at or self.started_at
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
@@ -222,6 +225,8 @@ def pretrain(
         "epochs_completed": len(finite),
         "steps": steps,
         "wall_s": round(clock.elapsed(), 2),
+        "started_at": round(clock.started_at, 1),
+        "finished_at": round(time.time(), 1),
         "device": str(dev),
         "processes": world,
         "final_loss": finite[-1]["loss"] if finite else None,
@@ -374,7 +379,7 @@ def _train(
         target.load_state_dict(state["target"])
         gen.set_state(state["generator"].cpu())
         history, step, first_epoch = state["history"], state["step"], state["epoch"] + 1
-        clock.credit(state.get("wall_s", 0.0))
+        clock.credit(state.get("wall_s", 0.0), state.get("started_at"))
         # A kill can land between saving an epoch and logging it: replay, the logger dedupes.
         for record in history:
             log_epoch(record)
@@ -421,6 +426,7 @@ def _train(
                     "target": target.state_dict(),
                     "generator": gen.get_state(),
                     "wall_s": clock.elapsed(),
+                    "started_at": clock.started_at,
                 },
                 RunDir(out_dir).state,
             )

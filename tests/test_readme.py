@@ -1,0 +1,80 @@
+"""The README's commands run as printed: every block has a test that runs it (readme.SIZED), and
+the blocks that need no trained project run here, each in a new shell after the set-up."""
+
+import ast
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import readme
+import torch
+from project import copy_project
+
+ROOT = readme.ROOT
+
+
+def test_every_readme_block_is_run_by_a_test_that_exists():
+    blocks = readme.blocks()
+    assert len(blocks) >= 10
+    for block in blocks:
+        keys = [key for key in readme.SIZED if key in block]
+        assert len(keys) == 1, (
+            f"README block without exactly one readme.SIZED entry: {keys}\n{block}"
+        )
+    for key, entry in readme.SIZED.items():
+        assert sum(key in block for block in blocks) == 1, f"{key!r} is not in exactly one block"
+        readme.sized(key)  # every substitution's README words are in its block
+        module, name = entry.test.split("::")
+        tree = ast.parse((ROOT / "tests" / f"{module}.py").read_text())
+        functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert name in functions, f"{entry.test} (runs {key!r}) does not exist"
+
+
+def test_ci_runs_the_readme_s_test_command_and_the_main_job_sets_up_the_same():
+    """.ci/run's test line is the README's (pip quiet); the main job's set-up is its subset."""
+    test_block = readme.sized("&& pytest\n")  # the set-up taken off
+    (full,) = [b for b in readme.blocks() if "&& pytest\n" in b]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert full.replace("pip install -e", "pip install -q -e") in ci
+    main_job = next(b for b in readme.blocks() if "snakemake --cores all reports/table3.md\n" in b)
+    assert readme.SETUP.search(main_job)[1] == "dev" and readme.SETUP.search(full)[1] == "dev,bench"
+    assert test_block.startswith("export SIMSIAM_DATA=$PWD/../shared/datasets/cifar10-jpeg.tar.gz")
+
+
+def test_a_new_shell_has_no_venv_and_no_data_until_the_readme_s_line():
+    env = readme.new_shell_env()
+    assert "SIMSIAM_DATA" not in env and "VIRTUAL_ENV" not in env
+    assert str(Path(os.sys.prefix) / "bin") not in env["PATH"].split(os.pathsep)
+
+
+def _checkout_copy(tmp_path: Path) -> Path:
+    """A clone's files as the README's checkout commands see them: tests, benchmarks, package."""
+    project = copy_project(tmp_path / "project")
+    for name in ("tests", "benchmarks"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, project / name)
+    readme.project_as_cloned(project)
+    return project
+
+
+@pytest.mark.slow  # one test file under pytest in a new shell: ~15 s
+def test_the_readme_s_test_command_runs_in_a_new_shell(tmp_path: Path):
+    done = readme.run("&& pytest\n", _checkout_copy(tmp_path))
+    assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout
+
+
+@pytest.mark.slow  # pip's offline dry run, a reduced CPU epoch of both loops: ~1 min
+def test_the_readme_s_benchmark_block_runs_in_a_new_shell(tmp_path: Path):
+    if torch.cuda.is_available():
+        pytest.skip("gpu.sh would time the GPU: run it by hand on a CUDA machine")
+    project, out = _checkout_copy(tmp_path), tmp_path / "out"
+    out.mkdir()
+    done = readme.run("python benchmarks/run.py --quick", project, OUT=str(out))
+    assert "Would install simsiam-lab" in done.stdout
+    bench = (out / "benchmarks.md").read_text()  # on a CPU, a reduced epoch, marked `cpu`
+    assert "## GPU: an epoch of the `cifar10` profile" in bench and "s an epoch** (" in bench
+    # gpu.sh, as printed, on a machine without CUDA: one line saying so, and exit status 1.
+    (refusal,) = (out / "gpu.err").read_text().strip().splitlines()
+    assert refusal.startswith("gpu.sh: no CUDA device visible to "), refusal
