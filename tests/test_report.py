@@ -21,6 +21,7 @@ from simsiam_lab.report import (
     batch_norm_std_floor,
     build_context,
     curves_by_row,
+    index_json,
     plot_accuracy_bars,
     render,
     render_index,
@@ -470,6 +471,45 @@ def test_a_profile_that_cannot_test_claims_lists_them_under_a_banner_and_judges_
     )
     totals = _md_cells(index, "**all tables**")
     assert totals[3] == f"{judged['claims_reproduced']} / {judged['claims_total']}"  # judged only
+
+
+def test_each_comparison_carries_its_p_value_and_the_margin_where_its_verdict_flips():
+    _, context = _table3_context(
+        lambda row, seed: 40.0 + seed + 5 * (row == "b") + 0.9 * seed * (row == "c")
+    )
+    compared = [c for c in context["claims"] if c["kind"] in ("better", "not_worse", "similar")]
+    assert compared and all(c["p_value"] is not None for c in compared)
+    for claim in compared:  # the p-value decides as the interval does, at the table's alpha
+        assert (claim["p_value"] < context["alpha"]) == (claim["verdict"] == "reproduced")
+        assert "by margin: " in claim["evidence"] or "at every margin" in claim["evidence"]
+    # c similar to c-affine, margin 1: the interval [−1.8, +3.6] needs a margin above 3.6.
+    (similar,) = [c for c in compared if c["kind"] == "similar"]
+    assert similar["verdict"] == "inconclusive" and similar["flips_at"] == similar["interval"][1]
+    assert similar["evidence"].endswith(
+        f"by margin: inconclusive below {similar['interval'][1]:.2f}, reproduced above"
+    )
+
+
+def test_the_index_counts_the_whole_study_under_holm_beside_each_table_s_bonferroni():
+    summary = summary_json(_table3_context()[1])
+    claim = summary["claims"][0] | {"kind": "better", "verdict": "reproduced"}
+    ps = [0.001, 0.03, 0.04]  # Holm over 3: 0.001 < 0.05/3, then 0.03 > 0.05/2 stops
+    claims = [claim | {"p_value": p} for p in ps] + [claim | {"kind": "collapsed", "p_value": None}]
+    summary |= {"claims": claims, "claims_total": 4, "claims_reproduced": 4}
+    counts = index_json([summary], "abc")
+    assert counts["study_wide"] == {
+        "family": 3,
+        "method": "holm",
+        "alpha": 0.05,
+        "reproduced_holm": 1,
+        "reproduced_per_table": 3,
+        "other_claims": 1,
+    }
+    assert counts["tables"]["table3"]["reproduced"] == 4 == counts["totals"]["reproduced"]
+    index = render_index([summary], "abc")
+    assert (
+        "Holm's procedure over all 3 comparison claims at one-sided\n0.05 reproduces **1**" in index
+    )
 
 
 def test_a_profile_s_verdicts_switch_must_be_true_or_false(tmp_path: Path):

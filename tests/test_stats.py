@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from simsiam_lab.report import _decide
 from simsiam_lab.stats import (
+    claim_p_value,
     difference_interval,
+    flips_at,
+    holm,
     mean_interval,
     pooled_std,
+    rate_bound,
     smallest_resolvable_difference,
 )
 
@@ -54,3 +59,58 @@ def test_the_smallest_resolvable_difference_is_detected_at_the_stated_power():
     y = rng.normal(0.0, std, (4000, n))
     p = stats.ttest_ind(x, y, axis=1, alternative="greater").pvalue
     assert np.mean(p < alpha) == pytest.approx(0.8, abs=0.04)
+
+
+def test_a_claim_s_p_value_is_scipy_s_and_statsmodels_one_sided_tests():
+    from statsmodels.stats.weightstats import ttost_ind, ttost_paired
+
+    x, y = np.array(list(X.values())), np.array(list(Y.values()))
+    paired = difference_interval(X, Y, alpha=0.05)
+    want = stats.ttest_rel(x, np.array(y) + 1.0, alternative="greater").pvalue
+    assert claim_p_value("better", paired, 1.0) == pytest.approx(want)
+    want = stats.ttest_rel(x, np.array(y) - 1.0, alternative="greater").pvalue
+    assert claim_p_value("not_worse", paired, 1.0) == pytest.approx(want)
+    assert claim_p_value("similar", paired, 4.0) == pytest.approx(ttost_paired(x, y, -4, 4)[0])
+    welch = difference_interval(X, {3: 38.1, 4: 41.5, 5: 37.0, 6: 36.2}, alpha=0.05)
+    other = np.array([38.1, 41.5, 37.0, 36.2])
+    got = claim_p_value("similar", welch, 5.0)
+    assert got == pytest.approx(ttost_ind(x, other, -5, 5, usevar="unequal")[0])
+
+
+@pytest.mark.parametrize("kind", ["better", "not_worse", "similar"])
+def test_a_claim_s_p_value_is_below_alpha_exactly_where_its_interval_reproduces_it(kind):
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x = dict(enumerate(rng.normal(40, 2, 3)))
+        y = dict(enumerate(rng.normal(40 + rng.normal(0, 2), 2, 3)))
+        alpha, margin = rng.choice([0.05, 0.0125]), rng.choice([0.0, 1.0, 3.0])
+        interval = difference_interval(x, y, alpha)
+        reproduced = _decide(kind, interval, margin) == "reproduced"
+        assert reproduced == (claim_p_value(kind, interval, margin) < alpha), (x, y, margin)
+
+
+@pytest.mark.parametrize("kind", ["better", "not_worse", "similar"])
+def test_the_verdict_changes_at_its_flips_at_margin_and_nowhere_nearer(kind):
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        x = dict(enumerate(rng.normal(40, 2, 3)))
+        y = dict(enumerate(rng.normal(40 + rng.normal(0, 3), 2, 3)))
+        interval, margin = difference_interval(x, y, 0.05), float(rng.uniform(0, 4))
+        now = _decide(kind, interval, margin)
+        flip = flips_at(kind, interval, margin)
+        between = np.linspace(margin, flip if flip is not None else 50.0, 60)[:-1]
+        assert {_decide(kind, interval, float(m)) for m in between} == {now}
+        if flip is not None:
+            beyond = flip + 1e-6 if flip > margin else flip - 1e-6
+            assert _decide(kind, interval, beyond) != now, (interval, margin, flip)
+
+
+def test_holm_steps_down_from_the_smallest_p_value():
+    # 0.01 < 0.05/4; 0.015 < 0.05/3; 0.03 > 0.05/2 stops there, so 0.04 is kept too.
+    assert holm([0.03, 0.01, 0.04, 0.015], 0.05) == [False, True, False, True]
+    assert holm([], 0.05) == []
+
+
+def test_a_unanimous_collapse_vote_bounds_the_rate_exactly():
+    assert rate_bound(3, 3, 0.05) == pytest.approx((0.05 ** (1 / 3), 1.0))
+    assert rate_bound(0, 3, 0.05) == pytest.approx((0.0, 1 - 0.05 ** (1 / 3)))

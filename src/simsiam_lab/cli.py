@@ -352,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_index(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .report import load_summary, render_index
+    from .report import index_json, load_summary, render_index
     from .track import git_commit
 
     paths = [Path(path) for path in args.summaries]
@@ -364,10 +364,11 @@ def cmd_index(args: argparse.Namespace) -> None:
     commit = git_commit()
     out.write_text(render_index(summaries, commit))
     out.with_suffix(".html").write_text(render_index(summaries, commit, "html"))
+    out.with_suffix(".json").write_text(json.dumps(index_json(summaries, commit), indent=2) + "\n")
     # Every table's trials in one tidy table, for pandas or a spreadsheet.
     runs = out.with_name("runs.csv")
     pd.concat(map(pd.read_csv, tables), ignore_index=True).to_csv(runs, index=False)
-    print(f"wrote {out}, {out.with_suffix('.html')} and {runs}")
+    print(f"wrote {out}, {out.with_suffix('.html')}, {out.with_suffix('.json')} and {runs}")
 
 
 def cmd_init_tracking(args: argparse.Namespace) -> None:

@@ -19,9 +19,14 @@ from .config import CHECKS, EVALUATION, Config, ReportError, Table, flatten, tra
 from .rundir import RunDir
 from .stats import (
     Interval,
+    claim_p_value,
     difference_interval,
+    flips_at,
+    holm,
+    margin_range,
     mean_interval,
     pooled_std,
+    rate_bound,
     smallest_resolvable_difference,
 )
 
@@ -67,7 +72,14 @@ RULES = [
     "lies above m, not reproduced when it lies below m, else inconclusive. X not worse than Y "
     "(non-inferiority margin m): reproduced above −m, not reproduced below −m. X similar to Y "
     "(equivalence margin m, two one-sided tests): reproduced when the interval lies inside "
-    "(−m, m), not reproduced when it lies wholly outside [−m, m]",
+    "(−m, m), not reproduced when it lies wholly outside [−m, m]. Each comparison's evidence "
+    "ends with its verdict at every margin ('by margin: inconclusive below 0.93, reproduced "
+    "above'), so a reader sees how much the verdict hangs on the margin chosen",
+    "the family each count controls: a table's comparison claims (Bonferroni within the "
+    f"table). The index also counts the whole study's comparison claims under Holm's procedure "
+    f"at one-sided {ALPHA} (each claim's p-value from the same t test as its interval). A "
+    "collapse claim is a vote of its trials, outside that family: its evidence gives the "
+    "collapse rate's exact binomial interval, each end a one-sided 95% bound",
     "a comparison needs at least 2 trials of each row; with one it is inconclusive",
     "a comparison is inconclusive unless X (and, for similar, Y too) learned: its linear "
     "accuracy lies above the same network's at random init (paired by seed, one-sided at "
@@ -241,6 +253,12 @@ class Verdict:
     interval: Interval | None = None
     margin: float | None = None
     level: float | None = None  # two-sided confidence of the interval
+    # A comparison whose rows beat their random init: its one-sided p-value, for the study-wide
+    # correction, and the margin at which its verdict would change.
+    p_value: float | None = None
+    flips_at: float | None = None
+    by_margin: str | None = None  # the verdict at every margin, for the evidence line
+    rate_bound: tuple[float, float] | None = None  # a collapse claim's rate, exact binomial
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -299,11 +317,26 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
     if row.unstable:
         return Verdict("inconclusive", evidence)
     collapsed = [t.collapsed for t in row.trials]
-    evidence += f"; {sum(collapsed)} of {len(collapsed)} trials collapsed"
+    bound = rate_bound(sum(collapsed), len(collapsed), ALPHA)
+    evidence += (
+        f"; {sum(collapsed)} of {len(collapsed)} trials collapsed (collapse rate "
+        f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
+    )
     if all(collapsed) or not any(collapsed):
         holds = all(collapsed) if kind == "collapsed" else not any(collapsed)
-        return Verdict("reproduced" if holds else "not reproduced", evidence)
-    return Verdict("inconclusive", evidence)
+        return Verdict("reproduced" if holds else "not reproduced", evidence, rate_bound=bound)
+    return Verdict("inconclusive", evidence, rate_bound=bound)
+
+
+def _by_margin(kind: str, interval: Interval) -> str:
+    """The verdict over every margin >= 0, e.g. 'inconclusive below 0.93, reproduced above'."""
+    p1, p2, first, between, last = margin_range(kind, interval)
+    if p2 <= 0:
+        return f"{last} at every margin"
+    parts = [f"{first} below {p1:.2f}"] if p1 > 0 else []
+    if p2 > max(p1, 0):
+        parts.append(f"{between} {'to' if parts else 'below'} {p2:.2f}")
+    return f"by margin: {', '.join(parts)}, {last} above"
 
 
 def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> Verdict:
@@ -337,7 +370,13 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
                 evidence=evidence + f"; {row.id} not shown to beat its random init "
                 f"(linear gain {shown})",
             )
-    return replace(found, result=_decide(kind, interval, margin))
+    return replace(
+        found,
+        result=_decide(kind, interval, margin),
+        by_margin=_by_margin(kind, interval),
+        p_value=claim_p_value(kind, interval, margin),
+        flips_at=flips_at(kind, interval, margin),
+    )
 
 
 def power(table: Table, rows: dict[str, RowResult], alpha: float) -> dict[str, Any] | None:
@@ -436,13 +475,18 @@ def build_context(
             {
                 "text": claim["text"],
                 "verdict": found.result if judged else NOT_JUDGED,
-                "evidence": found.evidence,
+                "evidence": found.evidence
+                + (f"; {found.by_margin}" if judged and found.by_margin else ""),
                 "paper_difference": _paper_difference(table, claim["check"]),
                 "interval": None if interval is None else [interval.lo, interval.hi],
                 "estimate": None if interval is None else interval.estimate,
                 "test": None if interval is None else interval.test,
                 "level": found.level,
                 "margin": found.margin,
+                "kind": next(k for k in claim["check"] if k in CHECKS),
+                "p_value": found.p_value,
+                "flips_at": found.flips_at,
+                "rate_bound": found.rate_bound,
             }
         )
     distinct = {
@@ -774,13 +818,55 @@ def _our_trials(
 def render_index(summaries: list[dict[str, Any]], commit: str, fmt: str = "md") -> str:
     """Every table's claims and verdicts on one page, as Markdown linking to each table's
     report or as one self-contained HTML page."""
+    unjudged = sorted({t["profile"] for t in summaries if not t["judged"]})
+    return _template(f"index.{fmt}.j2").render(
+        tables=summaries,
+        totals=_totals(summaries),
+        study=study_wide(summaries),
+        unjudged=unjudged,
+        rules=RULES,
+        commit=commit,
+    )
+
+
+def _totals(summaries: list[dict[str, Any]]) -> dict[str, int]:
+    """Each verdict's count over the judged tables, and their claims."""
     judged = [t for t in summaries if t["judged"]]
     totals = {
         verdict: sum(c["verdict"] == verdict for t in judged for c in t["claims"])
         for verdict in VERDICTS
     }
-    totals["claims"] = sum(t["claims_total"] for t in judged)
-    unjudged = sorted({t["profile"] for t in summaries if not t["judged"]})
-    return _template(f"index.{fmt}.j2").render(
-        tables=summaries, totals=totals, unjudged=unjudged, rules=RULES, commit=commit
-    )
+    return totals | {"claims": sum(t["claims_total"] for t in judged)}
+
+
+def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
+    """The index's counts, for a script: per table, over the judged tables (each table's
+    Bonferroni), and study-wide (Holm over every comparison claim)."""
+    return {
+        "commit": commit,
+        "tables": {
+            t["table"]: {"profile": t["profile"], "judged": t["judged"]}
+            | {v: sum(c["verdict"] == v for c in t["claims"]) for v in (*VERDICTS, NOT_JUDGED)}
+            for t in summaries
+        },
+        "totals": _totals(summaries),
+        "study_wide": study_wide(summaries),
+    }
+
+
+def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline count under one correction for the whole study: Holm's procedure over
+    every comparison claim of the judged tables at the one-sided ALPHA, beside the count with
+    Bonferroni within each table. A comparison without a p-value (a row skipped, one trial, a
+    row that did not beat its random init) stays in the family and is never reproduced."""
+    claims = [c for t in summaries if t["judged"] for c in t["claims"]]
+    comparisons = [c for c in claims if CHECKS.get(c.get("kind", ""))]
+    rejected = holm([1.0 if c["p_value"] is None else c["p_value"] for c in comparisons], ALPHA)
+    return {
+        "family": len(comparisons),
+        "method": "holm",
+        "alpha": ALPHA,
+        "reproduced_holm": sum(rejected),
+        "reproduced_per_table": sum(c["verdict"] == "reproduced" for c in comparisons),
+        "other_claims": len(claims) - len(comparisons),
+    }

@@ -25,17 +25,20 @@ def _t_quantile(q: float, df: float) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate with its interval; `test` names how it was made, e.g. 'paired t, 3 seeds'."""
+    """An estimate with its interval, standard error and degrees of freedom; `test` names how
+    it was made, e.g. 'paired t, 3 seeds'."""
 
     estimate: float
     lo: float
     hi: float
     test: str
+    se: float
+    df: float
 
 
 def _t_interval(estimate: float, se: float, df: float, alpha: float, test: str) -> Interval:
     half = _t_quantile(1 - alpha, df) * se if se > 0 else 0.0
-    return Interval(estimate, estimate - half, estimate + half, test)
+    return Interval(estimate, estimate - half, estimate + half, test, se, df)
 
 
 def mean_interval(values: list[float], alpha: float, test: str = "t") -> Interval | None:
@@ -80,3 +83,67 @@ def smallest_resolvable_difference(std: float, n: int, alpha: float, power: floa
     detects with probability `power`, for seed noise `std` (unpaired, df 2n - 2)."""
     df = 2 * n - 2
     return (_t_quantile(1 - alpha, df) + _t_quantile(power, df)) * std * math.sqrt(2 / n)
+
+
+def _above(distance: float, se: float, df: float) -> float:
+    """P(T > distance / se), the p-value of a one-sided t test that the true value exceeds the
+    estimate by `distance`; with se 0 (identical differences) the answer is certain."""
+    if se == 0:
+        return 0.0 if distance > 0 else 1.0
+    from scipy import stats
+
+    return float(stats.t.sf(distance / se, df))
+
+
+def claim_p_value(kind: str, interval: Interval, margin: float) -> float:
+    """The one-sided p-value of a comparison claim, against the null that it does not hold:
+    better, the difference is at most the margin; not_worse, at most −margin; similar, outside
+    (−margin, margin) (two one-sided tests, the larger p). It is below alpha exactly where the
+    interval at 1 − 2·alpha decides the claim reproduced."""
+    est, se, df = interval.estimate, interval.se, interval.df
+    if kind == "similar":
+        return max(_above(est + margin, se, df), _above(margin - est, se, df))
+    return _above(est - (margin if kind == "better" else -margin), se, df)
+
+
+def holm(p_values: list[float], alpha: float) -> list[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise error `alpha`."""
+    if not p_values:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [bool(r) for r in multipletests(p_values, alpha=alpha, method="holm")[0]]
+
+
+def margin_range(kind: str, interval: Interval) -> tuple[float, float, str, str, str]:
+    """How a comparison's verdict depends on its margin m >= 0: the two margins p1 <= p2
+    that cut the axis, and the verdicts below p1, between, above p2 (an interval that decides
+    nothing either way at any margin has p1 < 0, and so no first region)."""
+    lo, hi = interval.lo, interval.hi
+    if kind == "better":  # reproduced while lo > m, not reproduced once hi < m
+        return lo, hi, "reproduced", "inconclusive", "not reproduced"
+    if kind == "not_worse":  # not reproduced while hi < −m, reproduced once lo > −m
+        return -hi, -lo, "not reproduced", "inconclusive", "reproduced"
+    return max(lo, -hi), max(-lo, hi), "not reproduced", "inconclusive", "reproduced"
+
+
+def flips_at(kind: str, interval: Interval, margin: float) -> float | None:
+    """The margin nearest to `margin` at which the comparison's verdict would change; None
+    where no margin >= 0 changes it."""
+    p1, p2, *_ = margin_range(kind, interval)
+    if margin < p1:
+        return p1
+    if margin > p2:
+        return p2 if p2 > 0 else None
+    ends = [p for p in (p1, p2) if p > 0]
+    return min(ends, key=lambda p: abs(p - margin)) if ends else None
+
+
+def rate_bound(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) two-sided 1 − 2·alpha interval of a rate seen k of n times:
+    each end is a one-sided bound at alpha (3 of 3 collapsed: the collapse rate is at least
+    0.37 at alpha 0.05)."""
+    from scipy import stats
+
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact")
+    return float(ci.low), float(ci.high)

@@ -66,6 +66,7 @@ rule index:
         code=RENDERERS,
     output:
         index="reports/index.md",
+        counts="reports/index.json",  # the counts, per table and study-wide (Holm)
         # Sorts first among the report's folders, before the tables' titles.
         page=report(
             "reports/index.html",

@@ -223,7 +223,9 @@ class Stages:
             + " --out reports/index.md",
             "deps": [f"reports/{t}.{s}" for t in self.tables for s in ("json", "runs.csv")]
             + REPORT_CODE,
-            "outs": [f"reports/{name}" for name in ("index.md", "index.html", "runs.csv")],
+            "outs": [
+                f"reports/{name}" for name in ("index.md", "index.html", "index.json", "runs.csv")
+            ],
         }
 
     def plots(self) -> list[dict]:
