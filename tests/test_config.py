@@ -172,6 +172,11 @@ def _edit_table3(params: Params, edit) -> None:
         ),
         (lambda t: t["claims"][1]["check"].update(thn="a"), "unknown key 'check.thn'"),
         (lambda t: t["claims"][0].pop("text"), "claims.0.text"),
+        (lambda t: t["claims"][3].pop("margin_reason"), "a margin needs its reason beside it"),
+        (
+            lambda t: t["claims"][1].update(margin_reason="because"),
+            "claims[1]: a margin needs its reason beside it, and a reason its margin",
+        ),
     ],
 )
 def test_a_bad_table_is_one_line_naming_file_and_key(params: Params, edit, message):

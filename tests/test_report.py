@@ -490,6 +490,18 @@ def test_each_comparison_carries_its_p_value_and_the_margin_where_its_verdict_fl
     )
 
 
+def test_each_margin_is_listed_with_its_reason_and_its_share_of_what_was_learned():
+    table, context = _table3_context()  # each row learned 40 + seed over 20 at random init
+    markdown, page = render(context), unescape(render(context, "html"))
+    (claim,) = [c for c in table.claims if "margin_reason" in c]
+    line = (
+        f"- {claim['text']} Margin 1.0 points, 5% of the 21.0 points its reference row learned "
+        f"over random init here: {claim['margin_reason']}."
+    )
+    assert line in markdown.splitlines()
+    assert f"<li>{line[2:]}</li>" in page
+
+
 def test_the_index_counts_the_whole_study_under_holm_beside_each_table_s_bonferroni():
     summary = summary_json(_table3_context()[1])
     claim = summary["claims"][0] | {"kind": "better", "verdict": "reproduced"}

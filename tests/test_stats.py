@@ -6,7 +6,9 @@ from scipy import stats
 
 from simsiam_lab.report import _decide
 from simsiam_lab.stats import (
+    Interval,
     claim_p_value,
+    detectable_difference,
     difference_interval,
     flips_at,
     holm,
@@ -114,3 +116,12 @@ def test_holm_steps_down_from_the_smallest_p_value():
 def test_a_unanimous_collapse_vote_bounds_the_rate_exactly():
     assert rate_bound(3, 3, 0.05) == pytest.approx((0.05 ** (1 / 3), 1.0))
     assert rate_bound(0, 3, 0.05) == pytest.approx((0.0, 1 - 0.05 ** (1 / 3)))
+
+
+@pytest.mark.parametrize("n, alpha", [(3, 0.05), (3, 0.0125), (5, 0.025)])
+def test_a_claim_s_own_test_detects_its_detectable_difference_at_the_stated_power(n, alpha):
+    std = 1.5  # paired differences' std: the interval's se is std / sqrt(n), its df n - 1
+    delta = detectable_difference(Interval(0.0, 0.0, 0.0, "paired", std / n**0.5, n - 1), alpha)
+    diffs = np.random.default_rng(0).normal(delta, std, (20000, n))
+    p = stats.ttest_1samp(diffs, 0.0, axis=1, alternative="greater").pvalue
+    assert np.mean(p < alpha) == pytest.approx(0.8, abs=0.015)

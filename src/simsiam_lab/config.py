@@ -285,6 +285,11 @@ def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
         isinstance(margin, bool) or not isinstance(margin, int | float) or not margin >= 0
     ):
         raise ConfigError(f"{where}: margin = {margin!r}: must be a number >= 0 (accuracy points)")
+    if (margin is None) != ("margin_reason" not in claim):
+        raise ConfigError(
+            f"{where}: a margin needs its reason beside it, and a reason its margin: "
+            "{text: ..., check: {..., margin: 1.0}, margin_reason: why 1 point}"
+        )
 
 
 class Params:

@@ -20,6 +20,7 @@ from .rundir import RunDir
 from .stats import (
     Interval,
     claim_p_value,
+    detectable_difference,
     difference_interval,
     flips_at,
     holm,
@@ -86,10 +87,10 @@ RULES = [
     f"{ALPHA}); chance-level accuracy alone says nothing (paper, footnote 4)",
     "a row the profile cannot test is not trained and its claims are inconclusive: a batch "
     "larger than the training set, or fewer SGD steps than the profile's optim.min_steps",
-    "power: the seed std of linear accuracy pooled over the table's rows that trained without "
-    f"collapse gives the smallest difference a one-sided test at {ALPHA}/k detects with "
-    f"{POWER:.0%} probability over the profile's trials (unpaired); a paper effect below it "
-    "cannot be decided at this profile",
+    "power: each comparison's evidence gives the true difference its own test (the same t "
+    f"test, paired where paired, at {ALPHA}/k) detects {POWER:.0%} of the time. The table's line "
+    "pools the seed std over its rows that trained without collapse for an unpaired test: a "
+    "guide to the profile, which pairing by seed can beat",
 ]
 
 
@@ -257,6 +258,7 @@ class Verdict:
     # correction, and the margin at which its verdict would change.
     p_value: float | None = None
     flips_at: float | None = None
+    power: float | None = None  # the difference its own test detects with POWER probability
     by_margin: str | None = None  # the verdict at every margin, for the evidence line
     rate_bound: tuple[float, float] | None = None  # a collapse claim's rate, exact binomial
 
@@ -275,6 +277,16 @@ def _elapsed_min(trials: list[dict]) -> float | None:
     if not trials or None in started or None in ended:
         return None
     return (max(ended) - min(started)) / 60
+
+
+def _reference_gain(check: Config, rows: dict[str, RowResult]) -> float | None:
+    """What a comparison's reference row (its `than` or `to`) learned over its random init, in
+    linear points: the scale on which its margin can be read across profiles."""
+    kind = next((k for k, other in CHECKS.items() if other and k in check), None)
+    if kind is None or "margin" not in check:
+        return None
+    gain = rows[check[CHECKS[kind]]].gain_over_init(ALPHA)
+    return None if gain is None else gain.estimate
 
 
 def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
@@ -359,8 +371,12 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     interval = difference_interval(x.by_seed("linear_acc"), y.by_seed("linear_acc"), alpha)
     if interval is None:
         return Verdict("inconclusive", evidence + "; needs at least 2 trials of each row")
-    evidence += f": {_fmt_interval(interval, level)}, margin {margin:g}"
-    found = Verdict("inconclusive", evidence, interval, margin, level)
+    detects = detectable_difference(interval, alpha, POWER)
+    evidence += (
+        f": {_fmt_interval(interval, level)}, margin {margin:g}; this test detects "
+        f"{detects:.1f} points {POWER:.0%} of the time"
+    )
+    found = Verdict("inconclusive", evidence, interval, margin, level, power=detects)
     for row in [x, y] if kind == "similar" else [x]:
         gain = row.gain_over_init(ALPHA)
         if gain is None or gain.lo <= 0:
@@ -486,6 +502,9 @@ def build_context(
                 "kind": next(k for k in claim["check"] if k in CHECKS),
                 "p_value": found.p_value,
                 "flips_at": found.flips_at,
+                "power": found.power,
+                "margin_reason": claim.get("margin_reason"),
+                "reference_gain": _reference_gain(claim["check"], rows),
                 "rate_bound": found.rate_bound,
             }
         )
