@@ -56,7 +56,9 @@ def mlflow_runs(project: Path, query: str = "") -> list:
 
 
 def report_rows(report: Path) -> list[str]:
-    return [line for line in report.read_text().splitlines() if line.startswith("| (")]
+    """The row table's lines of a table report (the claims below it may start with "(" too)."""
+    rows = report.read_text().split("\n## Claims of")[0]
+    return [line for line in rows.splitlines() if line.startswith("| (")]
 
 
 def headless_chromium(webdriver, width: int, height: int):

@@ -31,7 +31,7 @@ from simsiam_lab.data import (
     prepare,
 )
 from simsiam_lab.evaluate import KnnProbe, encode, eval_view, frozen_accuracies
-from simsiam_lab.stream import TrainCrops, loader, rank_batches
+from simsiam_lab.stream import EpochLoader, TrainCrops, loader, rank_batches, workers
 from simsiam_lab.train import build_model, pretrain
 
 PARAMS = Params(Path(__file__).parents[1] / "params")
@@ -236,6 +236,37 @@ def test_batches_do_not_depend_on_the_number_of_workers(tree: Path, tmp_path: Pa
     batches = {n: list(loader(crops, keys, num_workers=n)) for n in (0, 2)}
     for (a, ia), (b, ib) in zip(batches[0], batches[2], strict=True):
         assert torch.equal(a, b) and torch.equal(ia, ib)
+
+
+class _WhoLoads(torch.utils.data.Dataset):
+    """Each item: the key asked for, and the pid of the worker process that loaded it."""
+
+    def __getitem__(self, key: int) -> torch.Tensor:
+        return torch.tensor([key, os.getpid()])
+
+
+def test_the_epoch_loader_starts_its_workers_once_and_gives_each_epoch_its_keys():
+    keys_of = lambda epoch: [[10 * epoch + i, 10 * epoch + i + 1] for i in range(0, 6, 2)]  # noqa: E731
+    epochs = EpochLoader(_WhoLoads(), keys_of, num_workers=2)
+    pids = set()
+    for epoch in (1, 2, 3):
+        batches = list(epochs(epoch))
+        assert [b[:, 0].tolist() for b in batches] == keys_of(epoch)
+        pids |= {pid for b in batches for pid in b[:, 1].tolist()}
+    assert len(pids) == 2 and os.getpid() not in pids  # not 6: the same two workers throughout
+    in_process = EpochLoader(_WhoLoads(), keys_of, num_workers=0)  # no workers: this process
+    assert [b[:, 0].tolist() for b in in_process(2)] == keys_of(2)
+
+
+def test_workers_share_the_cores_among_torchrun_s_local_processes(monkeypatch):
+    monkeypatch.delenv("SIMSIAM_WORKERS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert workers() == 8  # 15 free cores, at most 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert workers() == 3  # 4 cores a process, one of them the training loop's
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert workers() == 1
 
 
 @pytest.mark.parametrize("world", [2, 4])

@@ -13,7 +13,7 @@ import torch
 from .augment import BatchShard, augment_config, photometric, two_views
 from .config import Config
 from .data import MEMORY_SHARE, DataError, FileIndex, Split, device_memory, gigabytes
-from .stream import TrainCrops, loader, rank_batches
+from .stream import EpochLoader, TrainCrops, rank_batches
 
 __all__ = ["BatchSource", "Views", "batch_source"]
 
@@ -70,10 +70,13 @@ class StreamBatches(_Layout):
         super().__init__(cfg, len(train.files), dev, rank, world)
         self.seed = cfg["seed"]
         self.crops = TrainCrops(train, self.size, self.aug, 2 * self.pairs, self.seed)
+        self.batches = EpochLoader(self.crops, self._keys)
+
+    def _keys(self, epoch: int) -> list[list[tuple[int, int]]]:
+        return rank_batches(len(self.crops), self.batch, self.seed, epoch, self.rank, self.world)
 
     def epoch(self, epoch: int, gen: torch.Generator) -> Iterator[Step]:
-        keys = rank_batches(len(self.crops), self.batch, self.seed, epoch, self.rank, self.world)
-        for crops, idx in loader(self.crops, keys):
+        for crops, idx in self.batches(epoch):
             crops = crops.to(self.dev, non_blocking=True)
             views = [
                 photometric(crops[:, v], self.aug, gen, self.shard) for v in range(2 * self.pairs)

@@ -17,7 +17,7 @@ from .data import FileIndex, Split
 from .distributed import autocast_dtype
 from .model import SimSiam
 from .progress import progress
-from .stream import PROBE, TrainCrops, derived_seed, loader, rank_batches, stored_batches
+from .stream import PROBE, EpochLoader, TrainCrops, derived_seed, rank_batches, stored_batches
 
 Data = Split | FileIndex  # in memory, or files on the streaming path
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (normalised views, labels) on the device
@@ -241,10 +241,12 @@ def _probe_views(
     if isinstance(train, FileIndex):
         seed = derived_seed(seed, PROBE)  # not the crops pretraining drew
         crops = TrainCrops(train, size, aug, 1, seed)
+        batches = EpochLoader(
+            crops, lambda epoch: rank_batches(len(crops), batch_size, seed, epoch, drop_last=False)
+        )
 
         def streamed(epoch: int) -> Batches:
-            keys = rank_batches(len(crops), batch_size, seed, epoch, drop_last=False)
-            for x, idx in loader(crops, keys):
+            for x, idx in batches(epoch):
                 yield normalize(x[:, 0].to(device), aug), train.labels[idx].to(device)
 
         return streamed

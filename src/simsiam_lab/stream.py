@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import AugmentConfig, sample_crop_params
 from .data import DataError, FileIndex, archive_name, fit, open_rgb
@@ -158,13 +158,16 @@ class StoredImages(Dataset):
 
 
 def workers() -> int:
-    """DataLoader workers: $SIMSIAM_WORKERS, else the free cores (one is the training loop's)
-    up to 8. Not a config key: results do not depend on it, so it must not change a run's hash."""
+    """DataLoader workers: $SIMSIAM_WORKERS, else this process's share of the cores (torchrun's
+    LOCAL_WORLD_SIZE processes on this host share them) less one for the training loop, up to
+    8. Not a config key: results do not depend on it, so it must not change a run's hash."""
     if env := os.environ.get(ENV_WORKERS):
         if not env.isdigit():
             raise DataError(f"{ENV_WORKERS}={env}: use a whole number of workers >= 0")
         return int(env)
-    return max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    share = len(os.sched_getaffinity(0)) // (int(local) if local.isdigit() and local != "0" else 1)
+    return max(1, min(8, share - 1))
 
 
 def _single_thread(_: int) -> None:
@@ -172,8 +175,11 @@ def _single_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def loader(dataset: Dataset, batches, num_workers: int | None = None) -> DataLoader:
-    """Batches of `dataset` in the given order (a list of key lists, or a batch size)."""
+def loader(
+    dataset: Dataset, batches, num_workers: int | None = None, keep_workers: bool = False
+) -> DataLoader:
+    """Batches of `dataset` in the given order (key lists, a batch sampler, or a batch size);
+    `keep_workers`: the same workers serve every pass over the loader."""
     n = workers() if num_workers is None else num_workers
     order = {"batch_size": batches} if isinstance(batches, int) else {"batch_sampler": batches}
     return DataLoader(
@@ -182,7 +188,41 @@ def loader(dataset: Dataset, batches, num_workers: int | None = None) -> DataLoa
         num_workers=n,
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=_single_thread if n else None,
+        persistent_workers=keep_workers and n > 0,
     )
+
+
+class _EpochKeys(Sampler):
+    """The batch keys of the epoch last set: iterated in the main process, so that one
+    DataLoader with persistent workers serves a different order every epoch."""
+
+    def __init__(self, keys_of: Callable[[int], list[list]]) -> None:
+        self.keys_of, self.keys = keys_of, []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.keys = self.keys_of(epoch)
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class EpochLoader:
+    """`dataset` batched by `keys_of(epoch)`, epoch after epoch, through one DataLoader whose
+    workers start once, not once an epoch (each start forks the process and opens its own .zip
+    reader). Every draw is keyed by (seed, epoch, image), so keeping them changes no result."""
+
+    def __init__(
+        self, dataset: Dataset, keys_of: Callable[[int], list[list]], num_workers: int | None = None
+    ) -> None:
+        self.keys = _EpochKeys(keys_of)
+        self.loader = loader(dataset, self.keys, num_workers, keep_workers=True)
+
+    def __call__(self, epoch: int) -> Iterator:
+        self.keys.set_epoch(epoch)
+        return iter(self.loader)
 
 
 def stored_batches(

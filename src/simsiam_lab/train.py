@@ -196,6 +196,8 @@ def pretrain(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = distributed.device()
+    if dev.type == "cuda":  # fixed shapes: cuDNN picks its fastest kernels, as main_simsiam.py
+        torch.backends.cudnn.benchmark = True
     rank, world = distributed.init_from_env(dev)
     try:
         check_data_parallel(cfg, world)
