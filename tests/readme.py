@@ -13,7 +13,11 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+
+import e2e
+import pytest
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
@@ -24,6 +28,7 @@ SETUP = re.compile(
 SMOKE = "--config profile=smoke threads=1 tables=[table3,similarity]"  # test_pipeline's smoke run
 
 
+@cache
 def blocks() -> list[str]:
     """Each ```sh block of the README, its continued lines joined."""
     found = re.findall(r"^```sh\n(.*?)^```$", README.read_text(), re.MULTILINE | re.DOTALL)
@@ -33,10 +38,12 @@ def blocks() -> list[str]:
 @dataclass(frozen=True)
 class Sized:
     """How a test runs one README block: `subs` replaces each (README's words, smaller words),
-    in order; `test` is the test function (module::name) that runs it."""
+    in order, after SETUP is taken off where `after_setup`; `test` is the test function
+    (module::name) that runs it."""
 
     test: str
     subs: tuple[tuple[str, str], ...] = ()
+    after_setup: bool = False  # the block starts with SETUP, which this pytest's venv has done
 
 
 # Keyed by words that occur in exactly one block.
@@ -44,7 +51,8 @@ SIZED: dict[str, Sized] = {
     # The main job: at smoke. The set-up (venv, install) is what this pytest runs in.
     "snakemake --cores all reports/table3.md\n": Sized(
         "test_pipeline::test_the_readme_s_snakemake_blocks_run_as_printed_in_a_new_shell",
-        ((SETUP.pattern, ""), ("reports/table3.md\n", f"reports/table3.md {SMOKE}\n")),
+        (("reports/table3.md\n", f"reports/table3.md {SMOKE}\n"),),
+        after_setup=True,
     ),
     ". .venv/bin/activate && export SIMSIAM_DATA": Sized(
         "test_pipeline::test_the_readme_s_snakemake_blocks_run_as_printed_in_a_new_shell"
@@ -52,10 +60,8 @@ SIZED: dict[str, Sized] = {
     # The test command: .ci/run runs it whole (test_readme checks); here, one small test file.
     "&& pytest\n": Sized(
         "test_readme::test_the_readme_s_test_command_runs_in_a_new_shell",
-        (
-            (SETUP.pattern, ""),
-            ("&& pytest\n", "&& pytest -n 0 -p no:cacheprovider tests/test_loss.py\n"),
-        ),
+        (("&& pytest\n", "&& pytest -n 0 -p no:cacheprovider tests/test_loss.py\n"),),
+        after_setup=True,
     ),
     "snakemake --cores all all  ": Sized(
         "test_pipeline::test_the_readme_s_snakemake_blocks_run_as_printed_in_a_new_shell",
@@ -127,13 +133,13 @@ SIZED: dict[str, Sized] = {
 def sized(key: str) -> str:
     """The README block holding `key`, made smoke-sized by its entry's substitutions."""
     (block,) = [b for b in blocks() if key in b]
-    for old, new in SIZED[key].subs:
-        if old == SETUP.pattern:
-            assert SETUP.search(block), (key, "the set-up")
-            block = SETUP.sub("", block)
-        else:
-            assert old in block, (key, old)
-            block = block.replace(old, new)
+    entry = SIZED[key]
+    if entry.after_setup:
+        assert SETUP.search(block), (key, "the set-up")
+        block = SETUP.sub("", block)
+    for old, new in entry.subs:
+        assert old in block, (key, old)
+        block = block.replace(old, new)
     return block
 
 
@@ -153,16 +159,13 @@ def project_as_cloned(project: Path) -> None:
     """Lay a project copy out as a clone is: its venv at .venv (this pytest's), the CIFAR-10
     archive at ../shared/datasets/ (the README's path)."""
     if sys.prefix == sys.base_prefix:
-        import pytest
-
         pytest.skip("the README's commands activate .venv: run pytest from the README's venv")
     if not (project / ".venv").exists():
         (project / ".venv").symlink_to(sys.prefix)
-    archive = project.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+    archive = project.parent / "shared" / "datasets" / e2e.ARCHIVE.name
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
-        data = os.environ.get("SIMSIAM_DATA") or ROOT.parent / "shared" / "datasets" / archive.name
-        archive.symlink_to(Path(data).resolve())
+        archive.symlink_to(e2e.env()["SIMSIAM_DATA"])  # the tests' data, resolved
 
 
 def script(key: str) -> str:

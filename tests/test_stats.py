@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simsiam_lab.report import _decide
 from simsiam_lab.stats import (
     Interval,
     claim_p_value,
+    decide,
     detectable_difference,
     difference_interval,
     flips_at,
@@ -79,32 +79,34 @@ def test_a_claim_s_p_value_is_scipy_s_and_statsmodels_one_sided_tests():
     assert got == pytest.approx(ttost_ind(x, other, -5, 5, usevar="unequal")[0])
 
 
+def _random_rows(seed: int, gap_std: float, cases: int = 200):
+    """Pairs of 3-seed rows (std 2) whose true gap is drawn with std `gap_std`, and the rng."""
+    rng = np.random.default_rng(seed)
+    for _ in range(cases):
+        x = dict(enumerate(rng.normal(40, 2, 3)))
+        yield rng, x, dict(enumerate(rng.normal(40 + rng.normal(0, gap_std), 2, 3)))
+
+
 @pytest.mark.parametrize("kind", ["better", "not_worse", "similar"])
 def test_a_claim_s_p_value_is_below_alpha_exactly_where_its_interval_reproduces_it(kind):
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        x = dict(enumerate(rng.normal(40, 2, 3)))
-        y = dict(enumerate(rng.normal(40 + rng.normal(0, 2), 2, 3)))
+    for rng, x, y in _random_rows(seed=0, gap_std=2):
         alpha, margin = rng.choice([0.05, 0.0125]), rng.choice([0.0, 1.0, 3.0])
         interval = difference_interval(x, y, alpha)
-        reproduced = _decide(kind, interval, margin) == "reproduced"
+        reproduced = decide(kind, interval, margin) == "reproduced"
         assert reproduced == (claim_p_value(kind, interval, margin) < alpha), (x, y, margin)
 
 
 @pytest.mark.parametrize("kind", ["better", "not_worse", "similar"])
 def test_the_verdict_changes_at_its_flips_at_margin_and_nowhere_nearer(kind):
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        x = dict(enumerate(rng.normal(40, 2, 3)))
-        y = dict(enumerate(rng.normal(40 + rng.normal(0, 3), 2, 3)))
+    for rng, x, y in _random_rows(seed=1, gap_std=3):
         interval, margin = difference_interval(x, y, 0.05), float(rng.uniform(0, 4))
-        now = _decide(kind, interval, margin)
+        now = decide(kind, interval, margin)
         flip = flips_at(kind, interval, margin)
         between = np.linspace(margin, flip if flip is not None else 50.0, 60)[:-1]
-        assert {_decide(kind, interval, float(m)) for m in between} == {now}
+        assert {decide(kind, interval, float(m)) for m in between} == {now}
         if flip is not None:
             beyond = flip + 1e-6 if flip > margin else flip - 1e-6
-            assert _decide(kind, interval, beyond) != now, (interval, margin, flip)
+            assert decide(kind, interval, beyond) != now, (interval, margin, flip)
 
 
 def test_holm_steps_down_from_the_smallest_p_value():

@@ -226,6 +226,14 @@ CHECKS = {
     "not_worse": "than",
     "similar": "to",
 }
+
+
+def claim_kind(check: Config) -> str:
+    """The one CHECKS kind a (validated) claim's check names; CHECKS[kind] is its other row's
+    key for a comparison, None for a collapse or instability claim."""
+    return next(k for k in CHECKS if k in check)
+
+
 # The equivalence or non-inferiority margin is part of the claim, so the table must state it.
 MARGIN_REQUIRED = ("not_worse", "similar")
 

@@ -15,11 +15,21 @@ import jinja2
 import pandas as pd
 import yaml
 
-from .config import CHECKS, EVALUATION, Config, ReportError, Table, flatten, training_config
+from .config import (
+    CHECKS,
+    EVALUATION,
+    Config,
+    ReportError,
+    Table,
+    claim_kind,
+    flatten,
+    training_config,
+)
 from .rundir import RunDir
 from .stats import (
     Interval,
     claim_p_value,
+    decide,
     detectable_difference,
     difference_interval,
     flips_at,
@@ -279,14 +289,17 @@ def _elapsed_min(trials: list[dict]) -> float | None:
     return (max(ended) - min(started)) / 60
 
 
-def _reference_gain(check: Config, rows: dict[str, RowResult]) -> float | None:
-    """What a comparison's reference row (its `than` or `to`) learned over its random init, in
-    linear points: the scale on which its margin can be read across profiles."""
-    kind = next((k for k, other in CHECKS.items() if other and k in check), None)
-    if kind is None or "margin" not in check:
+def _margin_share(check: Config, rows: dict[str, RowResult]) -> dict[str, float] | None:
+    """A comparison's margin beside what its reference row (its `than` or `to`) learned over
+    its random init, in linear points: the scale on which a margin reads across profiles.
+    None without a margin, or where the reference row learned nothing."""
+    other = CHECKS[claim_kind(check)]
+    if other is None or "margin" not in check:
         return None
-    gain = rows[check[CHECKS[kind]]].gain_over_init(ALPHA)
-    return None if gain is None else gain.estimate
+    gain = rows[check[other]].gain_over_init(ALPHA)
+    if gain is None or gain.estimate <= 0:
+        return None
+    return {"reference_gain": gain.estimate, "share": check["margin"] / gain.estimate}
 
 
 def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
@@ -302,20 +315,8 @@ def _fmt_interval(interval: Interval, level: float) -> str:
     )
 
 
-def _decide(kind: str, interval: Interval, margin: float) -> str:
-    lo, hi = interval.lo, interval.hi
-    if kind == "similar":
-        inside, outside = -margin < lo and hi < margin, lo > margin or hi < -margin
-    else:
-        bound = margin if kind == "better" else -margin
-        inside, outside = lo > bound, hi < bound
-    return "reproduced" if inside else "not reproduced" if outside else "inconclusive"
-
-
 def comparison_count(claims: list[Config]) -> int:
-    return sum(
-        1 for c in claims if any(k in c["check"] for k in ("better", "not_worse", "similar"))
-    )
+    return sum(1 for c in claims if CHECKS[claim_kind(c["check"])] is not None)
 
 
 def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
@@ -358,10 +359,9 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     if skipped := [r for r in named if r.status == "skipped"]:
         reason = skipped[0].trials[0].metrics.get("reason") or "not run at this scale"
         return Verdict("inconclusive", f"{skipped[0].id}: not trained at this scale ({reason})")
-    for kind in ("collapsed", "not_collapsed", "unstable"):
-        if kind in check:
-            return _collapse_verdict(kind, rows[check[kind]])
-    kind = next(k for k, other in CHECKS.items() if other and k in check)
+    kind = claim_kind(check)
+    if CHECKS[kind] is None:
+        return _collapse_verdict(kind, rows[check[kind]])
     x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
     margin = float(check.get("margin", 0.0))
     level = 1 - 2 * alpha
@@ -388,7 +388,7 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
             )
     return replace(
         found,
-        result=_decide(kind, interval, margin),
+        result=decide(kind, interval, margin),
         by_margin=_by_margin(kind, interval),
         p_value=claim_p_value(kind, interval, margin),
         flips_at=flips_at(kind, interval, margin),
@@ -427,8 +427,8 @@ def _trial_summary(trial: RunResult) -> dict[str, Any]:
 
 def _paper_difference(table: Table, check: Config) -> float | None:
     """The paper's X − Y for a comparison claim, where both rows print a number."""
-    kind = next((k for k, other in CHECKS.items() if other and k in check), None)
-    if kind is None:
+    kind = claim_kind(check)
+    if CHECKS[kind] is None:
         return None
     x, y = table.rows[check[kind]].paper, table.rows[check[CHECKS[kind]]].paper
     numbers = all(isinstance(v, int | float) for v in (x, y))
@@ -499,12 +499,12 @@ def build_context(
                 "test": None if interval is None else interval.test,
                 "level": found.level,
                 "margin": found.margin,
-                "kind": next(k for k in claim["check"] if k in CHECKS),
+                "kind": claim_kind(claim["check"]),
                 "p_value": found.p_value,
                 "flips_at": found.flips_at,
                 "power": found.power,
                 "margin_reason": claim.get("margin_reason"),
-                "reference_gain": _reference_gain(claim["check"], rows),
+                "margin_share": _margin_share(claim["check"], rows),
                 "rate_bound": found.rate_bound,
             }
         )

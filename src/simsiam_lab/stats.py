@@ -144,6 +144,12 @@ def margin_range(kind: str, interval: Interval) -> tuple[float, float, str, str,
     return max(lo, -hi), max(-lo, hi), "not reproduced", "inconclusive", "reproduced"
 
 
+def decide(kind: str, interval: Interval, margin: float) -> str:
+    """A comparison's verdict at `margin`: the region of margin_range that `margin` falls in."""
+    p1, p2, below, between, above = margin_range(kind, interval)
+    return below if margin < p1 else above if margin > p2 else between
+
+
 def flips_at(kind: str, interval: Interval, margin: float) -> float | None:
     """The margin nearest to `margin` at which the comparison's verdict would change; None
     where no margin >= 0 changes it."""
