@@ -154,6 +154,14 @@ def test_snakemake_smoke_dag(project: Path):
     template.write_text(before)
     os.utime(template, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # up to date again, for the rest
     assert _planned(plan.stdout) == {"report": len(tables), "index": 1, "all": 1}, plan.stdout
+    # A table's claims are its report's input: editing one re-renders that report and the index.
+    table3 = project / "params" / "tables" / "table3.yaml"
+    stat = table3.stat()
+    before = e2e.edited(table3, "lowers accuracy but", "lowers the accuracy but")
+    plan = e2e.run(["snakemake", "-n", "--cores", "2", *target], project)
+    table3.write_text(before)
+    os.utime(table3, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _planned(plan.stdout) == {"report": 1, "index": 1, "all": 1}, plan.stdout
 
 
 def _image_tree(root: Path, splits: tuple[str, ...], classes: list[str], per_class: int) -> Path:

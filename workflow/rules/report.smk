@@ -18,6 +18,8 @@ rule report:
         metrics=lambda wc: sorted({str(RunDir(d).metrics) for _, d in row_runs(wc.table)}),
         data=PREPARED,
         code=RENDERERS,
+        # Its labels, paper numbers and claims: an edit re-renders the report (as in dvc.yaml).
+        table="params/tables/{table}.yaml",
     output:
         report="reports/{table}.md",
         # report(): what `snakemake --report report.html` shows, one folder per table
