@@ -500,6 +500,16 @@ def test_each_margin_is_listed_with_its_reason_and_its_share_of_what_was_learned
     )
     assert line in markdown.splitlines()
     assert f"<li>{line[2:]}</li>" in page
+    # A claim whose row the scale skips still prints its declared margin.
+    params = Params(ROOT / "params")
+    table2 = params.table("table2")
+    runs = _table_runs(table2, params, lambda row, seed: 40.0 + seed)
+    skipped = _trial(status="skipped", reason="too few steps")
+    config = params.resolve("smoke", table2.rows["b512"], 0)
+    runs["b512"] = RowResult("b512", [RunResult(config, skipped.metrics, [])])
+    listed = render(build_context(table2, "cpu", runs, MANIFEST, "abc", judged=True))
+    assert "Margin None" not in listed
+    assert "Batch 256 and 512 are equally good (68.1 vs 68.1). Margin 1.0 points:" in listed
 
 
 def test_the_index_counts_the_whole_study_under_holm_beside_each_table_s_bonferroni():

@@ -498,7 +498,8 @@ def build_context(
                 "estimate": None if interval is None else interval.estimate,
                 "test": None if interval is None else interval.test,
                 "level": found.level,
-                "margin": found.margin,
+                # As declared, also where no interval was made (a row skipped at this scale).
+                "margin": claim["check"].get("margin", found.margin),
                 "kind": claim_kind(claim["check"]),
                 "p_value": found.p_value,
                 "flips_at": found.flips_at,
