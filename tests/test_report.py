@@ -1,5 +1,4 @@
 import json
-import math
 import shutil
 from dataclasses import replace
 from html import unescape
@@ -8,17 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
-from torch import nn
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params, training_config
-from simsiam_lab.evaluate import collapse_std
 from simsiam_lab.report import (
     RowResult,
     RunResult,
     accuracy_bars,
-    batch_norm_std_floor,
     build_context,
     curves_by_row,
     index_json,
@@ -60,6 +55,7 @@ def _trial(
         "final_z_std_ratio": ratio,
         "z_top_share": share,
         "final_loss": losses[-1] if status == "ok" else None,
+        "test_images": 10_000,
     }
     history = [{"epoch": i + 1, "loss": loss} for i, loss in enumerate(losses)]
     config = {"seed": seed, "loss": {"similarity": similarity}, "optim": {"batch_size": batch}}
@@ -155,52 +151,62 @@ def test_a_skipped_row_makes_its_claims_inconclusive_and_says_why():
     assert found.result == "inconclusive" and "60 SGD steps < 200" in found.evidence
 
 
-def test_collapse_needs_a_flat_std_and_a_minimal_loss():
+def test_collapse_claims_follow_the_rule_over_their_trials():
+    collapsed = {"ratio": 0.01, "losses": (-0.5, -0.999), "random_linear": 10.0}
     rows = {
         "ok": _row("ok", 50.0),
-        "flat": _row("flat", 10.0, ratio=0.01, losses=(-0.5, -0.999)),
+        "flat": _row("flat", 10.0, 10.5, **collapsed),
         "flat-high-loss": _row("flat-high-loss", 10.0, ratio=0.01, losses=(-0.5, -0.6)),
         "nan": RowResult("nan", [_trial(status="diverged", linear=None, knn=None, ratio=None)]),
     }
     assert verdict({"not_collapsed": "ok"}, rows, 0.05).result == "reproduced"
-    assert verdict({"collapsed": "flat"}, rows, 0.05).result == "reproduced"
-    assert verdict({"collapsed": "flat-high-loss"}, rows, 0.05).result == "not reproduced"
+    assert verdict({"collapsed": "ok"}, rows, 0.05).result == "not reproduced"
+    found = verdict({"collapsed": "flat"}, rows, 0.05)
+    assert found.result == "reproduced" and "2 of 2 trials collapsed" in found.evidence
     assert verdict({"not_collapsed": "flat"}, rows, 0.05).result == "not reproduced"
+    # A flat output whose loss stayed high: the signals disagree, and the evidence says which.
+    found = verdict({"collapsed": "flat-high-loss"}, rows, 0.05)
+    assert found.result == "inconclusive"
+    assert "seed 0: degenerate output, learned nothing; not: loss at its minimum (0.372 above)" in (
+        found.evidence
+    )
     assert verdict({"collapsed": "nan"}, rows, 0.05).result == "inconclusive"
 
 
 def test_trials_that_disagree_on_collapse_are_inconclusive():
-    row = RowResult("r", [_trial(ratio=0.01, losses=(-0.5, -0.999)), _trial(seed=1)])
+    row = RowResult(
+        "r", [_trial(ratio=0.01, losses=(-0.5, -0.999), random_linear=50.0), _trial(seed=1)]
+    )
     assert not row.collapsed and row.status == "some trials collapsed"
     for kind in ("collapsed", "not_collapsed"):
         found = verdict({kind: "r"}, {"r": row}, 0.05)
         assert found.result == "inconclusive" and "1 of 2 trials collapsed" in found.evidence
 
 
-def test_batch_norm_keeps_a_small_batch_above_the_std_threshold():
-    # Outputs identical but for one image, through the affine-free BN that ends the projector.
-    for batch in (64, 512):
-        h = torch.zeros(batch, 128)
-        h[0] = 100 * torch.randn(128)  # far above BN's eps
-        z = nn.BatchNorm1d(128, affine=False)(h)
-        ratio = collapse_std(z) * math.sqrt(128)
-        assert ratio == pytest.approx(batch_norm_std_floor(batch), rel=1e-3)
-    assert batch_norm_std_floor(64) > 0.1 > batch_norm_std_floor(512)
-
-
-def test_collapse_onto_one_direction_counts_with_the_batch_s_loss_bound():
-    # No-predictor at batch 64 as measured on the cpu profile: std at the BN floor, z on a line.
-    line = _trial(ratio=0.27, share=0.9999, losses=(-0.5, -0.940), batch=64)
-    spread = _trial(ratio=0.27, share=0.7, losses=(-0.5, -0.940), batch=64)
-    # The same loss at the paper's batch is 0.06 above what a collapsed batch of 512 reaches.
-    big_batch = _trial(ratio=0.27, share=0.9999, losses=(-0.5, -0.940), batch=512)
-    rows = {
-        name: RowResult(name, [t])
-        for name, t in [("line", line), ("spread", spread), ("big", big_batch)]
-    }
-    assert verdict({"collapsed": "line"}, rows, 0.05).result == "reproduced"
-    assert verdict({"collapsed": "spread"}, rows, 0.05).result == "not reproduced"
-    assert verdict({"collapsed": "big"}, rows, 0.05).result == "not reproduced"
+def test_a_collapse_verdict_says_which_threshold_would_change_it():
+    # Table 1a at cpu: one trial within the loss bound, two a little above it.
+    gaps = (0.01, 0.018, 0.037)
+    row = RowResult(
+        "no-pred",
+        [
+            _trial(
+                ratio=0.3,
+                share=0.999,
+                losses=(-0.5, -1 + 4 / 64 + g),
+                batch=64,
+                seed=i,
+                linear=20.0,
+                random_linear=27.0,
+            )
+            for i, g in enumerate(gaps)
+        ],
+    )
+    found = verdict({"collapsed": "no-pred"}, {"no-pred": row}, 0.05)
+    assert found.result == "inconclusive" and row.status == "some trials collapsed"
+    assert found.sensitivity == "by threshold: reproduced at loss gap 0.037 (rule 0.020)"
+    assert found.thresholds["loss_gap"] == pytest.approx(
+        {"rule": 0.02, "flips_at": 0.037, "to": "reproduced"}
+    )
 
 
 def test_instability():

@@ -244,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from .distributed import device
-    from .evaluate import KnnProbe, encode, frozen_accuracies, top_direction_share
+    from .evaluate import evaluation_metrics
     from .track import log_evaluation
     from .train import atomic_write_json, build_model, initial_weights
 
@@ -266,14 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         state = torch.load(run.checkpoint, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
         train, test = open_split(Path(args.data), "train"), open_split(Path(args.data), "test")
-        probe = KnnProbe(cfg, train, test)
-        trained = frozen_accuracies(model, cfg, probe)
-        model.load_state_dict(initial_weights(cfg))
-        at_init = frozen_accuracies(model, cfg, probe)
-        metrics |= {f"{k}_acc": v for k, v in trained.items()}
-        metrics |= {f"random_init_{k}": v for k, v in at_init.items()}
-        model.load_state_dict(state["model"])
-        metrics["z_top_share"] = top_direction_share(encode(model, cfg, test, projected=True))
+        metrics |= evaluation_metrics(model, cfg, train, test, initial_weights(cfg))
     metrics["evaluated_at"] = round(time.time(), 1)  # the end of the run's last job
     atomic_write_json(metrics | {EVALUATION: settings}, run.metrics)
     logged = {k: metrics[k] for k in final if metrics[k] is not None}
@@ -320,7 +313,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     manifest = json.loads(manifest_path.read_text())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = [trial_record(table.name, r, d) for r in table.rows for d in run_dirs[r]]
+    test_images = sum(manifest.get("counts", {}).get("test", {}).values()) or None
+    records = [trial_record(table.name, r, d, test_images) for r in table.rows for d in run_dirs[r]]
     # The report and its verdicts are computed from the tidy table as published, so a reader
     # of <table>.runs.csv has every number they rest on.
     runs_csv = out.with_suffix(".runs.csv")

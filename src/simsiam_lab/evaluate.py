@@ -348,3 +348,25 @@ def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str,
             cfg["seed"],
         )
     return {"knn": probe.accuracy(features, ev["knn_k"], ev["knn_temperature"]), "linear": linear}
+
+
+def evaluation_metrics(
+    model: SimSiam, cfg: Config, train: Data, test: Data, initial: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """What `evaluate` records of a trained model: its kNN and linear accuracy, the same for
+    the weights it started from (`initial`), z's top-direction share on the test images and
+    their count (the collapse rule's standard errors). The model keeps its trained weights."""
+    probe = KnnProbe(cfg, train, test)
+    trained_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    trained = frozen_accuracies(model, cfg, probe)
+    model.load_state_dict(initial)
+    at_init = frozen_accuracies(model, cfg, probe)
+    model.load_state_dict(trained_weights)
+    return (
+        {f"{k}_acc": v for k, v in trained.items()}
+        | {f"random_init_{k}": v for k, v in at_init.items()}
+        | {
+            "z_top_share": top_direction_share(encode(model, cfg, test, projected=True)),
+            "test_images": len(test.labels),
+        }
+    )

@@ -15,6 +15,19 @@ import jinja2
 import pandas as pd
 import yaml
 
+from .collapse import (
+    COLLAPSED,
+    DISAGREE,
+    LOWEST_LOSS,
+    NOT_COLLAPSED,
+    RULE,
+    Signals,
+    Thresholds,
+    batch_norm_std_floor,
+    claim_result,
+    describe_flip,
+    flips,
+)
 from .config import (
     CHECKS,
     EVALUATION,
@@ -46,9 +59,6 @@ if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
     from matplotlib.axes import Axes
     from matplotlib.container import BarContainer
 
-COLLAPSE_RATIO = 0.1  # std(z)·sqrt(d) below this: the outputs have collapsed to a constant
-COLLAPSE_SHARE = 0.99  # ... or this share of z's variance lies along one direction
-COLLAPSE_LOSS_GAP = 0.02  # ... and the cosine loss sits this close to the lowest it can reach
 UNSTABLE_RISE = 0.1  # loss that ends this far above its minimum counts as unstable
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
@@ -62,16 +72,24 @@ CURVES = {
 }
 
 RULES = [
-    f"collapsed: final std(z)·√d < {COLLAPSE_RATIO} (isotropic outputs give ≈ 1), or at least "
-    f"{COLLAPSE_SHARE:.0%} of z's variance on the test images along one direction (BN in eval "
-    "mode). The second test is there because the affine-free BN on z keeps every channel's "
-    "batch variance at 1: a batch of identical outputs but one scores std(z)·√d = 2/√B, "
-    "0.25 at B = 64 and 0.09 at the paper's 512, so below 0.1 is out of reach at small batches. "
-    f"For the cosine loss, the final loss must also be at most -1 + 4/B + {COLLAPSE_LOSS_GAP}: "
-    "-1 + 4/B is the loss of such a batch when the image set apart differs between the two "
-    "views. A collapse claim is reproduced when every trial of the row collapsed (or, for "
-    "'does not collapse', none did), not reproduced when the opposite holds for every trial, "
-    "and inconclusive when the trials disagree",
+    "collapsed, as the paper means it: a degenerate solution, with the loss at its minimum and "
+    "an output that carries nothing. Each trial is judged on three signals that hold on any "
+    f"dataset. Loss at its minimum: the final loss at most {RULE.loss_gap} above -1 + 4/B (for "
+    "the cosine loss; the cross-entropy has no such bound and goes without this signal): the "
+    "affine-free BN on z keeps each channel's batch variance at 1, so the most nearly constant "
+    "batch is identical outputs but for one image, and -1 + 4/B is its loss when that image "
+    "differs between the two views. Degenerate output: std(z)·√d at most √(2/√B), the geometric "
+    "midpoint between that batch's 2/√B (0.25 at B = 64, 0.09 at the paper's 512) and the "
+    f"isotropic 1, or at least {RULE.share:.0%} of z's variance on the test images along one "
+    "direction (BN in eval mode). Learned nothing: the linear accuracy at most "
+    f"{RULE.gain_z:.3f} standard errors (one-sided 5%) above the same network's at random init, "
+    "the two taken as binomial proportions over the test images. A trial collapsed when every "
+    "signal it has says so; it did not when its loss is above the minimum and its output is "
+    "not degenerate (a network that learned nothing without reaching the degenerate solution "
+    "failed to train, as Table 1b's fixed predictor); any other mix is a disagreement. A "
+    "collapse claim is reproduced when every trial agrees with it, not reproduced when every "
+    "trial says the opposite, and inconclusive otherwise, with the signals that disagree. Its "
+    "evidence ends with each threshold's value at which the verdict would change",
     "unstable: a trial's loss became non-finite (diverged), or ended more than "
     f"{UNSTABLE_RISE} above its minimum",
     "comparisons use the mean linear accuracy over a row's trials (seeds) and a t interval of "
@@ -104,15 +122,6 @@ RULES = [
 ]
 
 
-def batch_norm_std_floor(batch: int) -> float:
-    """std(z)·sqrt(d) of a batch whose outputs are identical but for one image, as close to
-    constant as an affine-free BN on z lets a batch be (each channel keeps batch variance 1).
-
-    The paper's collapse to 0 needs a large batch: 0.25 at B = 64, 0.09 at the paper's 512.
-    """
-    return 2 / math.sqrt(batch)
-
-
 @dataclass(frozen=True)
 class RunResult:
     """One trial: its resolved config, final metrics and per-epoch history."""
@@ -130,19 +139,18 @@ class RunResult:
         return [r["loss"] for r in self.history if "loss" in r]
 
     @property
+    def signals(self) -> Signals | None:
+        """What the collapse rule reads; None for a trial that did not finish training."""
+        return Signals.of(self.config, self.metrics) if self.status == "ok" else None
+
+    def collapse(self, th: Thresholds = RULE) -> str | None:
+        """collapsed, not collapsed or signals disagree; None for an unfinished trial."""
+        signals = self.signals
+        return None if signals is None else signals.outcome(th)
+
+    @property
     def collapsed(self) -> bool:
-        if self.status != "ok":
-            return False
-        ratio, share = self.metrics.get("final_z_std_ratio"), self.metrics.get("z_top_share")
-        if not (
-            (ratio is not None and ratio < COLLAPSE_RATIO)
-            or (share is not None and share >= COLLAPSE_SHARE)
-        ):
-            return False
-        if self.config["loss"]["similarity"] != "cosine":
-            return True
-        lowest = -1.0 + 4 / self.config["optim"]["batch_size"]
-        return self.metrics["final_loss"] <= lowest + COLLAPSE_LOSS_GAP
+        return self.collapse() == COLLAPSED
 
     @property
     def unstable(self) -> bool:
@@ -163,12 +171,16 @@ def _read(path: Path, parse: Callable[[str], Any], step: str) -> Any:
         raise ReportError(f"{path}: unreadable ({err}); delete {path.parent} and rerun") from None
 
 
-def trial_record(table: str, row: str, run_dir: Path) -> dict[str, Any]:
+def trial_record(
+    table: str, row: str, run_dir: Path, test_images: int | None = None
+) -> dict[str, Any]:
     """One trial as a flat record: its table and row, the pretraining's summary and the
-    evaluation's metrics, then the config it trained and was evaluated with (dotted keys)."""
+    evaluation's metrics, then the config it trained and was evaluated with (dotted keys).
+    `test_images`: what the evaluation was measured on, for runs whose metrics predate it."""
     run = RunDir(run_dir)
     config = _read(run.config, yaml.safe_load, "pretrain")
     metrics = _read(run.metrics, json.loads, "evaluate")
+    metrics.setdefault("test_images", test_images)
     # Runs evaluated before metrics.json recorded its settings were evaluated as configured.
     evaluation = metrics.pop(EVALUATION, None) or config.get(EVALUATION)
     config = training_config(config) | {EVALUATION: evaluation}
@@ -246,9 +258,12 @@ class RowResult:
             return "diverged"
         if self.unstable:
             return "unstable"
-        if self.collapsed:
+        outcomes = [t.collapse() for t in self.trials]
+        if all(o == COLLAPSED for o in outcomes):
             return "collapsed"
-        return "ok" if not any(t.collapsed for t in self.trials) else "some trials collapsed"
+        if all(o == NOT_COLLAPSED for o in outcomes):
+            return "ok"
+        return "some trials collapsed" if COLLAPSED in outcomes else "collapse signals disagree"
 
     def gain_over_init(self, alpha: float) -> Interval | None:
         """Linear accuracy minus the same network's at random init, paired by seed."""
@@ -269,8 +284,11 @@ class Verdict:
     p_value: float | None = None
     flips_at: float | None = None
     power: float | None = None  # the difference its own test detects with POWER probability
-    by_margin: str | None = None  # the verdict at every margin, for the evidence line
+    # The verdict at every margin, or each threshold that would change it: for the evidence line
+    sensitivity: str | None = None
     rate_bound: tuple[float, float] | None = None  # a collapse claim's rate, exact binomial
+    # A collapse claim's thresholds that would change its verdict: rule value, where, to what.
+    thresholds: dict[str, dict[str, Any]] | None = None
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -319,26 +337,70 @@ def comparison_count(claims: list[Config]) -> int:
     return sum(1 for c in claims if CHECKS[claim_kind(c["check"])] is not None)
 
 
-def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
+def _fmt_values(values: list[float | None], digits: int) -> str:
+    found = [v for v in values if v is not None]
+    if not found:
+        return "–"
+    mean = _fmt(statistics.fmean(found), digits)
+    return mean if len(found) < 2 else f"{mean} ± {_fmt(statistics.stdev(found), digits)}"
+
+
+def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
+    config = row.trials[0].config
+    batch = config["optim"]["batch_size"]
     evidence = (
-        f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)}, "
-        f"top-direction share {_fmt_trials(row, 'z_top_share', 4)}, "
+        f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)} "
+        f"(BN floor {batch_norm_std_floor(batch):.3f}, bound {RULE.std_bound(batch):.3f}), "
+        f"top-direction share {_fmt_trials(row, 'z_top_share', 4)} (bound {RULE.share}), "
         f"final loss {_fmt_trials(row, 'final_loss', 3)}"
     )
+    if lowest := LOWEST_LOSS.get(config["loss"]["similarity"]):
+        evidence += f" (bound {lowest(batch) + RULE.loss_gap:.3f})"
+    gains = [s.gain for s in signals]
+    if any(g is not None for g in gains):
+        evidence += (
+            f", linear gain over random init {_fmt_values(gains, 1)} points "
+            f"({_fmt_values([s.gain_z for s in signals], 1)} SE, bound {RULE.gain_z:.2f})"
+        )
+    return evidence
+
+
+def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
+    signals = [t.signals for t in row.trials]
     if kind == "unstable":
-        return Verdict("reproduced" if row.unstable else "not reproduced", evidence)
-    if row.unstable:
-        return Verdict("inconclusive", evidence)
-    collapsed = [t.collapsed for t in row.trials]
-    bound = rate_bound(sum(collapsed), len(collapsed), ALPHA)
+        return Verdict(
+            "reproduced" if row.unstable else "not reproduced",
+            _collapse_evidence(row, [s for s in signals if s is not None]),
+        )
+    if row.unstable or None in signals:
+        return Verdict("inconclusive", _collapse_evidence(row, [s for s in signals if s]))
+    evidence = _collapse_evidence(row, signals)
+    outcomes = [s.outcome(RULE) for s in signals]
+    collapsed = outcomes.count(COLLAPSED)
+    bound = rate_bound(collapsed, len(outcomes), ALPHA)
     evidence += (
-        f"; {sum(collapsed)} of {len(collapsed)} trials collapsed (collapse rate "
+        f"; {collapsed} of {len(outcomes)} trials collapsed (collapse rate "
         f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
     )
-    if all(collapsed) or not any(collapsed):
-        holds = all(collapsed) if kind == "collapsed" else not any(collapsed)
-        return Verdict("reproduced" if holds else "not reproduced", evidence, rate_bound=bound)
-    return Verdict("inconclusive", evidence, rate_bound=bound)
+    disagree = [
+        f"seed {t.config['seed']}: {s.disagreement(RULE)}"
+        for t, s, o in zip(row.trials, signals, outcomes, strict=True)
+        if o == DISAGREE
+    ]
+    if disagree:
+        evidence += f"; signals disagree in {len(disagree)} ({'; '.join(disagree)})"
+    found = flips(kind, signals)
+    batch = row.trials[0].config["optim"]["batch_size"]
+    sensitivity = "by threshold: " + (
+        ", ".join(describe_flip(f, batch) for f in found) if found else "no change in any range"
+    )
+    return Verdict(
+        claim_result(kind, signals),
+        evidence,
+        rate_bound=bound,
+        sensitivity=sensitivity,
+        thresholds={f.threshold: {"rule": f.rule, "flips_at": f.at, "to": f.to} for f in found},
+    )
 
 
 def _by_margin(kind: str, interval: Interval) -> str:
@@ -389,7 +451,7 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     return replace(
         found,
         result=decide(kind, interval, margin),
-        by_margin=_by_margin(kind, interval),
+        sensitivity=_by_margin(kind, interval),
         p_value=claim_p_value(kind, interval, margin),
         flips_at=flips_at(kind, interval, margin),
     )
@@ -492,7 +554,7 @@ def build_context(
                 "text": claim["text"],
                 "verdict": found.result if judged else NOT_JUDGED,
                 "evidence": found.evidence
-                + (f"; {found.by_margin}" if judged and found.by_margin else ""),
+                + (f"; {found.sensitivity}" if judged and found.sensitivity else ""),
                 "paper_difference": _paper_difference(table, claim["check"]),
                 "interval": None if interval is None else [interval.lo, interval.hi],
                 "estimate": None if interval is None else interval.estimate,
@@ -507,6 +569,7 @@ def build_context(
                 "margin_reason": claim.get("margin_reason"),
                 "margin_share": _margin_share(claim["check"], rows),
                 "rate_bound": found.rate_bound,
+                "thresholds": found.thresholds,
             }
         )
     distinct = {

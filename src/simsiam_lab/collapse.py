@@ -1,0 +1,196 @@
+"""Collapse as the paper means it (§4.1): a degenerate solution, the loss at its minimum and an
+output that carries nothing, judged per trial from three signals that hold on any dataset, and
+how far a claim's verdict hangs on each signal's threshold.
+
+- loss at its minimum: the final loss within `loss_gap` of the lowest a batch can reach. The
+  affine-free BN that ends the projector keeps each channel's batch variance at 1, so the most
+  nearly constant batch is identical outputs but for one image; when the image set apart differs
+  between the two views, the cosine loss is -1 + 4/B.
+- degenerate output: std(z)·√d no higher than `floor ** std_position`, between the BN floor
+  2/√B of such a batch (position 1) and the isotropic 1 (position 0); or at least `share` of z's
+  variance along one direction (the outputs on one line).
+- carries nothing: the linear accuracy no more than `gain_z` standard errors above the same
+  network's at random init, on the same test images (two binomial proportions).
+
+A trial collapsed when every signal it has says so, and did not when its loss is above the
+minimum and its output is not degenerate (a model that learned nothing without reaching the
+degenerate solution failed to train: Table 1b). Any other mix is a disagreement, and a claim
+whose trials disagree is inconclusive, with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from statistics import NormalDist
+from typing import Any
+
+COLLAPSED, NOT_COLLAPSED, DISAGREE = "collapsed", "not collapsed", "signals disagree"
+
+
+def batch_norm_std_floor(batch: int) -> float:
+    """std(z)·√d of a batch whose outputs are identical but for one image, as close to
+    constant as an affine-free BN on z lets a batch be (each channel keeps batch variance 1):
+    0.25 at B = 64, 0.09 at the paper's 512."""
+    return 2 / math.sqrt(batch)
+
+
+# The lowest loss a BN'd batch of B reaches, per similarity; where none is derived, the loss
+# signal is absent and the other two decide.
+LOWEST_LOSS: dict[str, Callable[[int], float]] = {"cosine": lambda batch: -1.0 + 4 / batch}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    loss_gap: float  # the final loss counts as at its minimum within this much of it
+    std_position: float  # degenerate: std(z)·√d <= floor ** position (0: 1, 1: the BN floor)
+    share: float  # ... or at least this share of z's variance along one direction
+    gain_z: float  # learned nothing: gain over random init within this many standard errors
+
+    def std_bound(self, batch: int) -> float:
+        return batch_norm_std_floor(batch) ** self.std_position
+
+
+RULE = Thresholds(loss_gap=0.02, std_position=0.5, share=0.99, gain_z=NormalDist().inv_cdf(0.95))
+# Where a verdict's sensitivity is looked for: each threshold's sensible range.
+RANGES = {
+    "loss_gap": (0.0, 0.5),
+    "std_position": (0.0, 1.0),
+    "share": (0.5, 1.0),
+    "gain_z": (0.0, 5.0),
+}
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One finished trial's measurements that the rule reads."""
+
+    batch: int
+    loss_gap: float | None  # final loss minus the lowest one (None: no lowest for its loss)
+    ratio: float | None  # final std(z)·√d, in training mode
+    share: float | None  # top-direction share of z's variance on the test images
+    gain: float | None  # linear accuracy minus random init's, in points
+    gain_z: float | None  # ... in standard errors of that difference
+
+    @classmethod
+    def of(cls, config: dict[str, Any], metrics: dict[str, Any]) -> Signals:
+        batch = config["optim"]["batch_size"]
+        lowest = LOWEST_LOSS.get(config["loss"]["similarity"])
+        loss = metrics.get("final_loss")
+        gap = None if lowest is None or loss is None else loss - lowest(batch)
+        gain, gain_z = None, None
+        trained, init = metrics.get("linear_acc"), metrics.get("random_init_linear")
+        if trained is not None and init is not None:
+            gain = trained - init
+            n = metrics.get("test_images")
+            if n:
+                se = math.sqrt(sum(a / 100 * (1 - a / 100) for a in (trained, init)) / n) * 100
+                gain_z = gain / se if se > 0 else math.copysign(math.inf, gain)
+        return cls(
+            batch, gap, metrics.get("final_z_std_ratio"), metrics.get("z_top_share"), gain, gain_z
+        )
+
+    def votes(self, th: Thresholds) -> dict[str, bool | None]:
+        """Each signal's say: True for collapse, None where the trial lacks the measurement."""
+        degenerate = [
+            v
+            for v in (
+                None if self.ratio is None else self.ratio <= th.std_bound(self.batch),
+                None if self.share is None else self.share >= th.share,
+            )
+            if v is not None
+        ]
+        return {
+            "loss at its minimum": None if self.loss_gap is None else self.loss_gap <= th.loss_gap,
+            "degenerate output": any(degenerate) if degenerate else None,
+            "learned nothing": None if self.gain_z is None else self.gain_z <= th.gain_z,
+        }
+
+    def outcome(self, th: Thresholds) -> str:
+        votes = self.votes(th)
+        known = [v for v in votes.values() if v is not None]
+        if votes["degenerate output"] is None:
+            return DISAGREE
+        if all(known):
+            return COLLAPSED
+        loss = votes["loss at its minimum"]
+        healthy = loss is False or (loss is None and votes["learned nothing"] is False)
+        return NOT_COLLAPSED if not votes["degenerate output"] and healthy else DISAGREE
+
+    def disagreement(self, th: Thresholds) -> str:
+        """Which signals say collapse and which do not, e.g. 'degenerate output, learned
+        nothing; not: loss at its minimum (0.017 above)'."""
+        votes = self.votes(th)
+        said = [k for k, v in votes.items() if v]
+        denied = [k for k, v in votes.items() if v is False]
+        if "loss at its minimum" in denied:
+            i = denied.index("loss at its minimum")
+            denied[i] += f" ({self.loss_gap - th.loss_gap:.3f} above)"
+        return f"{', '.join(said) or 'none'}; not: {', '.join(denied) or 'none'}"
+
+
+def claim_result(kind: str, trials: list[Signals], th: Thresholds = RULE) -> str:
+    """A collapse claim over its trials: reproduced when every trial agrees with it,
+    not reproduced when every trial says the opposite, else inconclusive."""
+    outcomes = [t.outcome(th) for t in trials]
+    wanted = COLLAPSED if kind == "collapsed" else NOT_COLLAPSED
+    opposite = NOT_COLLAPSED if kind == "collapsed" else COLLAPSED
+    if outcomes and all(o == wanted for o in outcomes):
+        return "reproduced"
+    if outcomes and all(o == opposite for o in outcomes):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _breakpoints(name: str, trials: list[Signals]) -> list[float]:
+    """The values of one threshold at which a trial's vote changes."""
+    points: list[float | None] = []
+    for t in trials:
+        if name == "loss_gap":
+            points.append(t.loss_gap)
+        elif name == "share":
+            points.append(t.share)
+        elif name == "gain_z":
+            points.append(t.gain_z)
+        elif t.ratio is not None and t.ratio > 0:
+            points.append(math.log(t.ratio) / math.log(batch_norm_std_floor(t.batch)))
+    return [p for p in points if p is not None and math.isfinite(p)]
+
+
+@dataclass(frozen=True)
+class Flip:
+    """Where one threshold would change a claim's verdict: at `at`, to `to`."""
+
+    threshold: str
+    rule: float
+    at: float
+    to: str
+
+
+def flips(kind: str, trials: list[Signals], th: Thresholds = RULE) -> list[Flip]:
+    """For each threshold on its own, the nearest value in its range at which the claim's
+    verdict changes; thresholds that change nothing in their range are left out."""
+    now = claim_result(kind, trials, th)
+    found = []
+    for field in fields(Thresholds):
+        rule, (lo, hi) = getattr(th, field.name), RANGES[field.name]
+        changes = []
+        for point in _breakpoints(field.name, trials):
+            for value in (point - 1e-9, point + 1e-9):
+                to = claim_result(kind, trials, replace(th, **{field.name: value}))
+                if lo <= value <= hi and to != now:
+                    changes.append((abs(value - rule), point, to))
+        if changes:
+            _, at, to = min(changes)
+            found.append(Flip(field.name, rule, at, to))
+    return found
+
+
+def describe_flip(flip: Flip, batch: int) -> str:
+    """A flip in the unit a reader checks: std(z)·√d for the std bound, points for none."""
+    if flip.threshold == "std_position":
+        floor = batch_norm_std_floor(batch)
+        return f"{flip.to} at std(z)·√d bound {floor**flip.at:.3f} (rule {floor**flip.rule:.3f})"
+    names = {"loss_gap": "loss gap", "share": "top share", "gain_z": "gain bound (SE)"}
+    return f"{flip.to} at {names[flip.threshold]} {flip.at:.3f} (rule {flip.rule:.3f})"

@@ -1,0 +1,191 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from simsiam_lab.collapse import (
+    COLLAPSED,
+    DISAGREE,
+    NOT_COLLAPSED,
+    RULE,
+    Signals,
+    batch_norm_std_floor,
+    claim_result,
+    describe_flip,
+    flips,
+)
+from simsiam_lab.config import Params
+from simsiam_lab.data import DataSpec, open_split, prepare
+from simsiam_lab.evaluate import collapse_std, evaluation_metrics
+from simsiam_lab.train import build_model, initial_weights, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _signals(
+    loss=-0.96,
+    ratio=0.27,
+    share=0.5,
+    linear=20.0,
+    init=25.0,
+    batch=64,
+    similarity="cosine",
+    test_images=10_000,
+) -> Signals:
+    config = {"optim": {"batch_size": batch}, "loss": {"similarity": similarity}}
+    metrics = {
+        "final_loss": loss,
+        "final_z_std_ratio": ratio,
+        "z_top_share": share,
+        "linear_acc": linear,
+        "random_init_linear": init,
+        "test_images": test_images,
+    }
+    return Signals.of(config, metrics)
+
+
+def test_batch_norm_keeps_a_small_batch_above_a_fixed_std_threshold():
+    # Outputs identical but for one image, through the affine-free BN that ends the projector.
+    for batch in (64, 512):
+        h = torch.zeros(batch, 128)
+        h[0] = 100 * torch.randn(128)  # far above BN's eps
+        z = nn.BatchNorm1d(128, affine=False)(h)
+        ratio = collapse_std(z) * math.sqrt(128)
+        assert ratio == pytest.approx(batch_norm_std_floor(batch), rel=1e-3)
+        # The rule's bound sits between that floor and the isotropic 1, at every batch.
+        assert batch_norm_std_floor(batch) < RULE.std_bound(batch) < 1
+
+
+def test_the_three_signals_agree_on_a_collapsed_and_a_healthy_trial():
+    assert _signals().outcome(RULE) == COLLAPSED
+    healthy = _signals(loss=-0.66, ratio=0.99, share=0.44, linear=37.0, init=27.0)
+    assert healthy.outcome(RULE) == NOT_COLLAPSED
+
+
+def test_a_collapse_spread_over_many_directions_is_still_caught():
+    # Figure 2 without stop-gradient on a 10-class ImageFolder set (as a reviewer measured it):
+    # the std just above the BN floor, accuracy at the random-init level, but only 38% of the
+    # variance on one direction, which a one-direction test misses.
+    folder = _signals(loss=-0.948, ratio=0.31, share=0.38, linear=77.4, init=79.4, test_images=500)
+    assert folder.outcome(RULE) == COLLAPSED
+
+
+def test_a_network_that_failed_to_train_without_the_degenerate_solution_did_not_collapse():
+    # Table 1b at cpu: a predictor fixed at random init; loss far from -1, outputs spread.
+    fixed = _signals(loss=-0.25, ratio=0.68, share=0.87, linear=26.0, init=27.0)
+    assert fixed.votes(RULE)["learned nothing"] is True
+    assert fixed.outcome(RULE) == NOT_COLLAPSED
+
+
+@pytest.mark.parametrize(
+    ("signals", "against"),
+    [
+        # Table 1a at cpu: degenerate and learned nothing, but the loss 0.017 above the bound.
+        (_signals(loss=-0.901, ratio=0.35, share=0.99995), "loss at its minimum"),
+        # The loss at its minimum and the output degenerate, yet the encoder learned.
+        (_signals(linear=35.0, init=25.0), "learned nothing"),
+        # The loss at its minimum, the outputs spread and on no line.
+        (_signals(ratio=0.9, share=0.4), "degenerate output"),
+    ],
+)
+def test_signals_that_disagree_make_a_trial_neither(signals, against):
+    assert signals.outcome(RULE) == DISAGREE
+    assert f"not: {against}" in signals.disagreement(RULE)
+
+
+def test_a_similarity_without_a_loss_bound_is_judged_on_the_other_two():
+    kw = {"similarity": "cross_entropy", "loss": 6.1}
+    assert _signals(**kw).votes(RULE)["loss at its minimum"] is None
+    assert _signals(**kw).outcome(RULE) == COLLAPSED
+    assert _signals(ratio=0.99, share=0.4, linear=33.0, init=27.0, **kw).outcome(RULE) == (
+        NOT_COLLAPSED
+    )
+    assert _signals(ratio=0.99, share=0.4, **kw).outcome(RULE) == DISAGREE
+
+
+def test_learned_nothing_is_judged_against_the_test_set_s_noise():
+    # 1.5 points over random init is noise on 500 test images, a gain on 100,000.
+    few, many = (_signals(linear=26.5, init=25.0, test_images=n) for n in (500, 100_000))
+    assert few.votes(RULE)["learned nothing"] is True
+    assert many.votes(RULE)["learned nothing"] is False
+    assert few.gain == pytest.approx(1.5)
+    # Two binomial proportions: se = sqrt(p1 q1 / n + p2 q2 / n), in points.
+    se = math.sqrt((0.265 * 0.735 + 0.25 * 0.75) / 500) * 100
+    assert few.gain_z == pytest.approx(1.5 / se)
+
+
+def test_a_claim_needs_every_trial_and_the_opposite_of_every_trial_refutes_it():
+    collapsed, healthy = _signals(), _signals(loss=-0.66, ratio=0.99, linear=37.0, init=27.0)
+    unsure = _signals(loss=-0.90)
+    assert claim_result("collapsed", [collapsed, collapsed]) == "reproduced"
+    assert claim_result("collapsed", [healthy, healthy]) == "not reproduced"
+    assert claim_result("not_collapsed", [healthy, healthy]) == "reproduced"
+    assert claim_result("not_collapsed", [collapsed, collapsed]) == "not reproduced"
+    for kind in ("collapsed", "not_collapsed"):
+        assert claim_result(kind, [collapsed, healthy]) == "inconclusive"
+        assert claim_result(kind, [collapsed, unsure]) == "inconclusive"
+
+
+def test_each_threshold_s_flip_is_where_the_nearest_trial_crosses_it():
+    lowest = -1 + 4 / 64
+    # Two of three trials a little above the loss bound: reproduced from a gap of 0.037 on.
+    trials = [_signals(loss=lowest + gap) for gap in (0.01, 0.025, 0.037)]
+    assert claim_result("collapsed", trials) == "inconclusive"
+    found = {f.threshold: f for f in flips("collapsed", trials)}
+    assert found["loss_gap"].at == pytest.approx(0.037)
+    assert found["loss_gap"].to == "reproduced"
+    assert describe_flip(found["loss_gap"], 64) == "reproduced at loss gap 0.037 (rule 0.020)"
+    # Lowering the std bound below a trial's std turns it from degenerate to disagreeing.
+    collapsed = [_signals(loss=lowest, ratio=r) for r in (0.27, 0.31)]
+    found = {f.threshold: f for f in flips("collapsed", collapsed)}
+    assert describe_flip(found["std_position"], 64).startswith(
+        "inconclusive at std(z)·√d bound 0.310"
+    )
+    assert "share" not in found  # the std alone decides: no share in [0.5, 1] changes it
+
+
+def _gratings(root: Path, per_split: dict[str, int]) -> Path:
+    """A 10-class ImageFolder tree unlike CIFAR-10: noisy sinusoidal gratings whose class is
+    the orientation (18° apart), with random phase, frequency and colour."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for split, n in per_split.items():
+        for c in range(10):
+            folder = root / split / f"orientation{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                angle = math.pi * c / 10 + rng.normal(0, 0.05)
+                phase = 2 * rng.uniform(0.15, 0.35) * (xx * math.cos(angle) + yy * math.sin(angle))
+                wave = np.sin(phase + rng.uniform(0, 2 * math.pi))[..., None]
+                image = 127 + 100 * wave * rng.uniform(0.2, 1.0, 3) + rng.normal(0, 20, (32, 32, 3))
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.slow
+def test_the_rule_tells_figure_2_s_two_rows_apart_on_a_second_dataset(tmp_path, monkeypatch):
+    """Figure 2 at the `folder` profile, as a user runs it on their own images (here 600
+    generated ones): every signal says collapse without stop-gradient, and none with it. (On
+    1,000 such images the collapse spread z's variance over many directions, 0.24 on the top
+    one, where a one-direction test calls it healthy: test_a_collapse_spread_over_many_....)"""
+    tree = _gratings(tmp_path / "gratings", {"train": 60, "test": 30})
+    monkeypatch.setenv("SIMSIAM_DATA", str(tree))  # as `--config data=PATH` hands it over
+    params, data = Params(ROOT / "params"), tmp_path / "prepared"
+    outcomes = {}
+    for row in ("stop-grad", "no-stop-grad"):
+        cfg = params.resolve("folder", params.row(f"figure2:{row}"), seed=0)
+        if not data.exists():
+            prepare(DataSpec.of(cfg["data"]), data)
+        summary = pretrain(cfg, data, tmp_path / row)
+        assert summary["status"] == "ok" and summary["steps"] >= cfg["optim"]["min_steps"]
+        model = build_model(cfg)
+        model.load_state_dict(torch.load(tmp_path / row / "checkpoint.pt")["model"])
+        train, test = open_split(data, "train"), open_split(data, "test")
+        metrics = summary | evaluation_metrics(model, cfg, train, test, initial_weights(cfg))
+        outcomes[row] = Signals.of(cfg, metrics)
+    assert set(outcomes["no-stop-grad"].votes(RULE).values()) == {True}
+    assert set(outcomes["stop-grad"].votes(RULE).values()) == {False}
