@@ -67,15 +67,22 @@ def test_a_resumed_pretraining_continues_its_mlflow_run_and_logs_each_epoch_once
     assert resumed.run_id == opened.run_id
     assert resumed.log_epoch({"epoch": 1, "loss": -0.5}) == {}
     assert resumed.log_epoch({"epoch": 2, "loss": -0.6}) == {"loss": -0.6}
+    # Each step's loss at its SGD step (the epoch's end less its count), logged once too.
+    steps = {"epoch": 3, "loss": -0.7, "step": 6, "step_loss": [-0.65, -0.7, -0.75]}
+    assert resumed.log_epoch(steps) == {"loss": -0.7}
+    assert resumed.log_epoch(steps) == {}
     (run_dir.root / "config.yaml").write_text("seed: 0\n")
     resumed.finish("ok", [run_dir.config])
 
     client = Tracker().client
     run = client.get_run(opened.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+    history = client.get_metric_history(run.info.run_id, "step_loss")
+    assert sorted((m.step, m.value) for m in history) == [(4, -0.65), (5, -0.7), (6, -0.75)]
+    assert "step" not in run.data.metrics
     assert run.data.tags["mlflow.source.git.commit"]  # MLflow's own column in the UI
     assert run.data.tags.items() >= tags.items()  # the resumed run keeps the tags it began with
-    assert [m.step for m in client.get_metric_history(opened.run_id, "loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(opened.run_id, "loss")] == [1, 2, 3]
     assert [a.path for a in client.list_artifacts(opened.run_id)] == ["config.yaml"]
     assert len(client.search_runs([run.info.experiment_id])) == 1
 

@@ -1,5 +1,6 @@
 import json
 import math
+import statistics
 from itertools import pairwise
 from pathlib import Path
 
@@ -85,6 +86,11 @@ def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path, data: P
     assert [r["epoch"] for r in history] == [0, 1, 2]  # epoch 0: the random-init monitor
     assert all(math.isfinite(r["loss"]) and -1 <= r["loss"] <= 1 for r in history[1:])
     assert 0 < history[-1]["z_std_ratio"] < 1.5  # ≈ 1 for isotropic z; batch-16 noise
+    # Each epoch also keeps its every step's loss, and the steps done at its end.
+    for record in history[1:]:
+        assert len(record["step_loss"]) == 3 and record["step"] == 3 * record["epoch"]
+        assert statistics.fmean(record["step_loss"]) == pytest.approx(record["loss"], abs=1e-6)
+    assert history[1]["step_loss"] != history[2]["step_loss"]
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2
 

@@ -19,6 +19,11 @@ def make_writable_dir(directory: Path) -> None:
     tempfile.TemporaryFile(dir=directory).close()
 
 
+# Keys of a history.json record beside the epoch's means: the SGD steps done at the epoch's
+# end, and the loss of each of the epoch's steps (in order).
+STEP, STEP_LOSS = "step", "step_loss"
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -38,7 +43,7 @@ class RunDir:
 
     @property
     def history(self) -> Path:
-        """One record per epoch: loss, std(z), lr, the kNN monitor."""
+        """One record per epoch: loss, std(z), lr, the kNN monitor, each step's loss."""
         return self.root / "history.json"
 
     @property

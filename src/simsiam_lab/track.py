@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
-from .rundir import RunDir, make_writable_dir
+from .rundir import STEP, STEP_LOSS, RunDir, make_writable_dir
 
 DEFAULT_STORE = Path(".mlflow")
 # The schemes MLflow's client can store runs under; anything else is a typo in the URI.
@@ -231,12 +231,17 @@ class Tracker:
             }
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        self.log_points(run_id, [(k, step, v) for k, v in metrics.items()])
+
+    def log_points(self, run_id: str, points: list[tuple[str, int, float]]) -> None:
+        """(metric, step, value) points, in batches of MLflow's 1,000 a call."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch = [Metric(k, float(v), now, step) for k, step, v in points]
         with _store_lock(self.uri):
-            self.client.log_batch(run_id, metrics=batch)
+            for i in range(0, len(batch), 1000):
+                self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 
     def log_dataset(self, run_id: str, manifest: dict[str, Any]) -> None:
         """The prepared data as the run's MLflow dataset input (the UI's "Datasets used"):
@@ -338,14 +343,27 @@ class PretrainRun:
         run_dir.mlflow_run_id.write_text(run_id + "\n")
         return cls(tracker, run_id, set(), abandoned)
 
-    def log_epoch(self, record: dict[str, float]) -> dict[str, float]:
-        """Logs the epoch's metrics not yet in the run (a resume replays its history); returns
-        those it logged."""
-        step = int(record["epoch"])
-        new = {k: v for k, v in record.items() if k != "epoch" and (k, step) not in self._logged}
-        if new:
-            self.tracker.log_metrics(self.run_id, new, step=step)
-            self._logged.update((k, step) for k in new)
+    def log_epoch(self, record: dict[str, Any]) -> dict[str, float]:
+        """Logs the epoch's metrics not yet in the run (a resume replays its history), at the
+        epoch as their step, and its per-step losses as `step_loss` at each SGD step; returns
+        the epoch's metrics it logged."""
+        epoch = int(record["epoch"])
+        new = {
+            k: v
+            for k, v in record.items()
+            if k not in ("epoch", STEP, STEP_LOSS) and (k, epoch) not in self._logged
+        }
+        points = [(k, epoch, v) for k, v in new.items()]
+        losses = record.get(STEP_LOSS, [])
+        first = record.get(STEP, 0) - len(losses) + 1
+        points += [
+            (STEP_LOSS, first + i, v)
+            for i, v in enumerate(losses)
+            if (STEP_LOSS, first + i) not in self._logged
+        ]
+        if points:
+            self.tracker.log_points(self.run_id, points)
+            self._logged.update((k, step) for k, step, _ in points)
         return new
 
     def fail(self) -> None:

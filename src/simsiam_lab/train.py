@@ -31,7 +31,7 @@ from .data import FileIndex, Split, open_split
 from .evaluate import KnnProbe
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
-from .rundir import RunDir
+from .rundir import STEP, STEP_LOSS, RunDir
 from .target import Target, build_target
 
 
@@ -175,13 +175,17 @@ class Stopwatch:
         return time.perf_counter() - self._start
 
 
-def _epoch_record(epoch: int, loss: float, std: float, dim: int, lr: float) -> dict[str, float]:
+def _epoch_record(
+    epoch: int, loss: float, std: float, dim: int, lr: float, step: int, losses: list[float]
+) -> dict[str, Any]:
     return {
         "epoch": epoch,
         "loss": loss,
         "z_std": std,
         "z_std_ratio": std * math.sqrt(dim),
         "lr": lr,
+        STEP: step,
+        STEP_LOSS: losses,
     }
 
 
@@ -393,18 +397,27 @@ def _train(
         net.train()
         loss_sum = torch.zeros((), device=dev)
         std_sum = torch.zeros((), device=dev)
+        losses = []
         for idx, pairs in source.epoch(epoch, gen):
             lr = set_learning_rates(opt, step, total, warmup, peak)
             views = [fmt(pair) for pair in pairs]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
-            # Accumulated on the device: one host sync per epoch, not per step.
+            # Kept on the device: one host sync per epoch, not per step.
             loss_sum += loss
+            losses.append(loss)
             std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
             step += 1
         # z's std is each process's shard's, averaged: close to, not exactly, the global batch's.
-        loss_sum, std_sum = distributed.mean_over_ranks(torch.stack([loss_sum, std_sum]))
+        sums = torch.cat([torch.stack([loss_sum, std_sum]), torch.stack(losses).float()])
+        sums = distributed.mean_over_ranks(sums).tolist()
         record = _epoch_record(
-            epoch, loss_sum.item() / steps_per_epoch, std_sum.item() / steps_per_epoch, dim, lr
+            epoch,
+            sums[0] / steps_per_epoch,
+            sums[1] / steps_per_epoch,
+            dim,
+            lr,
+            step,
+            sums[2:],
         )
         if not math.isfinite(record["loss"]):
             # The last finite weights are kept, not the NaN ones.
