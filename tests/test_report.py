@@ -17,6 +17,7 @@ from simsiam_lab.report import (
     build_context,
     curves_by_row,
     index_json,
+    monitor_slope,
     plot_accuracy_bars,
     render,
     render_index,
@@ -207,6 +208,51 @@ def test_a_collapse_verdict_says_which_threshold_would_change_it():
     assert found.thresholds["loss_gap"] == pytest.approx(
         {"rule": 0.02, "flips_at": 0.037, "to": "reproduced"}
     )
+
+
+def _monitored(seed: int, knn: list[float], epochs: int = 24) -> RunResult:
+    trial = _trial(seed=seed)
+    monitor = [{"epoch": e, "knn": v} for e, v in zip(range(0, epochs + 1, 6), knn, strict=True)]
+    return replace(
+        trial,
+        config=trial.config | {"optim": {"epochs": epochs, "batch_size": 64}},
+        history=monitor,
+    )
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        # Figure 2 with stop-gradient at cpu: still rising over epochs 12 to 24, if slowly.
+        (
+            [
+                [23.5, 29.9, 33.4, 34.6, 34.7],
+                [25.8, 30.1, 32.9, 34.0, 34.5],
+                [24, 30, 33, 34.1, 34.9],
+            ],
+            "reproduced",
+        ),
+        # Without it: falling.
+        ([[23.5, 22.3, 19.6, 19.5, 17.5], [25.8, 22.0, 20.1, 18.9, 18.0]], "not reproduced"),
+        # Flat over the second half: up in one trial, down in the other.
+        ([[23.5, 30, 34.0, 34.5, 34.2], [23.5, 30, 34.0, 33.6, 34.3]], "inconclusive"),
+    ],
+)
+def test_improving_reads_the_knn_monitor_s_slope_over_the_second_half(runs, expected):
+    row = RowResult("r", [_monitored(i, knn) for i, knn in enumerate(runs)])
+    found = verdict({"improving": "r"}, {"r": row}, 0.05)
+    assert found.result == expected
+    assert "slope over epochs 12 to 24" in found.evidence
+    slopes = [monitor_slope(t) for t in row.trials]
+    assert found.interval.estimate == pytest.approx(sum(slopes) / len(slopes))
+    assert (found.flips_at is None) == (expected == "inconclusive")
+
+
+def test_improving_needs_two_monitor_points_in_the_second_half():
+    trial = _monitored(0, [23.5, 29.9, 33.4, 34.6, 34.7])
+    sparse = replace(trial, history=[r for r in trial.history if r["epoch"] in (0, 24)])
+    found = verdict({"improving": "r"}, {"r": RowResult("r", [sparse, sparse])}, 0.05)
+    assert found.result == "inconclusive" and "monitor.knn_every" in found.evidence
 
 
 def test_instability():

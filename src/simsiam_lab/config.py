@@ -222,6 +222,7 @@ CHECKS = {
     "collapsed": None,
     "not_collapsed": None,
     "unstable": None,
+    "improving": None,
     "better": "than",
     "not_worse": "than",
     "similar": "to",

@@ -109,6 +109,11 @@ RULES = [
     f"at one-sided {ALPHA} (each claim's p-value from the same t test as its interval). A "
     "collapse claim is a vote of its trials, outside that family: its evidence gives the "
     "collapse rate's exact binomial interval, each end a one-sided 95% bound",
+    "improving (the kNN monitor keeps rising, §4.1): the least-squares slope of each trial's "
+    "kNN monitor over the second half of training, in points an epoch, and a t interval of "
+    f"their mean over the trials, two-sided at {1 - 2 * ALPHA:.0%}: reproduced when it lies above "
+    "0, not reproduced when below, else inconclusive. Like a collapse claim it is tested on its "
+    f"own, at one-sided {ALPHA}, outside the comparisons' family",
     "a comparison needs at least 2 trials of each row; with one it is inconclusive",
     "a comparison is inconclusive unless X (and, for similar, Y too) learned: its linear "
     "accuracy lies above the same network's at random init (paired by seed, one-sided at "
@@ -403,6 +408,52 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
     )
 
 
+def monitor_slope(trial: RunResult) -> float | None:
+    """The kNN monitor's least-squares slope over the second half of training, in points an
+    epoch; None with fewer than two monitor points there."""
+    half = trial.config["optim"]["epochs"] / 2
+    points = [(r["epoch"], r["knn"]) for r in trial.history if "knn" in r and r["epoch"] >= half]
+    if len(points) < 2:
+        return None
+    return statistics.linear_regression(*zip(*points, strict=True)).slope
+
+
+def _monitor_at(row: RowResult, epoch: int) -> str:
+    values = [r["knn"] for t in row.trials for r in t.history if r["epoch"] == epoch and "knn" in r]
+    return _fmt_values(values, 1)
+
+
+def _improving_verdict(row: RowResult) -> Verdict:
+    trained = [t for t in row.trials if t.status == "ok"]
+    slopes = [s for t in trained if (s := monitor_slope(t)) is not None]
+    interval = mean_interval(slopes, ALPHA, f"t over {len(slopes)} seeds")
+    if interval is None:
+        return Verdict(
+            "inconclusive",
+            f"{row.id}: needs the kNN monitor at 2 or more epochs of the second half of "
+            "training, in at least 2 trials (monitor.knn_every)",
+        )
+    epochs = [r["epoch"] for r in trained[0].history if "knn" in r]
+    start = min(e for e in epochs if e >= trained[0].config["optim"]["epochs"] / 2)
+    level = 1 - 2 * ALPHA
+    evidence = (
+        f"{row.id}: kNN monitor {_monitor_at(row, epochs[0])} at epoch {epochs[0]}, "
+        f"{_monitor_at(row, start)} at {start}, {_monitor_at(row, epochs[-1])} at {epochs[-1]}; "
+        f"slope over epochs {start} to {epochs[-1]} {interval.estimate:+.3f} points an epoch, "
+        f"{level:.0%} CI [{interval.lo:+.3f}, {interval.hi:+.3f}] ({interval.test})"
+    )
+    if interval.lo > 0:
+        result, flips = "reproduced", interval.lo
+        sensitivity = f"by slope required: reproduced up to {interval.lo:+.3f} points an epoch"
+    elif interval.hi < 0:
+        result, flips = "not reproduced", interval.hi
+        sensitivity = f"by slope required: not reproduced down to {interval.hi:+.3f}"
+    else:
+        result, flips = "inconclusive", None
+        sensitivity = "the interval holds 0: the monitor may have stopped improving"
+    return Verdict(result, evidence, interval, level=level, flips_at=flips, sensitivity=sensitivity)
+
+
 def _by_margin(kind: str, interval: Interval) -> str:
     """The verdict over every margin >= 0, e.g. 'inconclusive below 0.93, reproduced above'."""
     p1, p2, first, between, last = margin_range(kind, interval)
@@ -422,6 +473,8 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
         reason = skipped[0].trials[0].metrics.get("reason") or "not run at this scale"
         return Verdict("inconclusive", f"{skipped[0].id}: not trained at this scale ({reason})")
     kind = claim_kind(check)
+    if kind == "improving":
+        return _improving_verdict(rows[check[kind]])
     if CHECKS[kind] is None:
         return _collapse_verdict(kind, rows[check[kind]])
     x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
