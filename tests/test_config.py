@@ -171,6 +171,10 @@ def _edit_table3(params: Params, edit) -> None:
             "columns.typo = 'model.predictor_outptu_bn': not a config key (keys of that section",
         ),
         (lambda t: t["claims"][1]["check"].update(thn="a"), "unknown key 'check.thn'"),
+        (
+            lambda t: t["claims"][1]["check"].update(refresh_longer_than="k100"),
+            "unknown row 'k100' (rows: ",
+        ),
         (lambda t: t["claims"][0].pop("text"), "claims.0.text"),
         (lambda t: t["claims"][3].pop("margin_reason"), "a margin needs its reason beside it"),
         (

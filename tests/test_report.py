@@ -168,9 +168,8 @@ def test_collapse_claims_follow_the_rule_over_their_trials():
     # A flat output whose loss stayed high: the signals disagree, and the evidence says which.
     found = verdict({"collapsed": "flat-high-loss"}, rows, 0.05)
     assert found.result == "inconclusive"
-    assert "seed 0: degenerate output, learned nothing; not: loss at its minimum (0.372 above)" in (
-        found.evidence
-    )
+    said = "seed 0: degenerate output, learned nothing; not: loss at its minimum (0.372 above"
+    assert f"{said} its bound)" in found.evidence
     assert verdict({"collapsed": "nan"}, rows, 0.05).result == "inconclusive"
 
 
@@ -253,6 +252,35 @@ def test_improving_needs_two_monitor_points_in_the_second_half():
     sparse = replace(trial, history=[r for r in trial.history if r["epoch"] in (0, 24)])
     found = verdict({"improving": "r"}, {"r": RowResult("r", [sparse, sparse])}, 0.05)
     assert found.result == "inconclusive" and "monitor.knn_every" in found.evidence
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"), [(24 * 39, "inconclusive"), (24 * 500, "reproduced")]
+)
+def test_once_per_epoch_is_tested_only_where_an_epoch_is_longer_than_the_other_interval(
+    steps, expected
+):
+    def snapshot(row_id, every, steps):
+        trial = _trial()
+        target = {"target": {"mode": "snapshot", "refresh_every": every}}
+        optim = {"optim": {"epochs": 24, "batch_size": 512}}
+        return RowResult(
+            row_id,
+            [
+                replace(
+                    trial,
+                    config=trial.config | target | optim,
+                    metrics=trial.metrics | {"steps": steps},
+                )
+            ],
+        )
+
+    rows = {"k-epoch": snapshot("k-epoch", "epoch", steps), "k100": snapshot("k100", 100, steps)}
+    check = {"not_collapsed": "k-epoch", "refresh_longer_than": "k100"}
+    found = verdict(check, rows, 0.05)
+    assert found.result == expected
+    if expected == "inconclusive":
+        assert "every 39 SGD steps at this scale, not less often than k100's 100" in found.evidence
 
 
 def test_instability():

@@ -120,13 +120,13 @@ class Signals:
 
     def disagreement(self, th: Thresholds) -> str:
         """Which signals say collapse and which do not, e.g. 'degenerate output, learned
-        nothing; not: loss at its minimum (0.017 above)'."""
+        nothing; not: loss at its minimum (0.017 above its bound)'."""
         votes = self.votes(th)
         said = [k for k, v in votes.items() if v]
         denied = [k for k, v in votes.items() if v is False]
         if "loss at its minimum" in denied:
             i = denied.index("loss at its minimum")
-            denied[i] += f" ({self.loss_gap - th.loss_gap:.3f} above)"
+            denied[i] += f" ({self.loss_gap - th.loss_gap:.3f} above its bound)"
         return f"{', '.join(said) or 'none'}; not: {', '.join(denied) or 'none'}"
 
 

@@ -237,6 +237,9 @@ def claim_kind(check: Config) -> str:
 
 # The equivalence or non-inferiority margin is part of the claim, so the table must state it.
 MARGIN_REQUIRED = ("not_worse", "similar")
+# A claim about a target refreshed less often than another row's holds only at a scale where
+# its interval in SGD steps is the longer (§5.2's "once per epoch" against k = 100).
+LONGER_THAN = "refresh_longer_than"
 
 
 def _parse_table(name: str, raw: Any, path: Path) -> Table:
@@ -278,10 +281,12 @@ def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
             f"{', '.join(CHECKS)}"
         )
     other = CHECKS[kinds[0]]
-    if unknown := sorted(set(check) - {kinds[0], other, "margin"}):
-        allowed = ", ".join(k for k in (kinds[0], other, "margin") if k)
+    keys = (kinds[0], other, "margin", LONGER_THAN)
+    if unknown := sorted(set(check) - set(keys)):
+        allowed = ", ".join(k for k in keys if k)
         raise ConfigError(f"{where}: unknown key 'check.{unknown[0]}' (allowed here: {allowed})")
     named = [check[kinds[0]]] + ([check.get(other)] if other else [])
+    named += [check[LONGER_THAN]] if LONGER_THAN in check else []
     if unknown := [r for r in named if r not in rows]:
         raise ConfigError(f"{where}: unknown row {unknown[0]!r} (rows: {', '.join(rows)})")
     margin = check.get("margin")

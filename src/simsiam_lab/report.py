@@ -31,6 +31,7 @@ from .collapse import (
 from .config import (
     CHECKS,
     EVALUATION,
+    LONGER_THAN,
     Config,
     ReportError,
     Table,
@@ -408,6 +409,18 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
     )
 
 
+def refresh_steps(row: RowResult) -> int | None:
+    """SGD steps between the target's refreshes (1 for SimSiam's own, live target); an
+    `epoch` interval is the profile's steps an epoch, None where the run's steps are unknown."""
+    config = row.trials[0].config
+    if config["target"]["mode"] != "snapshot":
+        return 1
+    every, steps = config["target"]["refresh_every"], row.trials[0].metrics.get("steps")
+    if every != "epoch":
+        return every
+    return None if steps is None else int(steps) // config["optim"]["epochs"]
+
+
 def monitor_slope(trial: RunResult) -> float | None:
     """The kNN monitor's least-squares slope over the second half of training, in points an
     epoch; None with fewer than two monitor points there."""
@@ -468,11 +481,21 @@ def _by_margin(kind: str, interval: Interval) -> str:
 def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> Verdict:
     """One claim's check, decided from the rows' trials; `alpha` is this claim's one-sided
     share of the table's error rate."""
-    named = [rows[v] for k, v in check.items() if k in CHECKS or k in ("than", "to")]
+    named = [rows[v] for k, v in check.items() if k in CHECKS or k in ("than", "to", LONGER_THAN)]
     if skipped := [r for r in named if r.status == "skipped"]:
         reason = skipped[0].trials[0].metrics.get("reason") or "not run at this scale"
         return Verdict("inconclusive", f"{skipped[0].id}: not trained at this scale ({reason})")
     kind = claim_kind(check)
+    if LONGER_THAN in check:
+        row, other = rows[check[kind]], rows[check[LONGER_THAN]]
+        steps, others = refresh_steps(row), refresh_steps(other)
+        if steps is None or others is None or steps <= others:
+            return Verdict(
+                "inconclusive",
+                f"{row.id} refreshes its target every {steps or '?'} SGD steps at this scale, "
+                f"not less often than {other.id}'s {others or '?'}: the row does not test the "
+                "longer interval the claim is about",
+            )
     if kind == "improving":
         return _improving_verdict(rows[check[kind]])
     if CHECKS[kind] is None:
