@@ -275,7 +275,8 @@ def test_once_per_epoch_is_tested_only_where_an_epoch_is_longer_than_the_other_i
             ],
         )
 
-    rows = {"k-epoch": snapshot("k-epoch", "epoch", steps), "k100": snapshot("k100", 100, steps)}
+    # As runs.csv gives them back: a column holding 'epoch' and 100 is read as text.
+    rows = {"k-epoch": snapshot("k-epoch", "epoch", steps), "k100": snapshot("k100", "100", steps)}
     check = {"not_collapsed": "k-epoch", "refresh_longer_than": "k100"}
     found = verdict(check, rows, 0.05)
     assert found.result == expected

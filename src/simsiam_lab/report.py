@@ -417,7 +417,7 @@ def refresh_steps(row: RowResult) -> int | None:
         return 1
     every, steps = config["target"]["refresh_every"], row.trials[0].metrics.get("steps")
     if every != "epoch":
-        return every
+        return int(every)  # read back from runs.csv, a column that also holds 'epoch': text
     return None if steps is None else int(steps) // config["optim"]["epochs"]
 
 
