@@ -145,6 +145,8 @@ def test_each_threshold_s_flip_is_where_the_nearest_trial_crosses_it():
     assert describe_flip(found["std_position"], 64).startswith(
         "inconclusive at std(z)·√d bound 0.310"
     )
+    name, rule, at = found["std_position"].reading(64)  # as the report's JSON gives it
+    assert (name, rule, at) == ("std_bound", pytest.approx(0.5), pytest.approx(0.31))
     assert "share" not in found  # the std alone decides: no share in [0.5, 1] changes it
 
 

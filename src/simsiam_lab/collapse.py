@@ -167,6 +167,13 @@ class Flip:
     at: float
     to: str
 
+    def reading(self, batch: int) -> tuple[str, float, float]:
+        """(name, rule, at) in the unit a reader checks: the std bound as std(z)·√d."""
+        if self.threshold != "std_position":
+            return self.threshold, self.rule, self.at
+        floor = batch_norm_std_floor(batch)
+        return "std_bound", floor**self.rule, floor**self.at
+
 
 def flips(kind: str, trials: list[Signals], th: Thresholds = RULE) -> list[Flip]:
     """For each threshold on its own, the nearest value in its range at which the claim's
@@ -187,10 +194,14 @@ def flips(kind: str, trials: list[Signals], th: Thresholds = RULE) -> list[Flip]
     return found
 
 
+NAMES = {
+    "loss_gap": "loss gap",
+    "std_bound": "std(z)·√d bound",
+    "share": "top share",
+    "gain_z": "gain bound (SE)",
+}
+
+
 def describe_flip(flip: Flip, batch: int) -> str:
-    """A flip in the unit a reader checks: std(z)·√d for the std bound, points for none."""
-    if flip.threshold == "std_position":
-        floor = batch_norm_std_floor(batch)
-        return f"{flip.to} at std(z)·√d bound {floor**flip.at:.3f} (rule {floor**flip.rule:.3f})"
-    names = {"loss_gap": "loss gap", "share": "top share", "gain_z": "gain bound (SE)"}
-    return f"{flip.to} at {names[flip.threshold]} {flip.at:.3f} (rule {flip.rule:.3f})"
+    name, rule, at = flip.reading(batch)
+    return f"{flip.to} at {NAMES[name]} {at:.3f} (rule {rule:.3f})"

@@ -405,7 +405,11 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
         evidence,
         rate_bound=bound,
         sensitivity=sensitivity,
-        thresholds={f.threshold: {"rule": f.rule, "flips_at": f.at, "to": f.to} for f in found},
+        thresholds={
+            name: {"rule": rule, "flips_at": at, "to": f.to}
+            for f in found
+            for name, rule, at in [f.reading(batch)]
+        },
     )
 
 
