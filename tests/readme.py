@@ -106,15 +106,27 @@ SIZED: dict[str, Sized] = {
         "test_pipeline::test_the_readme_s_snakemake_blocks_run_as_printed_in_a_new_shell",
         (("cifar10", "smoke"), ("--nproc_per_node 4", "--nproc_per_node 2")),
     ),
-    # The cluster: no Slurm here (the Slurm issue), so the study is planned, not queued (-n),
-    # against the tracking server on a free port.
-    "tracking_server.py start": Sized(
+    # A real cluster's block: its cifar10 study planned (-n) against the tracking server on a
+    # free port (the next block queues the smoke Table 3 on a one-node Slurm).
+    "tracking_server.py start --root /shared": Sized(
         "test_tracking_server::test_the_readme_s_cluster_block_runs_in_a_new_shell",
         (
             ("/shared/simsiam-tracking", "$OUT/tracking"),
             ("--host 0.0.0.0", "--host 127.0.0.1 --port $PORT"),
             ("snakemake all --workflow-profile workflow/profiles/slurm ", "snakemake -n all "),
             ("HOST:5000", "127.0.0.1:$PORT"),
+        ),
+    ),
+    # Slurm on this machine, as printed, in a temporary folder and on a free port; its two
+    # stops run after the test's checks of the queue and the server.
+    "slurm_cluster.py start": Sized(
+        "test_slurm::test_the_readme_s_one_node_slurm_block_queues_the_smoke_table_3_and_a_"
+        "cancelled_run_resumes",
+        (
+            ("python workflow/scripts/tracking_server.py stop --root /tmp/simsiam-tracking\n", ""),
+            ("python workflow/scripts/slurm_cluster.py stop --root /tmp/simsiam-slurm\n", ""),
+            ("/tmp/simsiam-slurm", "$OUT/slurm"),
+            ("--root /tmp/simsiam-tracking)", "--root $OUT/tracking --port $PORT)"),
         ),
     ),
     # DVC, on test_pipeline_dvc's smoke project: `dvc repro` as one table (Table 3).

@@ -1,4 +1,5 @@
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -219,3 +220,33 @@ def test_a_class_list_s_content_is_part_of_a_run_s_identity(params: Params, tmp_
     edited = params.resolve("bad")
     assert edited["data"]["class_list_sha256"] != first["data"]["class_list_sha256"]
     assert config_hash(edited) != config_hash(first)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r.pop("evaluate"), "smoke.resources: expected one entry per job"),
+        (lambda r: r["pretrain"].pop("gpu"), "smoke.resources.pretrain = {"),
+        (
+            lambda r: r["pretrain"].update(mem_mb="2G"),
+            "smoke.resources.pretrain.mem_mb = '2G': must",
+        ),
+        (lambda r: r["evaluate"].update(cpus=0), "smoke.resources.evaluate.cpus = 0: must be an"),
+    ],
+)
+def test_a_profile_s_resources_are_checked_naming_the_key(tmp_path, edit, message):
+    params = tmp_path / "params"
+    shutil.copytree(PARAMS, params)
+    profiles = yaml.safe_load((params / "profiles.yaml").read_text())
+    resources = profiles["smoke"]["resources"]
+    profiles["smoke"]["resources"] = {job: dict(asked) for job, asked in resources.items()}
+    edit(profiles["smoke"]["resources"])
+    (params / "profiles.yaml").write_text(yaml.safe_dump(profiles))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Params(params).resources("smoke")
+
+
+def test_every_profile_asks_for_each_job_s_resources():
+    params = Params(PARAMS)
+    for profile in params.profiles:
+        assert set(params.resources(profile)) == {"prepare", "pretrain", "evaluate"}

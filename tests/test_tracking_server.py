@@ -106,7 +106,9 @@ def test_the_readme_s_cluster_block_runs_in_a_new_shell(tmp_path):
     out = Path(tempfile.mkdtemp(prefix="simsiam-pg-"))  # as the server fixture's root
     out.chmod(0o755)
     try:
-        done = readme.run("tracking_server.py start", project, OUT=str(out), PORT=str(free_port()))
+        done = readme.run(
+            "tracking_server.py start --root /shared", project, OUT=str(out), PORT=str(free_port())
+        )
     finally:
         _server(out / "tracking", "stop")  # where the block stopped before its own stop
         shutil.rmtree(out, ignore_errors=True)

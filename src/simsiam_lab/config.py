@@ -306,6 +306,12 @@ def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
         )
 
 
+# A profile's jobs and what each asks of a cluster, with each value's least: threads, memory
+# (MB), time limit (minutes), GPUs.
+JOBS = ("prepare", "pretrain", "evaluate")
+RESOURCES = {"cpus": 1, "mem_mb": 1, "runtime": 1, "gpu": 0}
+
+
 class Params:
     """The params/ directory: baseline.yaml, profiles.yaml and tables/<name>.yaml."""
 
@@ -352,6 +358,28 @@ class Params:
                 "integer >= 1 (seeds per row that a claim names)"
             )
         return count
+
+    def resources(self, profile: str) -> dict[str, dict[str, int]]:
+        """What one job of each kind (prepare, pretrain, evaluate) asks of a cluster at this
+        profile's scale
+        (params/profiles.yaml: `resources`): {job: {cpus, mem_mb, runtime (minutes), gpu}}."""
+        self.profile(profile)
+        found = self.profiles[profile].get("resources")
+        where = f"{self.root / 'profiles.yaml'}: {profile}.resources"
+        example = "{prepare: {cpus: 1, mem_mb: 3000, runtime: 30, gpu: 0}, pretrain: ..., ...}"
+        if not isinstance(found, dict) or set(found) != set(JOBS):
+            raise ConfigError(f"{where}: expected one entry per job, {example}")
+        for job, asked in found.items():
+            if not isinstance(asked, dict) or set(asked) != set(RESOURCES):
+                keys = ", ".join(RESOURCES)
+                raise ConfigError(f"{where}.{job} = {asked!r}: expected keys {keys}")
+            for key, least in RESOURCES.items():
+                value = asked[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                    raise ConfigError(
+                        f"{where}.{job}.{key} = {value!r}: must be an integer >= {least}"
+                    )
+        return found
 
     def verdicts(self, profile: str) -> bool:
         """Whether the profile's runs can test the paper's claims (params/profiles.yaml:

@@ -54,6 +54,7 @@ try:
     # Reports can be asked for any table in params/tables, not only those `all` builds.
     PLAN = PARAMS.plan(PROFILE, PARAMS.table_names())
     PROFILE_DATA = PARAMS.resolve(PROFILE)["data"]  # what `prepare` makes, fingerprints included
+    RESOURCES = PARAMS.resources(PROFILE)  # what each job asks a cluster for, at this scale
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"params: {err}") from None
 # Keyed by what it is made from: other data is prepared beside it, so a refused or a passing
@@ -71,7 +72,8 @@ EVALUATION_OF = {
 }
 RUNS = f"results/{PROFILE}/runs"
 RUN = RunDir(f"{RUNS}/{{run}}")  # a run's files, by the wildcard
-THREADS = config.get("threads", 1)  # with --cores all: one job per core, as the cpu study ran
+# `--config threads=N` overrides the threads (torch threads) of both jobs.
+THREADS = {job: config.get("threads", asked["cpus"]) for job, asked in RESOURCES.items()}
 
 
 wildcard_constraints:

@@ -11,6 +11,10 @@ rule prepare:
         f"logs/{PROFILE}/benchmark/prepare.tsv"
     params:
         profile=PROFILE,
+    threads: THREADS["prepare"]
+    resources:
+        mem_mb=RESOURCES["prepare"]["mem_mb"],
+        runtime=RESOURCES["prepare"]["runtime"],
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam prepare --profile {params.profile} --out {output}"

@@ -18,10 +18,11 @@ rule pretrain:
         # Not the run's identity: a function of the output, which Snakemake's params trigger
         # skips, so switching the MLflow artifact on or off retrains nothing.
         encoder_artifact=lambda wc, output: str(config["encoder_artifact"]).lower(),
-    threads: THREADS
+    threads: THREADS["pretrain"]
     resources:
-        mem_mb=4000,
-        gpu=1,  # --resources gpu=N: N pretrainings at once, each on its own GPU
+        mem_mb=RESOURCES["pretrain"]["mem_mb"],
+        runtime=RESOURCES["pretrain"]["runtime"],
+        gpu=RESOURCES["pretrain"]["gpu"],  # --resources gpu=N: N at once, each on its own GPU
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} pretrain --profile {params.profile}"
@@ -47,10 +48,11 @@ rule evaluate:
         run=lambda wc, output: os.path.dirname(output[0]),
         # Evaluation settings are not part of a run's hash: changing them reruns this job only.
         settings=lambda wc: EVALUATION_OF[wc.run],
-    threads: THREADS
+    threads: THREADS["evaluate"]
     resources:
-        mem_mb=4000,
-        gpu=1,
+        mem_mb=RESOURCES["evaluate"]["mem_mb"],
+        runtime=RESOURCES["evaluate"]["runtime"],
+        gpu=RESOURCES["evaluate"]["gpu"],
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} evaluate --profile {params.profile} --run {params.run}"
