@@ -99,6 +99,7 @@ SIZED: dict[str, Sized] = {
                 "bash benchmarks/gpu.sh  ",
                 "{ bash benchmarks/gpu.sh 2> $OUT/gpu.err || test $? = 1; }  ",
             ),
+            ("job_startup.py  ", "job_startup.py --files 2000 --archive-gb 0.01 --dir $OUT  "),
         ),
     ),
     # One run over several processes: two CPU processes at smoke.

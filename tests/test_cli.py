@@ -3,6 +3,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 from project import copy_project
 
-from simsiam_lab.cli import main
+from simsiam_lab.cli import handed_over, main
+from simsiam_lab.config import ConfigError, Params, config_hash
 
 ROOT = Path(__file__).parents[1]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -32,6 +34,22 @@ def test_pretrain_without_prepared_data_says_what_to_run(capsys, monkeypatch, tm
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
     assert "run `simsiam prepare`" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_job_takes_the_config_the_planner_hands_over_after_checking_its_hash(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = Params(ROOT / "params")
+    cfg = params.resolve("smoke", params.row("table3:c"), 0)
+    run = config_hash(cfg)
+    resolved = json.dumps({"config": cfg, "trials": ["table3:c@0", "table1:no-decay@0"]})
+    found, trials = handed_over(params, resolved, run)
+    assert found == cfg and [t.ref for t in trials] == ["table3:c@0", "table1:no-decay@0"]
+    with pytest.raises(ConfigError, match=f"--resolved holds config {run}, not --config-hash 0"):
+        handed_over(params, resolved, "0123456789")
+    with pytest.raises(ConfigError, match=re.escape('--resolved: expected JSON {"config"')):
+        handed_over(params, "{not json", run)
+    with pytest.raises(ConfigError, match="trial 'table3:c': expected TABLE:ROW@SEED"):
+        handed_over(params, json.dumps({"config": cfg, "trials": ["table3:c"]}), run)
 
 
 def test_evaluate_without_a_finished_pretraining_says_what_to_run(capsys, tmp_path):

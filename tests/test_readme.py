@@ -81,3 +81,7 @@ def test_the_readme_s_benchmark_block_runs_in_a_new_shell(tmp_path: Path):
     # gpu.sh, as printed, on a machine without CUDA: one line saying so, and exit status 1.
     (refusal,) = (out / "gpu.err").read_text().strip().splitlines()
     assert refusal.startswith("gpu.sh: no CUDA device visible to "), refusal
+    # job_startup.py: a line per source, each with both paths timed.
+    lines = [line for line in done.stdout.splitlines() if ": before " in line]
+    assert [line.split(":")[0] for line in lines] == ["tree of 2,000 files", "0.01 GB tar"]
+    assert all("ms (handed over, hash checked)" in line for line in lines)

@@ -27,6 +27,7 @@ from .config import (
     flatten,
     load_yaml,
     training_config,
+    validate,
 )
 from .data import DataError, DataSpec, check_source, open_split, prepare
 from .rundir import RunDir, make_writable_dir
@@ -134,6 +135,25 @@ def _make_out_dir(root: Path) -> bool:
     return new
 
 
+def handed_over(params: Params, resolved: str, run: str | None) -> tuple[Config, list[Trial]]:
+    """The config and trials that the planner resolved for run `run` (`--resolved`, JSON), so
+    that a job neither rebuilds the plan nor fingerprints the data again; its hash is checked."""
+    try:
+        found = json.loads(resolved)
+        cfg, refs = found["config"], found["trials"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            '--resolved: expected JSON {"config": {...}, "trials": ["TABLE:ROW@SEED", ...]}'
+        ) from None
+    if run is None or config_hash(cfg) != run:
+        raise ConfigError(
+            f"--resolved holds config {config_hash(cfg)}, not --config-hash {run}: "
+            "pass the two from the same plan (rerun snakemake)"
+        )
+    validate(cfg, "--resolved")
+    return cfg, [params.trial(ref) for ref in refs]
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .progress import progress, write
     from .track import PretrainRun, experiment_description, experiment_name
@@ -147,7 +167,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     params = Params(args.params)
     # The trials that train this config, over every table: its MLflow run's table tags, name.
-    if args.row:
+    if args.resolved:
+        cfg, trials = handed_over(params, args.resolved, args.config_hash)
+        row = trials[0].row
+    elif args.row:
         row = params.row(args.row)
         cfg = params.resolve(args.profile, row, args.seed)
         trials = params.plan(args.profile, params.table_names()).get(config_hash(cfg), [])
@@ -255,7 +278,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             f"`simsiam pretrain --out {run.root}` first"
         )
     trained_with = yaml.safe_load(run.config.read_text())
-    settings = Params(args.params).run_config(args.profile, config_hash(trained_with))[EVALUATION]
+    if args.settings:
+        settings = json.loads(args.settings)
+    else:
+        settings = Params(args.params).run_config(args.profile, config_hash(trained_with))
+        settings = settings[EVALUATION]
     cfg = trained_with | {EVALUATION: settings}
     summary = json.loads(run.summary.read_text())
     final = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "z_top_share")
@@ -408,6 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
         "tables' rows share it, so adding a table never renames a run",
     )
     p.add_argument("--seed", type=int, help="one trial of a row with several seeds")
+    p.add_argument(
+        "--resolved",
+        help="with --config-hash: that config and its trials as JSON, "
+        '{"config": {...}, "trials": ["table3:c@0", ...]}, as the planner resolved them '
+        "(Snakemake hands them over: the job then neither rebuilds the plan nor fingerprints "
+        "the data source again)",
+    )
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument(
@@ -437,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
+    p.add_argument(
+        "--settings",
+        help="the eval settings as JSON, as the planner resolved them (Snakemake hands them "
+        "over); default: the profile's for this run's config, which rebuilds the plan",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="render a table's report from its rows' runs")

@@ -424,6 +424,13 @@ class Params:
             )
         return rows[row_id]
 
+    def trial(self, ref: str) -> Trial:
+        """A trial by its ref, TABLE:ROW@SEED (Trial.ref)."""
+        row, at, seed = ref.rpartition("@")
+        if not at or not seed.isdigit():
+            raise ConfigError(f"trial {ref!r}: expected TABLE:ROW@SEED, e.g. table3:c@0")
+        return Trial(self.row(row), int(seed))
+
     def resolve_params(
         self, profile: str, row: Row | None = None, seed: int | None = None
     ) -> Config:

@@ -1,5 +1,7 @@
 # The plan: every distinct resolved config of the requested tables, computed by the library
 # from params/ (the single source of truth shared with dvc.yaml).
+import json
+
 from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.data import DataError, DataSpec, check_source, prepared_identity
 from simsiam_lab.report import CURVES
@@ -66,10 +68,24 @@ if not os.path.isfile(f"{PREPARED}/manifest.json"):  # a prepared source has bee
     except DataError as err:
         raise WorkflowError(f"profile {PROFILE}'s data: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
-EVALUATION_OF = {
-    run: PARAMS.resolve(PROFILE, trials[0].row, trials[0].seed)[EVALUATION]
-    for run, trials in PLAN.items()
+# Each run's resolved config, handed to its jobs: they then neither rebuild the plan nor
+# fingerprint the data source again (minutes a job on ImageNet).
+RESOLVED = {
+    run: PARAMS.resolve(PROFILE, trials[0].row, trials[0].seed) for run, trials in PLAN.items()
 }
+EVALUATION_OF = {run: cfg[EVALUATION] for run, cfg in RESOLVED.items()}
+
+
+def handed_over(wildcards, output):
+    """pretrain's --resolved: the run's config and trials. A function of the output, which
+    Snakemake's params trigger skips: adding a table that shares a config retrains nothing."""
+    trials = [trial.ref for trial in PLAN[wildcards.run]]
+    return json.dumps({"config": RESOLVED[wildcards.run], "trials": trials})
+
+
+def settings_json(wildcards, output):
+    """evaluate's --settings (the `settings` param is what reruns it when they change)."""
+    return json.dumps(EVALUATION_OF[wildcards.run], sort_keys=True)
 RUNS = f"results/{PROFILE}/runs"
 RUN = RunDir(f"{RUNS}/{{run}}")  # a run's files, by the wildcard
 # `--config threads=N` overrides the threads (torch threads) of both jobs.

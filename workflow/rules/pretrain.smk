@@ -18,6 +18,7 @@ rule pretrain:
         # Not the run's identity: a function of the output, which Snakemake's params trigger
         # skips, so switching the MLflow artifact on or off retrains nothing.
         encoder_artifact=lambda wc, output: str(config["encoder_artifact"]).lower(),
+        resolved=handed_over,
     threads: THREADS["pretrain"]
     resources:
         mem_mb=RESOURCES["pretrain"]["mem_mb"],
@@ -26,7 +27,7 @@ rule pretrain:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} pretrain --profile {params.profile}"
-        " --config-hash {wildcards.run} --engine snakemake"
+        " --config-hash {wildcards.run} --resolved {params.resolved:q} --engine snakemake"
         " --encoder-artifact {params.encoder_artifact}"
         " --data {input} --out {params.out}"
 
@@ -48,6 +49,7 @@ rule evaluate:
         run=lambda wc, output: os.path.dirname(output[0]),
         # Evaluation settings are not part of a run's hash: changing them reruns this job only.
         settings=lambda wc: EVALUATION_OF[wc.run],
+        settings_json=settings_json,
     threads: THREADS["evaluate"]
     resources:
         mem_mb=RESOURCES["evaluate"]["mem_mb"],
@@ -56,4 +58,4 @@ rule evaluate:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} evaluate --profile {params.profile} --run {params.run}"
-        " --data {input.data}"
+        " --settings {params.settings_json:q} --data {input.data}"
