@@ -31,7 +31,16 @@ from peers import (
     official_augmentation,
     reference_loss,
 )
-from run import ROOT, TINY, EpochScale, OurLoop, epoch_config, run_epoch, write_report
+from run import (
+    ROOT,
+    TINY,
+    EpochScale,
+    OurLoop,
+    bench_streaming,
+    epoch_config,
+    run_epoch,
+    write_report,
+)
 
 
 def _ours() -> SimSiam:
@@ -201,6 +210,24 @@ def test_an_epoch_of_both_loops_on_a_cpu(tmp_path: Path, jpeg_archive, one_threa
     write_report({"epoch": gpu}, out)
     text = out.read_text()
     assert "Not measured on a GPU" not in text and "Some GPU, 80 GiB" in text
+
+
+def test_the_streaming_section_times_both_loaders_on_one_generated_tree(tmp_path: Path):
+    tree = {"classes": 2, "per_class": 32, "size": 40}
+    found = bench_streaming(tmp_path, workers=1, repeats=1, tree=tree)
+    rates = found["images_per_s"]
+    assert list(rates) == [
+        "ours: streaming (files decoded in workers)",
+        "official-style: ImageFolder + PIL in 1 DataLoader workers",
+        "ours, the workers' half alone (decode, crop, flip)",
+    ]
+    assert all(rate > 0 for rate in rates.values()) and found["crop"] == 35
+    ours, official, _ = rates.values()
+    assert found["speedup"] == pytest.approx(ours / official)
+    out = tmp_path / "benchmarks.md"
+    committed = json.loads((ROOT / "reports" / "benchmarks.json").read_text())
+    write_report(committed | {"streaming": found}, out)
+    assert "| ours: streaming (files decoded in workers) |" in out.read_text()
 
 
 def test_without_an_epoch_the_report_says_how_to_measure_one(tmp_path: Path):
