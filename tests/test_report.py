@@ -284,6 +284,23 @@ def test_once_per_epoch_is_tested_only_where_an_epoch_is_longer_than_the_other_i
         assert "every 39 SGD steps at this scale, not less often than k100's 100" in found.evidence
 
 
+def test_a_loss_that_remains_high_is_a_comparison_of_final_losses_without_the_learned_gate():
+    # Table 1b at cpu: the frozen predictor's loss near -0.25, the baseline's near -0.66, and a
+    # linear accuracy below its random init's (which would bar an accuracy comparison).
+    frozen = [
+        _trial(seed=i, losses=(-0.2, v), linear=25.0, random_linear=27.0)
+        for i, v in enumerate((-0.259, -0.242, -0.259))
+    ]
+    baseline = [_trial(seed=i, losses=(-0.5, v)) for i, v in enumerate((-0.666, -0.648, -0.664))]
+    rows = {"fixed": RowResult("fixed", frozen), "base": RowResult("base", baseline)}
+    found = verdict({"loss_above": "fixed", "than": "base"}, rows, 0.05)
+    assert found.result == "reproduced" and found.p_value < 0.001
+    assert found.evidence.startswith(
+        "final loss fixed -0.253 ± 0.010 vs base -0.659 ± 0.010: Δ +0.406"
+    )
+    assert verdict({"loss_above": "base", "than": "fixed"}, rows, 0.05).result == "not reproduced"
+
+
 def test_instability():
     rows = {
         "ok": _row("ok", 50.0),

@@ -226,6 +226,7 @@ CHECKS = {
     "better": "than",
     "not_worse": "than",
     "similar": "to",
+    "loss_above": "than",
 }
 
 

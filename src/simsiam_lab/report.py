@@ -98,6 +98,9 @@ RULES = [
     f"The {ALPHA} one-sided error rate is split evenly over the table's k comparison claims "
     "(Bonferroni), so each interval is two-sided at 1 − 0.1/k and each of its ends is a "
     f"one-sided test at {ALPHA}/k",
+    "X loss_above Y (§4.2's 'the loss remains high'): X's final loss above Y's, decided as "
+    "'better' on the final loss (margin 0), without the learned condition below: the claim is "
+    "about a failure to train",
     "X better than Y (margin m, 0 unless the claim states one): reproduced when the interval "
     "lies above m, not reproduced when it lies below m, else inconclusive. X not worse than Y "
     "(non-inferiority margin m): reproduced above −m, not reproduced below −m. X similar to Y "
@@ -332,11 +335,28 @@ def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
     return mean if std is None else f"{mean} ± {_fmt(std, digits)}"
 
 
-def _fmt_interval(interval: Interval, level: float) -> str:
-    return (
-        f"Δ {interval.estimate:+.1f}, {level:.1%} CI [{interval.lo:+.1f}, {interval.hi:+.1f}] "
-        f"({interval.test})"
-    )
+def _fmt_interval(interval: Interval, level: float, digits: int = 1) -> str:
+    lo, hi = f"{interval.lo:+.{digits}f}", f"{interval.hi:+.{digits}f}"
+    return f"Δ {interval.estimate:+.{digits}f}, {level:.1%} CI [{lo}, {hi}] ({interval.test})"
+
+
+@dataclass(frozen=True)
+class Compared:
+    """What a comparison claim compares, and how: the metric, its label and printed digits,
+    the decision rule it follows (stats' better, not_worse or similar) and whether its rows
+    must have learned over their random init (not where the claim is about a failure)."""
+
+    metric: str
+    label: str
+    digits: int
+    rule: str
+    needs_learning: bool
+
+
+def compared(kind: str) -> Compared:
+    if kind == "loss_above":  # §4.2: the frozen predictor's loss "remains high"
+        return Compared("final_loss", "final loss", 3, "better", needs_learning=False)
+    return Compared("linear_acc", "linear", 1, kind, needs_learning=True)
 
 
 def comparison_count(claims: list[Config]) -> int:
@@ -505,21 +525,26 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     if CHECKS[kind] is None:
         return _collapse_verdict(kind, rows[check[kind]])
     x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
+    what = compared(kind)
     margin = float(check.get("margin", 0.0))
     level = 1 - 2 * alpha
+    digits = what.digits
     evidence = (
-        f"linear {x.id} {_fmt_trials(x, 'linear_acc')} vs {y.id} {_fmt_trials(y, 'linear_acc')}"
+        f"{what.label} {x.id} {_fmt_trials(x, what.metric, digits)} vs "
+        f"{y.id} {_fmt_trials(y, what.metric, digits)}"
     )
-    interval = difference_interval(x.by_seed("linear_acc"), y.by_seed("linear_acc"), alpha)
+    interval = difference_interval(x.by_seed(what.metric), y.by_seed(what.metric), alpha)
     if interval is None:
         return Verdict("inconclusive", evidence + "; needs at least 2 trials of each row")
     detects = detectable_difference(interval, alpha, POWER)
     evidence += (
-        f": {_fmt_interval(interval, level)}, margin {margin:g}; this test detects "
-        f"{detects:.1f} points {POWER:.0%} of the time"
+        f": {_fmt_interval(interval, level, digits)}, margin {margin:g}; this test detects "
+        f"{detects:.{digits}f} {POWER:.0%} of the time"
     )
     found = Verdict("inconclusive", evidence, interval, margin, level, power=detects)
-    for row in [x, y] if kind == "similar" else [x]:
+    rule = what.rule
+    learned = ([x, y] if rule == "similar" else [x]) if what.needs_learning else []
+    for row in learned:
         gain = row.gain_over_init(ALPHA)
         if gain is None or gain.lo <= 0:
             shown = "no interval" if gain is None else f"{gain.estimate:+.1f} [{gain.lo:+.1f}, …]"
@@ -530,10 +555,10 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
             )
     return replace(
         found,
-        result=decide(kind, interval, margin),
-        sensitivity=_by_margin(kind, interval),
-        p_value=claim_p_value(kind, interval, margin),
-        flips_at=flips_at(kind, interval, margin),
+        result=decide(rule, interval, margin),
+        sensitivity=_by_margin(rule, interval),
+        p_value=claim_p_value(rule, interval, margin),
+        flips_at=flips_at(rule, interval, margin),
     )
 
 
@@ -568,9 +593,9 @@ def _trial_summary(trial: RunResult) -> dict[str, Any]:
 
 
 def _paper_difference(table: Table, check: Config) -> float | None:
-    """The paper's X − Y for a comparison claim, where both rows print a number."""
+    """The paper's X − Y for a comparison claim of accuracies, where both rows print one."""
     kind = claim_kind(check)
-    if CHECKS[kind] is None:
+    if CHECKS[kind] is None or compared(kind).metric != "linear_acc":
         return None
     x, y = table.rows[check[kind]].paper, table.rows[check[CHECKS[kind]]].paper
     numbers = all(isinstance(v, int | float) for v in (x, y))
