@@ -349,14 +349,15 @@ class Compared:
     metric: str
     label: str
     digits: int
+    unit: str
     rule: str
     needs_learning: bool
 
 
 def compared(kind: str) -> Compared:
     if kind == "loss_above":  # §4.2: the frozen predictor's loss "remains high"
-        return Compared("final_loss", "final loss", 3, "better", needs_learning=False)
-    return Compared("linear_acc", "linear", 1, kind, needs_learning=True)
+        return Compared("final_loss", "final loss", 3, "", "better", needs_learning=False)
+    return Compared("linear_acc", "linear", 1, " points", kind, needs_learning=True)
 
 
 def comparison_count(claims: list[Config]) -> int:
@@ -539,7 +540,7 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     detects = detectable_difference(interval, alpha, POWER)
     evidence += (
         f": {_fmt_interval(interval, level, digits)}, margin {margin:g}; this test detects "
-        f"{detects:.{digits}f} {POWER:.0%} of the time"
+        f"{detects:.{digits}f}{what.unit} {POWER:.0%} of the time"
     )
     found = Verdict("inconclusive", evidence, interval, margin, level, power=detects)
     rule = what.rule
