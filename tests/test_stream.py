@@ -17,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from simsiam_lab import data, stream
+from simsiam_lab import data, evaluate, stream
 from simsiam_lab.augment import AugmentConfig, augment, photometric
 from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.data import (
@@ -26,6 +26,7 @@ from simsiam_lab.data import (
     DataError,
     DataSpec,
     FileIndex,
+    Split,
     choose_loader,
     open_split,
     prepare,
@@ -309,6 +310,28 @@ def test_both_paths_evaluate_the_same_features(tree: Path, tmp_path: Path):
     for split in ("train", "test"):
         a, b = (encode(model, cfg, open_split(tmp_path / d, split)) for d in ("memory", "stream"))
         assert torch.equal(a, b)
+
+
+def test_the_monitor_streams_a_fixed_subset_decoded_once(tree: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(evaluate, "MONITOR_PER_CLASS", {"train": 5, "test": 2})
+    _prepare(tree, tmp_path / "memory", "memory")
+    _prepare(tree, tmp_path / "stream", "stream")
+    cfg = _config()
+    memory = [open_split(tmp_path / "memory", s) for s in ("train", "test")]
+    streamed = [open_split(tmp_path / "stream", s) for s in ("train", "test")]
+    # In memory: the whole splits, as before.
+    probe = evaluate.monitor_probe(cfg, *memory)
+    assert probe.train is memory[0] and probe.test is memory[1]
+    # Streamed: 5 training and 2 test images a class, in memory, the same ones every time.
+    first, again = (evaluate.monitor_probe(cfg, *streamed) for _ in range(2))
+    assert isinstance(first.train, Split) and isinstance(first.test, Split)
+    assert first.train.labels.bincount().tolist() == [5, 5, 5]
+    assert first.test.labels.bincount().tolist() == [2, 2, 2]
+    assert torch.equal(first.train.images, again.train.images)
+    # ... decoded as the in-memory path stores them: each image is one of that split's.
+    stored = {bytes(img.numpy()) for img in memory[0].images}
+    assert all(bytes(img.numpy()) in stored for img in first.train.images)
+    assert 0 <= first(build_model(cfg)) <= 100
 
 
 def test_the_paper_probe_runs_on_streamed_files(tree: Path, tmp_path: Path, monkeypatch):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AugmentConfig, augment, augment_config, normalize
-from .config import Config
+from .config import MONITOR_PER_CLASS, Config
 from .data import FileIndex, Split
 from .distributed import autocast_dtype
 from .model import SimSiam
@@ -309,6 +309,34 @@ class KnnProbe:
         """The monitor, at the monitor's k and temperature."""
         monitor = self.cfg["monitor"]
         return self.accuracy(self.features(model), monitor["knn_k"], monitor["knn_temperature"])
+
+
+MONITOR_SEED = 0  # the monitor's subset: the same images for every run, so curves compare
+
+
+def monitor_probe(cfg: Config, train: Data, test: Data) -> KnnProbe:
+    """The kNN monitor of pretraining: over the splits themselves when they are in memory; on
+    the streaming path, over a fixed subset of each (MONITOR_PER_CLASS), decoded once."""
+    if not isinstance(train, FileIndex):
+        return KnnProbe(cfg, train, test)
+    subsets = [
+        _decoded_subset(s, MONITOR_PER_CLASS[n]) for s, n in ((train, "train"), (test, "test"))
+    ]
+    return KnnProbe(cfg, *subsets)
+
+
+def _decoded_subset(split: FileIndex, per_class: int) -> Split:
+    """Up to `per_class` images of each class, the same ones every time, decoded into memory."""
+    gen = torch.Generator().manual_seed(MONITOR_SEED)
+    chosen = []
+    for label in range(len(split.classes)):
+        members = (split.labels == label).nonzero().flatten()
+        if len(members) > per_class:
+            members = members[torch.randperm(len(members), generator=gen)[:per_class]].sort().values
+        chosen.append(members)
+    idx = torch.cat(chosen).tolist()
+    subset = replace(split, files=[split.files[i] for i in idx], labels=split.labels[idx])
+    return Split(torch.cat(list(stored_images(subset))), subset.labels, split.classes)
 
 
 def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str, float]:

@@ -32,6 +32,7 @@ from .config import (
     CHECKS,
     EVALUATION,
     LONGER_THAN,
+    MONITOR_PER_CLASS,
     Config,
     ReportError,
     Table,
@@ -118,6 +119,11 @@ RULES = [
     f"their mean over the trials, two-sided at {1 - 2 * ALPHA:.0%}: reproduced when it lies above "
     "0, not reproduced when below, else inconclusive. Like a collapse claim it is tested on its "
     f"own, at one-sided {ALPHA}, outside the comparisons' family",
+    "the kNN monitor (the curves' third panel, the improving claims): the weighted kNN of the "
+    "test split against the training split, every monitor.knn_every epochs; on the streaming "
+    f"path, of a fixed subset, {MONITOR_PER_CLASS['test']} test against "
+    f"{MONITOR_PER_CLASS['train']} training images a class, decoded once and the same for every "
+    "run; the evaluation's kNN and linear probe always use the whole splits",
     "a comparison needs at least 2 trials of each row; with one it is inconclusive",
     "a comparison is inconclusive unless X (and, for similar, Y too) learned: its linear "
     "accuracy lies above the same network's at random init (paired by seed, one-sided at "

@@ -28,7 +28,7 @@ from . import distributed
 from .batches import Views, batch_source
 from .config import Config, ConfigError, training_config
 from .data import FileIndex, Split, open_split
-from .evaluate import KnnProbe
+from .evaluate import monitor_probe
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
 from .rundir import STEP, STEP_LOSS, RunDir
@@ -372,7 +372,7 @@ def _train(
     steps_per_epoch = source.steps_per_epoch
     total = optim["epochs"] * steps_per_epoch
     warmup = round(optim["warmup_fraction"] * total)
-    monitor = KnnProbe(cfg, train, test)
+    monitor = monitor_probe(cfg, train, test)
     every = cfg["monitor"]["knn_every"]
     target = build_target(cfg, model, len(train.labels), steps_per_epoch, dev)
     fmt, dtype = fast_path(cfg, model, dev)
