@@ -309,8 +309,9 @@ def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
 
 # The training-time kNN monitor on the streaming path: up to this many images a class of each
 # split, decoded once. Decoding every image at every monitor would cost ImageNet-1k an estimated
-# 20 minutes a time (not measured here); these are 25,000 images there (forward passes only). Not a config key: the
-# monitor's curve is a view of training, not part of it, so it must not change a run's hash.
+# 20 minutes a time (not measured here); these are 25,000 images there (forward passes only).
+# Not a config key: the monitor's curve is a view of training, not part of it, so it must not
+# change a run's hash.
 MONITOR_PER_CLASS = {"train": 20, "test": 5}
 
 # A profile's jobs and what each asks of a cluster, with each value's least: threads, memory
