@@ -9,6 +9,14 @@ from pathlib import Path
 from simsiam_lab.track import Tracker
 
 WRITERS = 8
+MANIFEST = {
+    "dataset": "cifar10",
+    "source": "/data/cifar10.tar.gz",
+    "source_sha256": "0123456789abcdef" * 4,
+    "classes": ["a", "b"],
+    "counts": {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}},
+    "stored_size": 32,
+}
 
 
 def free_port() -> int:
@@ -21,6 +29,7 @@ def write_one_run(uri: str, artifact_dir: str, index: int, steps: int, barrier) 
     barrier.wait(timeout=120)  # all eight create the experiment and a run at once
     tracker = Tracker(uri)
     run_id = tracker.start("simsiam-test", f"run-{index}", {"index": str(index)}, {"seed": index})
+    tracker.log_dataset(run_id, MANIFEST)  # the same dataset from every writer, as jobs do
     for step in range(1, steps + 1):
         tracker.log_metrics(run_id, {"loss": -step / steps, "z_std": 0.1 * index}, step=step)
     artifact = Path(artifact_dir) / f"metrics-{index}.json"
@@ -61,4 +70,5 @@ def assert_nothing_lost(uri: str, steps: int) -> list:
             assert sorted(found) == list(range(1, steps + 1)), (run_id, key)
         artifacts = [a.path for a in client.list_artifacts(run_id)]
         assert artifacts == [f"metrics-{run.data.params['seed']}.json"]
+        assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["cifar10"], run_id
     return runs

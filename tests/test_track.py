@@ -152,3 +152,25 @@ def test_a_store_s_artifacts_lie_beside_it_named_after_it_and_are_git_ignored(
         cwd=Path(__file__).parents[1],
     )
     assert ignored.returncode == 0  # by the checkout's .gitignore
+
+
+def test_a_dataset_another_job_inserted_at_the_same_moment_is_logged_on_a_retry(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from simsiam_lab import track
+
+    monkeypatch.setattr(track.time, "sleep", lambda s: None)
+    calls = []
+
+    def log_inputs():
+        calls.append(1)
+        if len(calls) == 1:  # what the server answered when two jobs raced (PostgreSQL)
+            raise MlflowException(
+                "BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key "
+                'value violates unique constraint "dataset_pk"'
+            )
+
+    track._retry_duplicate(log_inputs)
+    assert len(calls) == 2
+    with pytest.raises(MlflowException, match="no such run"):  # any other error is raised
+        track._retry_duplicate(lambda: (_ for _ in ()).throw(MlflowException("no such run")))

@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -160,6 +160,23 @@ def experiment_description(profile_description: str) -> str:
     )
 
 
+def _retry_duplicate(call: Callable[[], object], attempts: int = 5) -> None:
+    """`call`, again where a server store refused it for a row another job inserted at the same
+    moment: MLflow's server looks a dataset up, then inserts it, so two jobs logging the same
+    dataset at once through it fail the second with a duplicate key (PostgreSQL's UniqueViolation),
+    and a retry finds the row and links it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except MlflowException as err:
+            if attempt == attempts - 1 or "duplicate key" not in str(err):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 class Tracker:
     """Writes one MLflow run; reopened by run id from the evaluation step."""
 
@@ -263,10 +280,9 @@ class Tracker:
                 }
             ),
         )
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
         with _store_lock(self.uri):
-            self.client.log_inputs(
-                run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
-            )
+            _retry_duplicate(lambda: self.client.log_inputs(run_id, inputs))
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
