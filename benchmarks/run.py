@@ -32,6 +32,7 @@ from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from itertools import pairwise
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -563,11 +564,8 @@ def bench_streaming(workdir: Path, workers: int, repeats: int, tree: dict = STRE
     prepared = workdir / "stream-prepared"
     prepare(DataSpec("imagefolder", str(root), tree["size"], loader="stream"), prepared)
     dev = torch.device("cpu")
-    before, os.environ[ENV_WORKERS] = os.environ.get(ENV_WORKERS), str(workers)
-    try:
+    with mock.patch.dict(os.environ, {ENV_WORKERS: str(workers)}):  # the loader's workers
         ours = StreamBatches(cfg, open_split(prepared, "train"), dev, rank=0, world=1)
-    finally:
-        os.environ.pop(ENV_WORKERS) if before is None else os.environ.update({ENV_WORKERS: before})
     aug = augment_config(cfg)
     batch = cfg["optim"]["batch_size"]
     official = official_loader(root / "train", batch, workers, crop, aug.mean, aug.std, False)

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mlflow_writers import assert_nothing_lost, run_writers
+from mlflow_writers import MANIFEST, assert_nothing_lost, run_writers
 
 from simsiam_lab.rundir import RunDir
 from simsiam_lab.track import DESCRIPTION_TAG, PretrainRun, Tracker, git_commit, source_tags
@@ -40,16 +40,6 @@ def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):
     assert json.loads(found.dataset.source)["uri"] == "/data/flowers.tar.gz"
     assert json.loads(found.dataset.schema)["classes"] == ["daisy", "rose"]
     assert json.loads(found.dataset.profile)["counts"] == {"train": 7, "test": 2}
-
-
-MANIFEST = {
-    "dataset": "cifar10",
-    "source": "torchvision",
-    "source_sha256": "torchvision:cifar10",
-    "classes": ["a", "b"],
-    "counts": {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}},
-    "stored_size": 32,
-}
 
 
 def test_a_resumed_pretraining_continues_its_mlflow_run_and_logs_each_epoch_once(

@@ -93,17 +93,13 @@ class Signals:
 
     def votes(self, th: Thresholds) -> dict[str, bool | None]:
         """Each signal's say: True for collapse, None where the trial lacks the measurement."""
-        degenerate = [
-            v
-            for v in (
-                None if self.ratio is None else self.ratio <= th.std_bound(self.batch),
-                None if self.share is None else self.share >= th.share,
-            )
-            if v is not None
-        ]
+        flat = None if self.ratio is None else self.ratio <= th.std_bound(self.batch)
+        on_a_line = None if self.share is None else self.share >= th.share
         return {
             "loss at its minimum": None if self.loss_gap is None else self.loss_gap <= th.loss_gap,
-            "degenerate output": any(degenerate) if degenerate else None,
+            "degenerate output": None
+            if flat is None and on_a_line is None
+            else bool(flat or on_a_line),
             "learned nothing": None if self.gain_z is None else self.gain_z <= th.gain_z,
         }
 
@@ -117,6 +113,15 @@ class Signals:
         loss = votes["loss at its minimum"]
         healthy = loss is False or (loss is None and votes["learned nothing"] is False)
         return NOT_COLLAPSED if not votes["degenerate output"] and healthy else DISAGREE
+
+    def crossing(self, threshold: str) -> float | None:
+        """The value of a Thresholds field at which this trial's vote on it changes: its own
+        measurement, or for the std bound the position whose bound is its std(z)·√d."""
+        if threshold != "std_position":
+            return getattr(self, threshold)
+        if not self.ratio:
+            return None
+        return math.log(self.ratio) / math.log(batch_norm_std_floor(self.batch))
 
     def disagreement(self, th: Thresholds) -> str:
         """Which signals say collapse and which do not, e.g. 'degenerate output, learned
@@ -145,16 +150,7 @@ def claim_result(kind: str, trials: list[Signals], th: Thresholds = RULE) -> str
 
 def _breakpoints(name: str, trials: list[Signals]) -> list[float]:
     """The values of one threshold at which a trial's vote changes."""
-    points: list[float | None] = []
-    for t in trials:
-        if name == "loss_gap":
-            points.append(t.loss_gap)
-        elif name == "share":
-            points.append(t.share)
-        elif name == "gain_z":
-            points.append(t.gain_z)
-        elif t.ratio is not None and t.ratio > 0:
-            points.append(math.log(t.ratio) / math.log(batch_norm_std_floor(t.batch)))
+    points = [t.crossing(name) for t in trials]
     return [p for p in points if p is not None and math.isfinite(p)]
 
 

@@ -22,7 +22,6 @@ from .collapse import (
     NOT_COLLAPSED,
     RULE,
     Signals,
-    Thresholds,
     batch_norm_std_floor,
     claim_result,
     describe_flip,
@@ -158,10 +157,10 @@ class RunResult:
         """What the collapse rule reads; None for a trial that did not finish training."""
         return Signals.of(self.config, self.metrics) if self.status == "ok" else None
 
-    def collapse(self, th: Thresholds = RULE) -> str | None:
+    def collapse(self) -> str | None:
         """collapsed, not collapsed or signals disagree; None for an unfinished trial."""
         signals = self.signals
-        return None if signals is None else signals.outcome(th)
+        return None if signals is None else signals.outcome(RULE)
 
     @property
     def collapsed(self) -> bool:
@@ -273,9 +272,9 @@ class RowResult:
             return "diverged"
         if self.unstable:
             return "unstable"
-        outcomes = [t.collapse() for t in self.trials]
-        if all(o == COLLAPSED for o in outcomes):
+        if self.collapsed:
             return "collapsed"
+        outcomes = [t.collapse() for t in self.trials]
         if all(o == NOT_COLLAPSED for o in outcomes):
             return "ok"
         return "some trials collapsed" if COLLAPSED in outcomes else "collapse signals disagree"
@@ -336,9 +335,7 @@ def _margin_share(check: Config, rows: dict[str, RowResult]) -> dict[str, float]
 
 
 def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
-    std = row.std(metric)
-    mean = _fmt(row.mean(metric), digits)
-    return mean if std is None else f"{mean} ± {_fmt(std, digits)}"
+    return _fmt_values(row.values(metric), digits)
 
 
 def _fmt_interval(interval: Interval, level: float, digits: int = 1) -> str:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pickle
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -395,7 +396,6 @@ def _train(
     net = distributed.data_parallel(model, dev) if world > 1 else model
     for epoch in range(first_epoch, optim["epochs"] + 1):
         net.train()
-        loss_sum = torch.zeros((), device=dev)
         std_sum = torch.zeros((), device=dev)
         losses = []
         for idx, pairs in source.epoch(epoch, gen):
@@ -403,21 +403,13 @@ def _train(
             views = [fmt(pair) for pair in pairs]
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
             # Kept on the device: one host sync per epoch, not per step.
-            loss_sum += loss
             losses.append(loss)
             std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
             step += 1
         # z's std is each process's shard's, averaged: close to, not exactly, the global batch's.
-        sums = torch.cat([torch.stack([loss_sum, std_sum]), torch.stack(losses).float()])
-        sums = distributed.mean_over_ranks(sums).tolist()
+        *step_losses, std = distributed.mean_over_ranks(torch.stack([*losses, std_sum])).tolist()
         record = _epoch_record(
-            epoch,
-            sums[0] / steps_per_epoch,
-            sums[1] / steps_per_epoch,
-            dim,
-            lr,
-            step,
-            sums[2:],
+            epoch, statistics.fmean(step_losses), std / steps_per_epoch, dim, lr, step, step_losses
         )
         if not math.isfinite(record["loss"]):
             # The last finite weights are kept, not the NaN ones.
