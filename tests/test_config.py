@@ -182,6 +182,22 @@ def _edit_table3(params: Params, edit) -> None:
             lambda t: t["claims"][1].update(margin_reason="because"),
             "claims[1]: a margin needs its reason beside it, and a reason its margin",
         ),
+        (
+            lambda t: t["claims"][3]["check"].pop("margin_of_gain"),
+            "claims[3]: a 'similar' check needs a margin: 'margin_of_gain: 0.015'",
+        ),
+        (
+            lambda t: t["claims"][3]["check"].update(margin=1.0),
+            "claims[3]: give one of margin and margin_of_gain, not both",
+        ),
+        (
+            lambda t: t["claims"][3]["check"].update(margin_of_gain=1.5),
+            "margin_of_gain = 1.5: a share of the learned gain, below 1 (0.015 is 1.5%)",
+        ),
+        (
+            lambda t: t["claims"][4]["check"].pop("than"),
+            "claims[4]: the 'unstable' check needs 'than: ROW'; unknown row None",
+        ),
     ],
 )
 def test_a_bad_table_is_one_line_naming_file_and_key(params: Params, edit, message):

@@ -45,7 +45,9 @@ def _trial(
     batch=512,
     seed=0,
     reason=None,
+    steps=None,
 ):
+    """One trial; `steps`: its per-step losses, one list an epoch (as history.json has them)."""
     metrics = {
         "status": status,
         "reason": reason,
@@ -59,6 +61,8 @@ def _trial(
         "test_images": 10_000,
     }
     history = [{"epoch": i + 1, "loss": loss} for i, loss in enumerate(losses)]
+    for record, step_losses in zip(history, steps or [], strict=False):
+        record["step_loss"] = list(step_losses)
     config = {"seed": seed, "loss": {"similarity": similarity}, "optim": {"batch_size": batch}}
     return RunResult(config, metrics, history)
 
@@ -183,6 +187,26 @@ def test_trials_that_disagree_on_collapse_are_inconclusive():
         assert found.result == "inconclusive" and "1 of 2 trials collapsed" in found.evidence
 
 
+def test_collapse_reads_where_the_loss_ended_not_the_last_epoch_s_mean():
+    # Still falling in the last epoch: its mean misses the bound (-0.9175 at B = 64), its last
+    # steps are within it.
+    bound = -1 + 4 / 64 + 0.02
+    last_epoch = [bound + 0.05 - 0.002 * i for i in range(40)]  # ends 0.028 below the bound
+    trial = _trial(
+        ratio=0.3,
+        share=0.999,
+        losses=(-0.5, sum(last_epoch) / 40),
+        batch=64,
+        linear=20.0,
+        random_linear=27.0,
+        steps=[[-0.5] * 40, last_epoch],
+    )
+    assert trial.metrics["final_loss"] > bound > trial.metrics["final_window_loss"]
+    found = verdict({"collapsed": "r"}, {"r": RowResult("r", [trial])}, 0.05)
+    assert found.result == "reproduced"
+    assert "(median of the last 10 steps) (bound -0.917)" in found.evidence
+
+
 def test_a_collapse_verdict_says_which_threshold_would_change_it():
     # Table 1a at cpu: one trial within the loss bound, two a little above it.
     gaps = (0.01, 0.018, 0.037)
@@ -301,15 +325,44 @@ def test_a_loss_that_remains_high_is_a_comparison_of_final_losses_without_the_le
     assert verdict({"loss_above": "base", "than": "fixed"}, rows, 0.05).result == "not reproduced"
 
 
-def test_instability():
+def _noisy_steps(scatter, seed, epochs=2, per_epoch=40):
+    """Step losses around -0.9, alternating by `scatter`: step noise exactly `scatter`·√2."""
+    return [[-0.9 + scatter * (-1) ** (i + seed) for i in range(per_epoch)] for _ in range(epochs)]
+
+
+def test_instability_is_divergence_a_rise_or_step_noise_well_above_the_reference():
+    def row(row_id, scatter, **kw):
+        trials = [
+            _trial(seed=s, losses=(-0.9, -0.9), steps=_noisy_steps(scatter, s), **kw)
+            for s in range(3)
+        ]
+        return RowResult(row_id, trials)
+
     rows = {
-        "ok": _row("ok", 50.0),
+        "ref": row("ref", 0.01),
+        "calm": row("calm", 0.015),
+        "wild": row("wild", 0.05),
         "nan": RowResult("nan", [_trial(status="diverged", linear=None, knn=None, ratio=None)]),
         "rising": _row("rising", 50.0, losses=(-0.9, -0.6)),
+        "unmeasured": _row("unmeasured", 50.0, 51.0),  # no per-step loss: a history of before
     }
-    assert verdict({"unstable": "nan"}, rows, 0.05).result == "reproduced"
-    assert verdict({"unstable": "rising"}, rows, 0.05).result == "reproduced"
-    assert verdict({"unstable": "ok"}, rows, 0.05).result == "not reproduced"
+    found = {r: verdict({"unstable": r, "than": "ref"}, rows, 0.05) for r in rows if r != "ref"}
+    assert {r: v.result for r, v in found.items()} == {
+        "calm": "not reproduced",
+        "wild": "reproduced",
+        "nan": "reproduced",
+        "rising": "reproduced",
+        "unmeasured": "inconclusive",
+    }
+    # The ratio of step noises is what the threshold is read against, and where it would flip.
+    assert "ratio 5.00 ± 0.00 (rule 2)" in found["wild"].evidence
+    assert found["calm"].thresholds["noise_factor"] == {
+        "rule": 2.0,
+        "flips_at": pytest.approx(1.5),
+        "to": "reproduced",
+    }
+    assert "3 of 3 trials unstable (rate 0.37 to 1.00" in found["wild"].evidence
+    assert "step noise not measured for seed 0, 1" in found["unmeasured"].evidence
 
 
 def _table_runs(table, params, linear_of):
@@ -580,21 +633,24 @@ def test_each_comparison_carries_its_p_value_and_the_margin_where_its_verdict_fl
     for claim in compared:  # the p-value decides as the interval does, at the table's alpha
         assert (claim["p_value"] < context["alpha"]) == (claim["verdict"] == "reproduced")
         assert "by margin: " in claim["evidence"] or "at every margin" in claim["evidence"]
-    # c similar to c-affine, margin 1: the interval [−1.8, +3.6] needs a margin above 3.6.
+    # c similar to c-affine, margin 0.32: the interval [−1.8, +3.6] needs a margin above 3.6.
     (similar,) = [c for c in compared if c["kind"] == "similar"]
     assert similar["verdict"] == "inconclusive" and similar["flips_at"] == similar["interval"][1]
+    # Each margin is also a share of what the reference (c-affine: 40 + seed over 20) learned.
+    hi, gain = similar["interval"][1], similar["reference_gain"]
+    assert gain == pytest.approx(21.0) and similar["flips_at_share"] == pytest.approx(hi / 21.0)
     assert similar["evidence"].endswith(
-        f"by margin: inconclusive below {similar['interval'][1]:.2f}, reproduced above"
+        f"by margin: inconclusive below {hi:.2f} ({hi / 21.0:.1%} of the gain), reproduced above"
     )
 
 
-def test_each_margin_is_listed_with_its_reason_and_its_share_of_what_was_learned():
+def test_each_margin_is_listed_with_its_reason_in_both_units():
     table, context = _table3_context()  # each row learned 40 + seed over 20 at random init
     markdown, page = render(context), unescape(render(context, "html"))
     (claim,) = [c for c in table.claims if "margin_reason" in c]
     line = (
-        f"- {claim['text']} Margin 1.0 points, 5% of the 21.0 points its reference row learned "
-        f"over random init here: {claim['margin_reason']}."
+        f"- {claim['text']} Margin 1.5% of what its reference row learned over random init "
+        f"(21.0 points here): 0.32 points: {claim['margin_reason']}."
     )
     assert line in markdown.splitlines()
     assert f"<li>{line[2:]}</li>" in page
@@ -607,7 +663,10 @@ def test_each_margin_is_listed_with_its_reason_and_its_share_of_what_was_learned
     runs["b512"] = RowResult("b512", [RunResult(config, skipped.metrics, [])])
     listed = render(build_context(table2, "cpu", runs, MANIFEST, "abc", judged=True))
     assert "Margin None" not in listed
-    assert "Batch 256 and 512 are equally good (68.1 vs 68.1). Margin 1.0 points:" in listed
+    assert (
+        "Batch 256 and 512 are equally good (68.1 vs 68.1). Margin 1.5% of what its reference "
+        "row learned over random init, which it does not show here:"
+    ) in listed
 
 
 def test_the_index_counts_the_whole_study_under_holm_beside_each_table_s_bonferroni():
@@ -630,6 +689,25 @@ def test_the_index_counts_the_whole_study_under_holm_beside_each_table_s_bonferr
     assert (
         "Holm's procedure over all 3 comparison claims at one-sided\n0.05 reproduces **1**" in index
     )
+    # What each verdict hangs on: the two reproduced per table but not under Holm say so.
+    hanging = [r for r in counts["sensitivity"]["rows"] if any("Holm" in c for c in r["choices"])]
+    assert len(hanging) == 2
+    assert "family, its table (Bonferroni): inconclusive over the whole study (Holm)" in index
+
+
+def test_the_index_lists_each_verdict_s_choices_where_they_would_change_it():
+    _, context = _table3_context(
+        lambda row, seed: 40.0 + seed + 5 * (row == "b") + 0.9 * seed * (row == "c")
+    )
+    summary = summary_json(context)
+    rows = {r["claim"]: r for r in index_json([summary], "abc")["sensitivity"]["rows"]}
+    (similar,) = [c for c in summary["claims"] if c["kind"] == "similar"]
+    assert rows[similar["text"]]["choices"] == [
+        f"margin {similar['margin']:.3g}: reproduced at {similar['flips_at']:.3g}"
+    ]
+    index = render_index([summary], "abc")
+    assert "## What each verdict hangs on" in index
+    assert f"| {similar['text']} | inconclusive | margin " in index
 
 
 def test_a_profile_s_verdicts_switch_must_be_true_or_false(tmp_path: Path):

@@ -2,7 +2,8 @@
 output that carries nothing, judged per trial from three signals that hold on any dataset, and
 how far a claim's verdict hangs on each signal's threshold.
 
-- loss at its minimum: the final loss within `loss_gap` of the lowest a batch can reach. The
+- loss at its minimum: the final loss (the median of the last steps: stability.final_loss)
+  within `loss_gap` of the lowest a batch can reach. The
   affine-free BN that ends the projector keeps each channel's batch variance at 1, so the most
   nearly constant batch is identical outputs but for one image; when the image set apart differs
   between the two views, the cosine loss is -1 + 4/B.
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
+
+from .stability import FINAL_WINDOW_LOSS
+from .stats import threshold_flips
 
 COLLAPSED, NOT_COLLAPSED, DISAGREE = "collapsed", "not collapsed", "signals disagree"
 
@@ -77,7 +81,7 @@ class Signals:
     def of(cls, config: dict[str, Any], metrics: dict[str, Any]) -> Signals:
         batch = config["optim"]["batch_size"]
         lowest = LOWEST_LOSS.get(config["loss"]["similarity"])
-        loss = metrics.get("final_loss")
+        loss = metrics.get(FINAL_WINDOW_LOSS, metrics.get("final_loss"))
         gap = None if lowest is None or loss is None else loss - lowest(batch)
         gain, gain_z = None, None
         trained, init = metrics.get("linear_acc"), metrics.get("random_init_linear")
@@ -174,20 +178,13 @@ class Flip:
 def flips(kind: str, trials: list[Signals], th: Thresholds = RULE) -> list[Flip]:
     """For each threshold on its own, the nearest value in its range at which the claim's
     verdict changes; thresholds that change nothing in their range are left out."""
-    now = claim_result(kind, trials, th)
-    found = []
-    for field in fields(Thresholds):
-        rule, (lo, hi) = getattr(th, field.name), RANGES[field.name]
-        changes = []
-        for point in _breakpoints(field.name, trials):
-            for value in (point - 1e-9, point + 1e-9):
-                to = claim_result(kind, trials, replace(th, **{field.name: value}))
-                if lo <= value <= hi and to != now:
-                    changes.append((abs(value - rule), point, to))
-        if changes:
-            _, at, to = min(changes)
-            found.append(Flip(field.name, rule, at, to))
-    return found
+    found = threshold_flips(
+        lambda rule: claim_result(kind, trials, rule),
+        th,
+        lambda name: _breakpoints(name, trials),
+        RANGES,
+    )
+    return [Flip(name, getattr(th, name), at, to) for name, (at, to) in found.items()]
 
 
 NAMES = {

@@ -15,6 +15,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from . import stability
 from .collapse import (
     COLLAPSED,
     DISAGREE,
@@ -31,7 +32,9 @@ from .config import (
     CHECKS,
     EVALUATION,
     LONGER_THAN,
+    MARGINS,
     MONITOR_PER_CLASS,
+    REFERENCE,
     Config,
     ReportError,
     Table,
@@ -40,6 +43,7 @@ from .config import (
     training_config,
 )
 from .rundir import RunDir
+from .stability import FINAL_WINDOW_LOSS
 from .stats import (
     Interval,
     claim_p_value,
@@ -60,7 +64,6 @@ if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
     from matplotlib.axes import Axes
     from matplotlib.container import BarContainer
 
-UNSTABLE_RISE = 0.1  # loss that ends this far above its minimum counts as unstable
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
 ALPHA = 0.05  # one-sided error rate of a table's comparison claims together (Bonferroni)
@@ -75,24 +78,35 @@ CURVES = {
 RULES = [
     "collapsed, as the paper means it: a degenerate solution, with the loss at its minimum and "
     "an output that carries nothing. Each trial is judged on three signals that hold on any "
-    f"dataset. Loss at its minimum: the final loss at most {RULE.loss_gap} above -1 + 4/B (for "
-    "the cosine loss; the cross-entropy has no such bound and goes without this signal): the "
-    "affine-free BN on z keeps each channel's batch variance at 1, so the most nearly constant "
-    "batch is identical outputs but for one image, and -1 + 4/B is its loss when that image "
-    "differs between the two views. Degenerate output: std(z)·√d at most √(2/√B), the geometric "
-    "midpoint between that batch's 2/√B (0.25 at B = 64, 0.09 at the paper's 512) and the "
-    f"isotropic 1, or at least {RULE.share:.0%} of z's variance on the test images along one "
-    "direction (BN in eval mode). Learned nothing: the linear accuracy at most "
-    f"{RULE.gain_z:.3f} standard errors (one-sided 5%) above the same network's at random init, "
-    "the two taken as binomial proportions over the test images. A trial collapsed when every "
+    f"dataset. Loss at its minimum: the final loss (below) at most {RULE.loss_gap} above "
+    "-1 + 4/B (for the cosine loss; the cross-entropy has no such bound and goes without this "
+    "signal): the affine-free BN on z keeps each channel's batch variance at 1, so the most "
+    "nearly constant batch is identical outputs but for one image, and -1 + 4/B is its loss "
+    "when that image differs between the two views. Degenerate output: std(z)·√d at most "
+    "√(2/√B), the geometric midpoint between that batch's 2/√B (0.25 at B = 64, 0.09 at the "
+    f"paper's 512) and the isotropic 1, or at least {RULE.share:.0%} of z's variance on the "
+    "test images along one direction (BN in eval mode). Learned nothing: the linear accuracy "
+    f"at most {RULE.gain_z:.3f} standard errors (one-sided 5%) above the same network's at "
+    "random init, the two taken as binomial proportions over the test images. A trial "
+    "collapsed when every "
     "signal it has says so; it did not when its loss is above the minimum and its output is "
     "not degenerate (a network that learned nothing without reaching the degenerate solution "
     "failed to train, as Table 1b's fixed predictor); any other mix is a disagreement. A "
     "collapse claim is reproduced when every trial agrees with it, not reproduced when every "
     "trial says the opposite, and inconclusive otherwise, with the signals that disagree. Its "
     "evidence ends with each threshold's value at which the verdict would change",
-    "unstable: a trial's loss became non-finite (diverged), or ended more than "
-    f"{UNSTABLE_RISE} above its minimum",
+    "unstable (X unstable, against reference Y): a trial diverged (a non-finite loss ended "
+    f"it), its last epoch's mean loss ended more than {stability.RULE.rise} above its lowest "
+    "epoch's, or its step noise over the second half of training (the root mean square of "
+    "successive step losses' differences over √2, which a slow trend does not inflate) is more "
+    f"than {stability.RULE.noise_factor:g} times Y's for the same seed. Reproduced when any "
+    "trial is unstable, not reproduced when every trial is measured stable, else inconclusive; "
+    "its evidence gives the rate's exact binomial interval and each threshold's value at which "
+    "the verdict would change",
+    "the final loss (the collapse rule's, the loss comparisons'): the median of the last "
+    f"{stability.FINAL_WINDOW:.0%} of SGD steps (at least {stability.MIN_STEPS}), where the "
+    "loss ended; runs that predate the per-step loss give their last epoch's mean, and the "
+    "evidence says which",
     "comparisons use the mean linear accuracy over a row's trials (seeds) and a t interval of "
     "the difference X − Y: paired by seed when both rows ran the same seeds, else Welch's. "
     f"The {ALPHA} one-sided error rate is split evenly over the table's k comparison claims "
@@ -136,6 +150,31 @@ RULES = [
 ]
 
 
+def rendering_code() -> list[str]:
+    """What a report is rendered with, as paths under src/: this module, the library modules it
+    imports (closed over), and its templates. An edit to any of them re-renders the reports
+    (Snakemake's and DVC's report stages depend on these) and retrains nothing."""
+    import ast
+
+    library = Path(__file__).parent
+    found, todo = set(), [Path(__file__).name]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for node in ast.walk(ast.parse((library / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [
+                    f"{m}.py"
+                    for m in ([node.module] if node.module else [a.name for a in node.names])
+                ]
+    templates = sorted(p.name for p in (library / "templates").glob("*.j2"))
+    return [f"{library.name}/{n}" for n in sorted(found)] + [
+        f"{library.name}/templates/{t}" for t in templates
+    ]
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One trial: its resolved config, final metrics and per-epoch history."""
@@ -148,9 +187,11 @@ class RunResult:
     def status(self) -> str:
         return self.metrics["status"]
 
-    @property
-    def losses(self) -> list[float]:
-        return [r["loss"] for r in self.history if "loss" in r]
+    def __post_init__(self) -> None:
+        # Where the loss ended, as the collapse rule and the loss comparisons read it, beside
+        # the metrics it is compared with (stability.final_loss).
+        final = stability.final_loss(self.history)
+        self.metrics.setdefault(FINAL_WINDOW_LOSS, None if final is None else final[0])
 
     @property
     def signals(self) -> Signals | None:
@@ -168,10 +209,9 @@ class RunResult:
 
     @property
     def unstable(self) -> bool:
-        losses = self.losses
-        return self.status == "diverged" or (
-            bool(losses) and losses[-1] - min(losses) > UNSTABLE_RISE
-        )
+        """Diverged, or its loss rose (what a trial shows without a reference row's noise)."""
+        rise = stability.loss_rise(self.history)
+        return self.status == "diverged" or (rise is not None and rise > stability.RULE.rise)
 
 
 def _read(path: Path, parse: Callable[[str], Any], step: str) -> Any:
@@ -297,6 +337,7 @@ class Verdict:
     # correction, and the margin at which its verdict would change.
     p_value: float | None = None
     flips_at: float | None = None
+    flips_to: str | None = None  # the verdict past flips_at
     power: float | None = None  # the difference its own test detects with POWER probability
     # The verdict at every margin, or each threshold that would change it: for the evidence line
     sensitivity: str | None = None
@@ -321,17 +362,54 @@ def _elapsed_min(trials: list[dict]) -> float | None:
     return (max(ended) - min(started)) / 60
 
 
-def _margin_share(check: Config, rows: dict[str, RowResult]) -> dict[str, float] | None:
-    """A comparison's margin beside what its reference row (its `than` or `to`) learned over
-    its random init, in linear points: the scale on which a margin reads across profiles.
-    None without a margin, or where the reference row learned nothing."""
-    other = CHECKS[claim_kind(check)]
-    if other is None or "margin" not in check:
+@dataclass(frozen=True)
+class Margin:
+    """A comparison's margin in accuracy points, and as a share of what its reference row (its
+    `than` or `to`) learned over its random init: the unit that carries across scales. A table
+    declares one of the two (config.MARGINS); the other is computed at the profile."""
+
+    points: float | None  # None: declared as a share of a gain this profile's runs do not show
+    share: float | None  # None: no reference gain to take a share of
+    reference_gain: float | None  # the reference row's linear gain over random init, paired
+
+    def describe(self, declared: str) -> str:
+        """The margin as declared, then in the other unit: '1.5% of what its reference row
+        learned over random init (9.9 points here): 0.15 points'."""
+        gain = self.reference_gain
+        if declared == "margin_of_gain":
+            text = f"{self.share:.1%} of what its reference row learned over random init"
+            if self.points is None:
+                return text + ", which it does not show here"
+            return text + f" ({gain:.1f} points here): {self.points:.2f} points"
+        text = f"{self.points:g} points"
+        return (
+            text
+            if not gain
+            else text
+            + f", {self.share:.1%} of the {gain:.1f} points "
+            + ("its reference row learned over random init here")
+        )
+
+    def of_gain(self, points: float) -> str:
+        """' (9.4% of the gain)' beside a margin in points, where the gain is known."""
+        if not self.reference_gain:
+            return ""
+        return f" ({points / self.reference_gain:.1%} of the gain)"
+
+
+def claim_margin(check: Config, rows: dict[str, RowResult]) -> Margin | None:
+    """None for a claim that compares no accuracies (collapse, instability, the loss)."""
+    kind = claim_kind(check)
+    other = CHECKS[kind]
+    if other is None or not compared(kind).needs_learning:
         return None
     gain = rows[check[other]].gain_over_init(ALPHA)
-    if gain is None or gain.estimate <= 0:
-        return None
-    return {"reference_gain": gain.estimate, "share": check["margin"] / gain.estimate}
+    reference = gain.estimate if gain is not None and gain.estimate > 0 else None
+    if "margin_of_gain" in check:
+        share = float(check["margin_of_gain"])
+        return Margin(None if reference is None else share * reference, share, reference)
+    points = float(check.get("margin", 0.0))
+    return Margin(points, None if reference is None else points / reference, reference)
 
 
 def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
@@ -359,7 +437,7 @@ class Compared:
 
 def compared(kind: str) -> Compared:
     if kind == "loss_above":  # §4.2: the frozen predictor's loss "remains high"
-        return Compared("final_loss", "final loss", 3, "", "better", needs_learning=False)
+        return Compared(FINAL_WINDOW_LOSS, "final loss", 3, "", "better", needs_learning=False)
     return Compared("linear_acc", "linear", 1, " points", kind, needs_learning=True)
 
 
@@ -382,7 +460,7 @@ def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
         f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)} "
         f"(BN floor {batch_norm_std_floor(batch):.3f}, bound {RULE.std_bound(batch):.3f}), "
         f"top-direction share {_fmt_trials(row, 'z_top_share', 4)} (bound {RULE.share}), "
-        f"final loss {_fmt_trials(row, 'final_loss', 3)}"
+        f"final loss {_fmt_trials(row, FINAL_WINDOW_LOSS, 3)} ({_final_read(row)})"
     )
     if lowest := LOWEST_LOSS.get(config["loss"]["similarity"]):
         evidence += f" (bound {lowest(batch) + RULE.loss_gap:.3f})"
@@ -395,13 +473,14 @@ def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
     return evidence
 
 
+def _final_read(row: RowResult) -> str:
+    """How the trials' final losses were read, e.g. 'median of the last 47 steps'."""
+    reads = {f[1] for t in row.trials if (f := stability.final_loss(t.history))}
+    return " / ".join(sorted(reads)) or "none"
+
+
 def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
     signals = [t.signals for t in row.trials]
-    if kind == "unstable":
-        return Verdict(
-            "reproduced" if row.unstable else "not reproduced",
-            _collapse_evidence(row, [s for s in signals if s is not None]),
-        )
     if row.unstable or None in signals:
         return Verdict("inconclusive", _collapse_evidence(row, [s for s in signals if s]))
     evidence = _collapse_evidence(row, signals)
@@ -433,6 +512,53 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
             name: {"rule": rule, "flips_at": at, "to": f.to}
             for f in found
             for name, rule, at in [f.reading(batch)]
+        },
+    )
+
+
+def _instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
+    noise = {t.config["seed"]: stability.step_noise(t.history) for t in reference.trials}
+    known = [v for v in noise.values() if v is not None]
+    typical = statistics.fmean(known) if known else None
+    trials = [
+        stability.Trial.of(
+            t.config["seed"], t.status, t.history, noise.get(t.config["seed"]) or typical
+        )
+        for t in row.trials
+    ]
+    rule = stability.RULE
+    unstable = sum(t.outcome(rule) == stability.UNSTABLE for t in trials)
+    bound = rate_bound(unstable, len(trials), ALPHA)
+    diverged = sum(t.diverged for t in trials)
+    evidence = (
+        f"{row.id}: {diverged} of {len(trials)} trials diverged; loss rise over its lowest "
+        f"epoch {_fmt_values([t.rise for t in trials], 3)} (rule {rule.rise}); step noise "
+        f"{_fmt_values([t.noise for t in trials], 4)} against {reference.id}'s "
+        f"{_fmt_values(known, 4)}, ratio {_fmt_values([t.noise_ratio for t in trials], 2)} "
+        f"(rule {rule.noise_factor:g}); {unstable} of {len(trials)} trials unstable (rate "
+        f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
+    )
+    if unmeasured := [t.seed for t in trials if t.noise_ratio is None and not t.diverged]:
+        evidence += (
+            f"; step noise not measured for seed {', '.join(map(str, unmeasured))} (a run "
+            "that predates the per-step loss, or its reference's)"
+        )
+    found = stability.flips(trials)
+    names = {"rise": "loss rise", "noise_factor": "noise ratio"}
+    sensitivity = "by threshold: " + (
+        ", ".join(
+            f"{to} at {names[n]} {at:.3f} (rule {getattr(rule, n):g})"
+            for n, (at, to) in found.items()
+        )
+        or "no change in any range"
+    )
+    return Verdict(
+        stability.claim_result(trials),
+        evidence,
+        rate_bound=bound,
+        sensitivity=sensitivity,
+        thresholds={
+            n: {"rule": getattr(rule, n), "flips_at": at, "to": to} for n, (at, to) in found.items()
         },
     )
 
@@ -492,17 +618,26 @@ def _improving_verdict(row: RowResult) -> Verdict:
     else:
         result, flips = "inconclusive", None
         sensitivity = "the interval holds 0: the monitor may have stopped improving"
-    return Verdict(result, evidence, interval, level=level, flips_at=flips, sensitivity=sensitivity)
+    return Verdict(
+        result,
+        evidence,
+        interval,
+        level=level,
+        flips_at=flips,
+        flips_to=None if flips is None else "inconclusive",
+        sensitivity=sensitivity,
+    )
 
 
-def _by_margin(kind: str, interval: Interval) -> str:
-    """The verdict over every margin >= 0, e.g. 'inconclusive below 0.93, reproduced above'."""
+def _by_margin(kind: str, interval: Interval, margin: Margin) -> str:
+    """The verdict over every margin >= 0, e.g. 'inconclusive below 0.93 (9.4% of the gain),
+    reproduced above'."""
     p1, p2, first, between, last = margin_range(kind, interval)
     if p2 <= 0:
         return f"{last} at every margin"
-    parts = [f"{first} below {p1:.2f}"] if p1 > 0 else []
+    parts = [f"{first} below {p1:.2f}{margin.of_gain(p1)}"] if p1 > 0 else []
     if p2 > max(p1, 0):
-        parts.append(f"{between} {'to' if parts else 'below'} {p2:.2f}")
+        parts.append(f"{between} {'to' if parts else 'below'} {p2:.2f}{margin.of_gain(p2)}")
     return f"by margin: {', '.join(parts)}, {last} above"
 
 
@@ -526,11 +661,13 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
             )
     if kind == "improving":
         return _improving_verdict(rows[check[kind]])
+    if kind in REFERENCE:
+        return _instability_verdict(rows[check[kind]], rows[check[REFERENCE[kind]]])
     if CHECKS[kind] is None:
         return _collapse_verdict(kind, rows[check[kind]])
     x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
     what = compared(kind)
-    margin = float(check.get("margin", 0.0))
+    margin = claim_margin(check, rows) or Margin(0.0, None, None)
     level = 1 - 2 * alpha
     digits = what.digits
     evidence = (
@@ -541,11 +678,19 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     if interval is None:
         return Verdict("inconclusive", evidence + "; needs at least 2 trials of each row")
     detects = detectable_difference(interval, alpha, POWER)
-    evidence += (
-        f": {_fmt_interval(interval, level, digits)}, margin {margin:g}; this test detects "
-        f"{detects:.{digits}f}{what.unit} {POWER:.0%} of the time"
+    evidence += f": {_fmt_interval(interval, level, digits)}, margin " + (
+        f"{margin.points:.2f}{what.unit}{margin.of_gain(margin.points)}"
+        if margin.points is not None
+        else f"{margin.share:.1%} of a gain {y.id} does not show"
     )
-    found = Verdict("inconclusive", evidence, interval, margin, level, power=detects)
+    evidence += f"; this test detects {detects:.{digits}f}{what.unit} {POWER:.0%} of the time"
+    found = Verdict("inconclusive", evidence, interval, margin.points, level, power=detects)
+    if margin.points is None:
+        return replace(
+            found,
+            evidence=evidence + f"; {y.id} learned nothing over its random init here, so a "
+            "margin declared as a share of its gain has no size",
+        )
     rule = what.rule
     learned = ([x, y] if rule == "similar" else [x]) if what.needs_learning else []
     for row in learned:
@@ -557,12 +702,18 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
                 evidence=evidence + f"; {row.id} not shown to beat its random init "
                 f"(linear gain {shown})",
             )
+    flip = flips_at(rule, interval, margin.points)
+
+    def nudge(at: float) -> float:  # a hair past the flip, away from the chosen margin
+        return 1e-9 if at > margin.points else -1e-9
+
     return replace(
         found,
-        result=decide(rule, interval, margin),
-        sensitivity=_by_margin(rule, interval),
-        p_value=claim_p_value(rule, interval, margin),
-        flips_at=flips_at(rule, interval, margin),
+        result=decide(rule, interval, margin.points),
+        sensitivity=_by_margin(rule, interval, margin),
+        p_value=claim_p_value(rule, interval, margin.points),
+        flips_at=flip,
+        flips_to=None if flip is None else decide(rule, interval, flip + nudge(flip)),
     )
 
 
@@ -594,6 +745,33 @@ def _trial_summary(trial: RunResult) -> dict[str, Any]:
             "mlflow_run_id": trial.metrics.get("mlflow_run_id"),
         }
     )
+
+
+# How the index names each choice a verdict can hang on
+CHOICES = {
+    "margin": "margin",
+    "slope": "slope required (points an epoch)",
+    "loss_gap": "loss gap",
+    "std_bound": "std(z)·√d bound",
+    "share": "top share",
+    "gain_z": "gain bound (SE)",
+    "rise": "loss rise",
+    "noise_factor": "step-noise ratio",
+}
+
+
+def _choices(found: Verdict, kind: str) -> list[dict[str, Any]]:
+    """Each choice a verdict was decided with, its value, and the value at which the verdict
+    would change (and to what): a threshold of the collapse or instability rule, a
+    comparison's margin, the slope an improving claim needs. None changes a verdict that is
+    the same over the choice's whole range."""
+    if found.thresholds:
+        return [{"choice": name} | t for name, t in found.thresholds.items()]
+    if found.flips_at is None:
+        return []
+    name = "slope" if kind == "improving" else "margin"
+    rule = 0.0 if kind == "improving" else found.margin
+    return [{"choice": name, "rule": rule, "flips_at": found.flips_at, "to": found.flips_to}]
 
 
 def _paper_difference(table: Table, check: Config) -> float | None:
@@ -657,6 +835,7 @@ def build_context(
     claims = []
     for claim in table.claims:
         found = verdict(claim["check"], rows, alpha)
+        declared = claim_margin(claim["check"], rows)
         interval = found.interval
         claims.append(
             {
@@ -670,15 +849,24 @@ def build_context(
                 "test": None if interval is None else interval.test,
                 "level": found.level,
                 # As declared, also where no interval was made (a row skipped at this scale).
-                "margin": claim["check"].get("margin", found.margin),
+                # In points: as declared or resolved from a share of the reference's gain.
+                "margin": found.margin if declared is None else declared.points,
                 "kind": claim_kind(claim["check"]),
                 "p_value": found.p_value,
                 "flips_at": found.flips_at,
                 "power": found.power,
                 "margin_reason": claim.get("margin_reason"),
-                "margin_share": _margin_share(claim["check"], rows),
+                "margin_text": None
+                if declared is None or "margin_reason" not in claim
+                else declared.describe(next(k for k in MARGINS if k in claim["check"])),
+                "margin_of_gain": declared and declared.share,
+                "reference_gain": declared and declared.reference_gain,
+                "flips_at_share": None
+                if found.flips_at is None or not (declared and declared.reference_gain)
+                else found.flips_at / declared.reference_gain,
                 "rate_bound": found.rate_bound,
                 "thresholds": found.thresholds,
+                "choices": _choices(found, claim_kind(claim["check"])) if judged else [],
             }
         )
     distinct = {
@@ -1015,6 +1203,7 @@ def render_index(summaries: list[dict[str, Any]], commit: str, fmt: str = "md") 
         tables=summaries,
         totals=_totals(summaries),
         study=study_wide(summaries),
+        sensitivity=sensitivity(summaries),
         unjudged=unjudged,
         rules=RULES,
         commit=commit,
@@ -1043,7 +1232,47 @@ def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
         },
         "totals": _totals(summaries),
         "study_wide": study_wide(summaries),
+        "sensitivity": sensitivity(summaries),
     }
+
+
+def _comparisons(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The judged tables' comparison claims, the study-wide family, in the index's order."""
+    return [c for t in summaries if t["judged"] for c in t["claims"] if CHECKS.get(c["kind"])]
+
+
+def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What each judged verdict hangs on: per claim, each choice within whose range the
+    verdict would change (a margin, a rule's threshold, the family a count corrects over),
+    its value, where the verdict changes and to what; and how many claims no such choice
+    changes."""
+    comparisons = _comparisons(summaries)
+    p_values = [1.0 if c["p_value"] is None else c["p_value"] for c in comparisons]
+    under_holm = {id(c): r for c, r in zip(comparisons, holm(p_values, ALPHA), strict=True)}
+    rows, unchanged = [], 0
+    for t in (t for t in summaries if t["judged"]):
+        for c in t["claims"]:
+            unit = " (final loss)" if c["kind"] == "loss_above" else ""
+            found = [
+                f"{CHOICES[ch['choice']]}{unit} {ch['rule']:.3g}: "
+                f"{ch['to']} at {ch['flips_at']:.3g}"
+                for ch in c["choices"]
+            ]
+            if c["verdict"] == "reproduced" and under_holm.get(id(c)) is False:
+                found.append(
+                    "family, its table (Bonferroni): inconclusive over the whole study (Holm)"
+                )
+            if found:
+                rows.append(
+                    {
+                        "table": t["table"],
+                        "claim": c["text"],
+                        "verdict": c["verdict"],
+                        "choices": found,
+                    }
+                )
+            unchanged += not found
+    return {"rows": rows, "unchanged": unchanged}
 
 
 def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1052,7 +1281,7 @@ def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     Bonferroni within each table. A comparison without a p-value (a row skipped, one trial, a
     row that did not beat its random init) stays in the family and is never reproduced."""
     claims = [c for t in summaries if t["judged"] for c in t["claims"]]
-    comparisons = [c for c in claims if CHECKS.get(c.get("kind", ""))]
+    comparisons = _comparisons(summaries)
     rejected = holm([1.0 if c["p_value"] is None else c["p_value"] for c in comparisons], ALPHA)
     return {
         "family": len(comparisons),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 def _t_quantile(q: float, df: float) -> float:
@@ -170,3 +172,29 @@ def rate_bound(k: int, n: int, alpha: float) -> tuple[float, float]:
 
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact")
     return float(ci.low), float(ci.high)
+
+
+def threshold_flips(
+    decide: Callable[[Any], str],
+    rule: Any,
+    points: Callable[[str], list[float]],
+    ranges: dict[str, tuple[float, float]],
+) -> dict[str, tuple[float, str]]:
+    """Where a rule's thresholds (the fields of the frozen dataclass `rule`) would change the
+    verdict `decide(rule)`: for each threshold on its own, the breakpoint nearest its value
+    within its range, as {name: (breakpoint, the verdict past it)}. `points(name)` lists the
+    values at which some trial's vote on that threshold changes."""
+    now = decide(rule)
+    found = {}
+    for field in fields(rule):
+        value, (lo, hi) = getattr(rule, field.name), ranges[field.name]
+        changes = []
+        for point in points(field.name):
+            for near in (point - 1e-9, point + 1e-9):
+                to = decide(replace(rule, **{field.name: near}))
+                if lo <= near <= hi and to != now:
+                    changes.append((abs(near - value), point, to))
+        if changes:
+            _, at, to = min(changes)
+            found[field.name] = (at, to)
+    return found

@@ -1,16 +1,13 @@
-import glob
-
 # Seconds-long: on a cluster they run beside Snakemake rather than wait in the queue.
 localrules:
     report,
     index,
 
 
-# What renders a report: editing a template or the report code re-renders every report and the
-# index (as dvc.yaml's report stages declare), and trains or evaluates nothing.
-RENDERERS = sorted(glob.glob("src/simsiam_lab/templates/*.j2")) + [
-    f"src/simsiam_lab/{module}.py" for module in ("report", "stats", "rundir")
-]
+# What renders a report (the library's own list, as dvc.yaml's report stages have it): editing a
+# template or a module the report code imports re-renders every report and the index, and
+# trains or evaluates nothing.
+RENDERERS = [f"src/{path}" for path in rendering_code()]
 
 
 rule report:

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params, Trial
-from simsiam_lab.report import CURVES
+from simsiam_lab.report import CURVES, rendering_code
 from simsiam_lab.rundir import RunDir
 
 HEADER = "# Generated from params/ by `python workflow/scripts/dvc_yaml.py`; do not edit.\n"
@@ -58,7 +58,7 @@ TRAINING_CODE = [
         "train.py",
     )
 ]
-REPORT_CODE = [f"{LIBRARY}/{name}" for name in ("report.py", "rundir.py", "stats.py", "templates")]
+REPORT_CODE = [f"src/{path}" for path in rendering_code()]
 # The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)
 PLOTS_PAGE = "data/dvc/plots.html"
 CURVES_CSV = [f"{quantity}.csv" for quantity in CURVES]

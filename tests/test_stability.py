@@ -1,0 +1,77 @@
+import math
+
+import pytest
+
+from simsiam_lab.stability import (
+    RULE,
+    STABLE,
+    UNKNOWN,
+    UNSTABLE,
+    Trial,
+    claim_result,
+    final_loss,
+    loss_rise,
+    step_noise,
+)
+
+
+def _history(steps, per_epoch=50):
+    epochs = [steps[i : i + per_epoch] for i in range(0, len(steps), per_epoch)]
+    return [{"epoch": e + 1, "loss": sum(s) / len(s), "step_loss": s} for e, s in enumerate(epochs)]
+
+
+def test_the_final_loss_is_the_median_of_the_last_steps_and_ignores_one_odd_batch():
+    steps = [-0.5] * 380 + [-0.93] * 19 + [5.0]  # 400 steps: a window of 20, one of them odd
+    assert final_loss(_history(steps)) == (-0.93, "median of the last 20 steps")
+    # The last epoch's mean is pulled far off, by the one batch and the steps before.
+    assert _history(steps)[-1]["loss"] > -0.6
+
+
+def test_a_history_without_step_losses_falls_back_to_its_last_epoch_and_says_so():
+    history = [{"epoch": 1, "loss": -0.4}, {"epoch": 2, "loss": -0.8}]
+    assert final_loss(history) == (-0.8, "last epoch's mean")
+    assert step_noise(history) is None
+    assert final_loss([]) is None
+
+
+def test_step_noise_measures_scatter_not_the_trend():
+    trend = [-0.01 * i for i in range(200)]  # a steady descent: no scatter at all
+    assert step_noise(_history(trend)) == pytest.approx(0.01 / math.sqrt(2))
+    alternating = [-0.5 + 0.1 * (-1) ** i for i in range(200)]
+    assert step_noise(_history(alternating)) == pytest.approx(0.2 / math.sqrt(2))
+    # Read over the second half only: an unsettled start does not count.
+    settled = [(-1) ** i for i in range(100)] + [-0.5] * 100
+    assert step_noise(_history(settled)) == 0.0
+    assert step_noise(_history([math.nan] * 200)) is None
+
+
+def test_loss_rise_is_the_last_epoch_above_the_lowest_and_skips_a_non_finite_end():
+    history = [
+        {"epoch": 1, "loss": -0.9},
+        {"epoch": 2, "loss": -0.7},
+        {"epoch": 3, "loss": math.nan},
+    ]
+    assert loss_rise(history[:2]) == pytest.approx(0.2)
+    assert loss_rise(history) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    "trial, outcome",
+    [
+        (Trial(0, True, None, None, None), UNSTABLE),
+        (Trial(0, False, 0.2, 0.01, 0.01), UNSTABLE),
+        (Trial(0, False, 0.0, 0.03, 0.01), UNSTABLE),
+        (Trial(0, False, 0.0, 0.015, 0.01), STABLE),
+        (Trial(0, False, 0.0, None, 0.01), UNKNOWN),
+        (Trial(0, False, 0.0, 0.01, None), UNKNOWN),
+    ],
+)
+def test_each_trial_is_unstable_stable_or_not_measured(trial, outcome):
+    assert trial.outcome(RULE) == outcome
+
+
+def test_one_unstable_trial_makes_training_unstable_and_unmeasured_ones_decide_nothing():
+    stable, unknown = Trial(0, False, 0.0, 0.01, 0.01), Trial(1, False, 0.0, None, 0.01)
+    assert claim_result([stable, Trial(1, True, None, None, None)]) == "reproduced"
+    assert claim_result([stable, stable]) == "not reproduced"
+    assert claim_result([stable, unknown]) == "inconclusive"
