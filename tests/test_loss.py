@@ -52,3 +52,34 @@ def test_symmetric_is_the_mean_of_both_directions_and_asymmetric_one():
 def test_unknown_similarity_is_rejected():
     with pytest.raises(ValueError, match="cosine"):
         SimSiamLoss(similarity="euclid")
+
+
+def test_the_schema_allows_exactly_the_similarities_the_loss_defines():
+    from pathlib import Path
+
+    import yaml
+
+    from simsiam_lab.loss import SIMILARITIES
+
+    schema = yaml.safe_load(
+        (Path(__file__).parents[1] / "src/simsiam_lab/config.schema.yaml").read_text()
+    )
+    allowed = schema["properties"]["loss"]["properties"]["similarity"]["enum"]
+    assert sorted(allowed) == sorted(SIMILARITIES)
+
+
+def test_the_cosine_s_lowest_loss_is_that_of_a_batch_constant_but_for_one_image():
+    # Unit-variance BN channels over B = 8: seven outputs equal, one apart, and the image set
+    # apart differs between the two views (image 7 in one, image 0 in the other).
+    from simsiam_lab.loss import SIMILARITIES
+
+    batch = 8
+
+    def apart(image: int) -> torch.Tensor:
+        z = torch.ones(batch, 2)
+        z[image] = -(batch - 1.0)
+        return (z - z.mean(0)) / z.std(0, unbiased=False)
+
+    z1, z2 = apart(batch - 1), apart(0)
+    loss = 0.5 * (negative_cosine(z1, z2) + negative_cosine(z2, z1)).item()
+    assert loss == pytest.approx(SIMILARITIES["cosine"].lowest(batch))

@@ -22,7 +22,6 @@ whose trials disagree is inconclusive, with the reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -40,9 +39,13 @@ def batch_norm_std_floor(batch: int) -> float:
     return 2 / math.sqrt(batch)
 
 
-# The lowest loss a BN'd batch of B reaches, per similarity; where none is derived, the loss
-# signal is absent and the other two decide.
-LOWEST_LOSS: dict[str, Callable[[int], float]] = {"cosine": lambda batch: -1.0 + 4 / batch}
+def lowest_loss(similarity: str, batch: int) -> float | None:
+    """The lowest loss a BN'd batch of B reaches under a similarity (loss.SIMILARITIES); None
+    where none is derived, and the loss signal is absent and the other two decide."""
+    from .loss import SIMILARITIES  # torch: only once a verdict is computed
+
+    lowest = SIMILARITIES[similarity].lowest
+    return None if lowest is None else lowest(batch)
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,9 @@ class Signals:
     @classmethod
     def of(cls, config: dict[str, Any], metrics: dict[str, Any]) -> Signals:
         batch = config["optim"]["batch_size"]
-        lowest = LOWEST_LOSS.get(config["loss"]["similarity"])
+        lowest = lowest_loss(config["loss"]["similarity"], batch)
         loss = metrics.get(FINAL_WINDOW_LOSS, metrics.get("final_loss"))
-        gap = None if lowest is None or loss is None else loss - lowest(batch)
+        gap = None if lowest is None or loss is None else loss - lowest
         gain, gain_z = None, None
         trained, init = metrics.get("linear_acc"), metrics.get("random_init_linear")
         if trained is not None and init is not None:

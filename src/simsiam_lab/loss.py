@@ -1,18 +1,20 @@
 """The SimSiam objective D(p, z) with each ablation of the paper as a switch.
 
 stop_gradient (Figure 2), similarity (cosine or cross-entropy, §4.5) and symmetric (§4.6);
-the no-predictor ablation (Table 1a) lives in the model, where p becomes z.
+the no-predictor ablation (Table 1a) lives in the model, where p becomes z. A new similarity is
+one entry of SIMILARITIES here and its name in the config schema's `loss.similarity` enum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -25,7 +27,22 @@ def cross_entropy(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -(F.softmax(z, dim=1) * F.log_softmax(p, dim=1)).sum(dim=1).mean()
 
 
-SIMILARITIES: dict[str, Similarity] = {"cosine": negative_cosine, "cross_entropy": cross_entropy}
+@dataclass(frozen=True)
+class Similarity:
+    """A distance D(p, z) to minimise, and the lowest loss a batch of B reaches through the
+    affine-free BN that ends the projector, where one is derived (the collapse rule's loss
+    signal, collapse.py; None: that rule goes without it)."""
+
+    distance: Distance
+    lowest: Callable[[int], float] | None
+
+
+# Cosine: identical outputs but for one image are as near constant as a batch whose channels
+# each keep variance 1 gets; with that image differing between the views, -1 + 4/B.
+SIMILARITIES: dict[str, Similarity] = {
+    "cosine": Similarity(negative_cosine, lambda batch: -1.0 + 4 / batch),
+    "cross_entropy": Similarity(cross_entropy, None),
+}
 
 
 class SimSiamLoss(nn.Module):
@@ -35,7 +52,7 @@ class SimSiamLoss(nn.Module):
         super().__init__()
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}")
-        self.distance = SIMILARITIES[similarity]
+        self.distance = SIMILARITIES[similarity].distance
         self.stop_gradient = stop_gradient
         self.symmetric = symmetric
 

@@ -19,7 +19,6 @@ from . import stability
 from .collapse import (
     COLLAPSED,
     DISAGREE,
-    LOWEST_LOSS,
     NOT_COLLAPSED,
     RULE,
     Signals,
@@ -27,6 +26,7 @@ from .collapse import (
     claim_result,
     describe_flip,
     flips,
+    lowest_loss,
 )
 from .config import (
     CHECKS,
@@ -462,8 +462,8 @@ def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
         f"top-direction share {_fmt_trials(row, 'z_top_share', 4)} (bound {RULE.share}), "
         f"final loss {_fmt_trials(row, FINAL_WINDOW_LOSS, 3)} ({_final_read(row)})"
     )
-    if lowest := LOWEST_LOSS.get(config["loss"]["similarity"]):
-        evidence += f" (bound {lowest(batch) + RULE.loss_gap:.3f})"
+    if (lowest := lowest_loss(config["loss"]["similarity"], batch)) is not None:
+        evidence += f" (bound {lowest + RULE.loss_gap:.3f})"
     gains = [s.gain for s in signals]
     if any(g is not None for g in gains):
         evidence += (
