@@ -398,8 +398,15 @@ def test_a_report_carries_trials_intervals_and_its_power():
     # Three comparisons: each interval at 1 - 0.1/3; the seed std is 1 (40, 41, 42).
     assert summary["comparisons"] == 3
     assert summary["power"]["seed_std"] == pytest.approx(1.0)
+    # The power line is the range of the claims' own tests, never more than one of them.
+    detects = [c["power"] for c in summary["claims"] if c["power"] is not None]
+    assert summary["power"]["detects"] == [min(detects), max(detects)]
     text = render(context)
-    assert "96.7% CI" in text and "smallest difference this table resolves" in text
+    low, high = summary["power"]["detects"]
+    assert (
+        "96.7% CI" in text
+        and f"detects a true difference of **{low:.1f} to {high:.1f} points**" in text
+    )
     assert "| data source | `cifar10-jpeg.tar.gz`, sha256 `b215d45e5112` |" in text
     table_lines = [
         line for line in text.splitlines() if line.startswith("| ") or line.startswith("|---")

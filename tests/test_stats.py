@@ -15,7 +15,6 @@ from simsiam_lab.stats import (
     mean_interval,
     pooled_std,
     rate_bound,
-    smallest_resolvable_difference,
 )
 
 X = {0: 41.2, 1: 43.0, 2: 39.9}
@@ -51,16 +50,6 @@ def test_pooled_std_weights_groups_by_their_df():
     assert df == 3
     assert std == pytest.approx(np.sqrt((2 * 1.0 + 1 * 8.0) / 3))
     assert pooled_std([[1.0]]) is None
-
-
-def test_the_smallest_resolvable_difference_is_detected_at_the_stated_power():
-    std, n, alpha = 1.5, 3, 0.0125
-    delta = smallest_resolvable_difference(std, n, alpha, power=0.8)
-    rng = np.random.default_rng(0)
-    x = rng.normal(delta, std, (4000, n))
-    y = rng.normal(0.0, std, (4000, n))
-    p = stats.ttest_ind(x, y, axis=1, alternative="greater").pvalue
-    assert np.mean(p < alpha) == pytest.approx(0.8, abs=0.04)
 
 
 def test_a_claim_s_p_value_is_scipy_s_and_statsmodels_one_sided_tests():

@@ -23,12 +23,20 @@ Data = Split | FileIndex  # in memory, or files on the streaming path
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (normalised views, labels) on the device
 
 
-def collapse_std(z: torch.Tensor) -> float:
-    """Std over the batch of l2-normalised z, averaged over channels (paper, Figure 2 middle).
+def scaled_lr(base_lr: float, batch: int) -> float:
+    """The paper's linear scaling rule, for pretraining and the linear probe alike."""
+    return base_lr * batch / 256
 
-    0 for a collapsed (constant) output; about 1/sqrt(d) for an isotropic Gaussian one.
-    """
-    return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
+
+def z_std(z: torch.Tensor) -> torch.Tensor:
+    """Std over the batch of l2-normalised z, averaged over channels (paper, Figure 2 middle):
+    0 for a collapsed (constant) output, about 1/sqrt(d) for an isotropic Gaussian one. A
+    tensor on z's device, so that a training loop sums it without a host sync a step."""
+    return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def collapse_std(z: torch.Tensor) -> float:
+    return z_std(z).item()
 
 
 def top_direction_share(z: torch.Tensor) -> float:
@@ -343,7 +351,7 @@ def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str,
     """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
     same code, for its random init (the control every accuracy is read against)."""
     ev = cfg["eval"]
-    lr = ev["linear_lr"] * ev["linear_batch_size"] / 256
+    lr = scaled_lr(ev["linear_lr"], ev["linear_batch_size"])
     features = probe.features(model)
     train, test = probe.train, probe.test
     if ev["linear_probe"] == "paper":

@@ -56,7 +56,6 @@ from .stats import (
     mean_interval,
     pooled_std,
     rate_bound,
-    smallest_resolvable_difference,
 )
 
 if TYPE_CHECKING:  # matplotlib is imported only when a plot is drawn
@@ -144,9 +143,9 @@ RULES = [
     "a row the profile cannot test is not trained and its claims are inconclusive: a batch "
     "larger than the training set, or fewer SGD steps than the profile's optim.min_steps",
     "power: each comparison's evidence gives the true difference its own test (the same t "
-    f"test, paired where paired, at {ALPHA}/k) detects {POWER:.0%} of the time. The table's line "
-    "pools the seed std over its rows that trained without collapse for an unpaired test: a "
-    "guide to the profile, which pairing by seed can beat",
+    f"test, paired where paired, at {ALPHA}/k) detects {POWER:.0%} of the time (exact, from the "
+    "noncentral t); a table's power line and the index give the range of these over its "
+    "comparisons of accuracy, so no figure claims more than a claim's own test",
 ]
 
 
@@ -382,13 +381,9 @@ class Margin:
                 return text + ", which it does not show here"
             return text + f" ({gain:.1f} points here): {self.points:.2f} points"
         text = f"{self.points:g} points"
-        return (
-            text
-            if not gain
-            else text
-            + f", {self.share:.1%} of the {gain:.1f} points "
-            + ("its reference row learned over random init here")
-        )
+        if not gain:
+            return text
+        return text + f", {self.share:.1%} of the {gain:.1f} points its reference row learned here"
 
     def of_gain(self, points: float) -> str:
         """' (9.4% of the gain)' beside a margin in points, where the gain is known."""
@@ -403,6 +398,8 @@ def claim_margin(check: Config, rows: dict[str, RowResult]) -> Margin | None:
     other = CHECKS[kind]
     if other is None or not compared(kind).needs_learning:
         return None
+    if not any(k in check for k in MARGINS):  # a `better` claim's own 0, in no unit
+        return Margin(0.0, None, None)
     gain = rows[check[other]].gain_over_init(ALPHA)
     reference = gain.estimate if gain is not None and gain.estimate > 0 else None
     if "margin_of_gain" in check:
@@ -717,21 +714,24 @@ def verdict(check: dict[str, Any], rows: dict[str, RowResult], alpha: float) -> 
     )
 
 
-def power(table: Table, rows: dict[str, RowResult], alpha: float) -> dict[str, Any] | None:
-    """The smallest linear-accuracy difference this table's seed noise lets a claim resolve."""
+def power(
+    table: Table, rows: dict[str, RowResult], claims: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """What this table's accuracy comparisons can detect: the range, over its claims, of the
+    true difference each claim's own test (paired where paired, at the table's level) detects
+    POWER of the time, beside the seed std pooled over the rows that trained without collapse
+    (a description of the noise, not a test). None where no comparison made an interval."""
+    detects = [c["power"] for c in claims if c["power"] is not None and c["kind"] != "loss_above"]
+    if not detects:
+        return None
     trained = [rows[r] for r in table.rows if rows[r].status == "ok"]
     pooled = pooled_std([r.values("linear_acc") for r in trained])
-    counts = [len(rows[r].values("linear_acc")) for r in table.rows if table.rows[r].claimed]
-    n = min((c for c in counts if c >= 2), default=0)
-    if pooled is None or n < 2:
-        return None
-    std, df = pooled
     return {
-        "seed_std": std,
-        "df": df,
-        "trials": n,
-        "alpha": alpha,
-        "difference": smallest_resolvable_difference(std, n, alpha, POWER),
+        "detects": [min(detects), max(detects)],
+        "claims": len(detects),
+        "power": POWER,
+        "seed_std": None if pooled is None else pooled[0],
+        "df": None if pooled is None else pooled[1],
     }
 
 
@@ -906,7 +906,7 @@ def build_context(
         "claims": claims,
         "comparisons": k,
         "alpha": alpha,
-        "power": power(table, rows, alpha),
+        "power": power(table, rows, claims),
         "rules": RULES,
         "curves": curves,
     }

@@ -97,13 +97,6 @@ def pooled_std(groups: list[list[float]]) -> tuple[float, int] | None:
     return math.sqrt(ss / df), df
 
 
-def smallest_resolvable_difference(std: float, n: int, alpha: float, power: float = 0.8) -> float:
-    """The difference of two means over n seeds each that a one-sided t test at `alpha`
-    detects with probability `power`, for seed noise `std` (unpaired, df 2n - 2)."""
-    df = 2 * n - 2
-    return (_t_quantile(1 - alpha, df) + _t_quantile(power, df)) * std * math.sqrt(2 / n)
-
-
 def _above(distance: float, se: float, df: float) -> float:
     """P(T > distance / se), the p-value of a one-sided t test that the true value exceeds the
     estimate by `distance`; with se 0 (identical differences) the answer is certain."""

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -29,7 +28,7 @@ from . import distributed
 from .batches import Views, batch_source
 from .config import Config, ConfigError, training_config
 from .data import FileIndex, Split, open_split
-from .evaluate import monitor_probe
+from .evaluate import monitor_probe, scaled_lr, z_std
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
 from .rundir import STEP, STEP_LOSS, RunDir
@@ -71,7 +70,7 @@ def set_learning_rates(
 
 def peak_lr(cfg: Config) -> float:
     """The paper's linear scaling rule: lr = base_lr * batch / 256."""
-    return cfg["optim"]["base_lr"] * cfg["optim"]["batch_size"] / 256
+    return scaled_lr(cfg["optim"]["base_lr"], cfg["optim"]["batch_size"])
 
 
 def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
@@ -404,7 +403,7 @@ def _train(
             loss, z1 = sgd_step(net, criterion, target, opt, views, idx, step, dtype)
             # Kept on the device: one host sync per epoch, not per step.
             losses.append(loss)
-            std_sum += F.normalize(z1.float(), dim=1).std(dim=0).mean()
+            std_sum += z_std(z1)
             step += 1
         # z's std is each process's shard's, averaged: close to, not exactly, the global batch's.
         *step_losses, std = distributed.mean_over_ranks(torch.stack([*losses, std_sum])).tolist()
