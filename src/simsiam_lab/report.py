@@ -149,31 +149,6 @@ RULES = [
 ]
 
 
-def rendering_code() -> list[str]:
-    """What a report is rendered with, as paths under src/: this module, the library modules it
-    imports (closed over), and its templates. An edit to any of them re-renders the reports
-    (Snakemake's and DVC's report stages depend on these) and retrains nothing."""
-    import ast
-
-    library = Path(__file__).parent
-    found, todo = set(), [Path(__file__).name]
-    while todo:
-        name = todo.pop()
-        if name in found:
-            continue
-        found.add(name)
-        for node in ast.walk(ast.parse((library / name).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                todo += [
-                    f"{m}.py"
-                    for m in ([node.module] if node.module else [a.name for a in node.names])
-                ]
-    templates = sorted(p.name for p in (library / "templates").glob("*.j2"))
-    return [f"{library.name}/{n}" for n in sorted(found)] + [
-        f"{library.name}/templates/{t}" for t in templates
-    ]
-
-
 @dataclass(frozen=True)
 class RunResult:
     """One trial: its resolved config, final metrics and per-epoch history."""

@@ -27,37 +27,16 @@ from pathlib import Path
 import yaml
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params, Trial
-from simsiam_lab.report import CURVES, rendering_code
+from simsiam_lab.report import CURVES
 from simsiam_lab.rundir import RunDir
+from simsiam_lab.sources import rendering_code, training_code
 
 HEADER = "# Generated from params/ by `python workflow/scripts/dvc_yaml.py`; do not edit.\n"
 PROFILE_LINE = "# Profile: {}\n"
 SWITCH = "python workflow/scripts/dvc_yaml.py --profile {}"
 LIBRARY = "src/simsiam_lab"
-# What `simsiam pretrain` and `simsiam evaluate` import (tests/test_cli.py checks this against
-# the imports): a report or template edit then re-renders reports without retraining.
-TRAINING_CODE = [
-    f"{LIBRARY}/{name}"
-    for name in (
-        "__init__.py",
-        "augment.py",
-        "batches.py",
-        "cli.py",
-        "config.py",
-        "config.schema.yaml",
-        "data.py",
-        "distributed.py",
-        "evaluate.py",
-        "loss.py",
-        "model.py",
-        "progress.py",
-        "rundir.py",
-        "stream.py",
-        "target.py",
-        "track.py",
-        "train.py",
-    )
-]
+# What the training and the report stages depend on, from the library's imports (sources.py)
+TRAINING_CODE = [f"src/{path}" for path in training_code()]
 REPORT_CODE = [f"src/{path}" for path in rendering_code()]
 # The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)
 PLOTS_PAGE = "data/dvc/plots.html"
