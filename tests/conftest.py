@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from baseline import model_config
 
 from simsiam_lab.data import FORMAT, source_identity
 from simsiam_lab.model import ModelConfig, SimSiam
@@ -23,7 +24,7 @@ def small_simsiam():
 
     def build(width: int = 8, dim: int = 32, **switches) -> SimSiam:
         torch.manual_seed(0)
-        cfg = ModelConfig(
+        cfg = model_config(
             backbone="resnet18",
             width=width,
             cifar_stem=True,

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from baseline import cifar_augment
 
 from simsiam_lab.augment import (
     AugmentConfig,
@@ -20,7 +21,7 @@ from simsiam_lab.augment import (
     two_views,
 )
 
-CFG = AugmentConfig()
+CFG = cifar_augment()
 # Every random op off and the crop pinned to the full image: augment should be normalize.
 IDENTITY = replace(
     CFG, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from baseline import model_config
 from PIL import Image
 
 from simsiam_lab.augment import CIFAR_STATS, augment_config
 from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.data import CIFAR10_CLASSES, load_split
 from simsiam_lab.loss import SimSiamLoss
-from simsiam_lab.model import ModelConfig, ResNetTrunk, SimSiam
+from simsiam_lab.model import ResNetTrunk, SimSiam
 from simsiam_lab.train import pretrain
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -45,7 +46,9 @@ from run import (
 
 def _ours() -> SimSiam:
     torch.manual_seed(0)
-    cfg = ModelConfig("resnet18", width=8, cifar_stem=True, dim=32, predictor_hidden_dim=8)
+    cfg = model_config(
+        backbone="resnet18", width=8, cifar_stem=True, dim=32, predictor_hidden_dim=8
+    )
     return SimSiam(cfg)
 
 

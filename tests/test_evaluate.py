@@ -2,8 +2,8 @@ import math
 
 import pytest
 import torch
+from baseline import cifar_augment
 
-from simsiam_lab.augment import AugmentConfig
 from simsiam_lab.data import Split
 from simsiam_lab.evaluate import (
     LARC,
@@ -102,7 +102,7 @@ def test_the_paper_probe_learns_and_leaves_the_backbone_frozen(small_simsiam):
     # A random-init backbone's features are small (about 0.1), and LARC scales each step by
     # the classifier's own small norm: so few images need a high lr to train in 30 epochs.
     train, test = Split(train_x, train_y, ["r", "b"]), Split(test_x, test_y, ["r", "b"])
-    accuracy = paper_linear_probe_accuracy(backbone, train, test, AugmentConfig(), 32, 30, 16.0, 16)
+    accuracy = paper_linear_probe_accuracy(backbone, train, test, cifar_augment(), 32, 30, 16.0, 16)
     assert accuracy >= 90.0
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included

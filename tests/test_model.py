@@ -1,8 +1,9 @@
 import torch
+from baseline import model_config
 from torch import nn
 from torchvision.models import resnet18, resnet50
 
-from simsiam_lab.model import ModelConfig, ResNetTrunk, SimSiam
+from simsiam_lab.model import ResNetTrunk, SimSiam
 
 
 def _signature(module: nn.Sequential) -> list[tuple]:
@@ -23,7 +24,7 @@ def test_default_heads_match_builder_py():
     Its projector's last Linear has a bias that builder.py freezes (requires_grad=False)
     because BN follows; here that Linear has no bias, which is equivalent.
     """
-    model = SimSiam(ModelConfig())
+    model = SimSiam(model_config())  # params/baseline.yaml: builder.py's
     assert _signature(model.projector) == [
         ("Linear", 2048, 2048, False),
         ("BN", 2048, True),

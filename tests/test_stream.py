@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from baseline import cifar_augment
 from PIL import Image
 
 from simsiam_lab import data, evaluate, stream
-from simsiam_lab.augment import AugmentConfig, augment, photometric
+from simsiam_lab.augment import augment, photometric
 from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.data import (
     FORMAT,
@@ -39,7 +40,7 @@ PARAMS = Params(Path(__file__).parents[1] / "params")
 CLASSES = ["a", "b", "c"]
 SHAPES = [(64, 48), (48, 64), (56, 56), (72, 40)]  # (width, height): varied aspect ratios
 # Crop and flip only, unnormalised: the geometry the two paths must share.
-GEOMETRY = AugmentConfig(jitter_p=0.0, grayscale_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+GEOMETRY = cifar_augment(jitter_p=0.0, grayscale_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
 
 
 def _write_tree(root: Path, train: int = 16, test: int = 4) -> Path:
@@ -201,7 +202,7 @@ def test_streamed_crops_have_the_in_memory_path_s_statistics(tmp_path: Path):
     for views in (streamed, in_memory):
         assert views["flip"].double().mean().item() == pytest.approx(0.5, abs=0.06)
     # The device-side rest of the augmentation is the library's own: grayscale at its rate.
-    gray = AugmentConfig(jitter_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+    gray = cifar_augment(jitter_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
     views = photometric(crops[(1, 0)][0], gray, torch.Generator().manual_seed(1))
     is_gray = (views[:, 0] == views[:, 1]).flatten(1).all(1)
     assert is_gray.double().mean().item() == pytest.approx(0.2, abs=0.05)
@@ -232,7 +233,7 @@ def test_randomness_is_a_function_of_seed_epoch_and_index(tmp_path: Path):
 
 def test_batches_do_not_depend_on_the_number_of_workers(tree: Path, tmp_path: Path):
     _prepare(tree, tmp_path / "out", "stream")
-    crops = TrainCrops(open_split(tmp_path / "out", "train"), 16, AugmentConfig(), 2, seed=0)
+    crops = TrainCrops(open_split(tmp_path / "out", "train"), 16, cifar_augment(), 2, seed=0)
     keys = rank_batches(len(crops), 8, seed=0, epoch=1)[:3]
     batches = {n: list(loader(crops, keys, num_workers=n)) for n in (0, 2)}
     for (a, ia), (b, ib) in zip(batches[0], batches[2], strict=True):

@@ -26,7 +26,14 @@ _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area scale
+    """The paper's augmentation. The first four come from a run's config (augment_config: its
+    `augment` section and its dataset's statistics), so they have no defaults here; the rest
+    are the paper's fixed recipe (main_simsiam.py), not config keys."""
+
+    crop_scale: tuple[float, float]  # RandomResizedCrop area scale: (augment.crop_scale_min, 1)
+    blur_p: float  # paper: 0.5 on ImageNet, 0 on CIFAR
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
     jitter_p: float = 0.8
@@ -35,10 +42,7 @@ class AugmentConfig:
     saturation: float = 0.4
     hue: float = 0.1
     grayscale_p: float = 0.2
-    blur_p: float = 0.0  # paper: 0.5 on ImageNet, 0 on CIFAR
     blur_sigma: tuple[float, float] = (0.1, 2.0)
-    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))

@@ -22,18 +22,20 @@ _DEPTHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "resnet50"
-    width: int = 64
-    cifar_stem: bool = False
-    dim: int = 2048
-    projector_layers: int = 3
-    projector_hidden_bn: bool = True
-    projector_output_bn: bool = True
-    projector_output_bn_affine: bool = False
-    predictor: bool = True
-    predictor_hidden_dim: int = 512
-    predictor_hidden_bn: bool = True
-    predictor_output_bn: bool = False
+    """A run config's `model` section; params/baseline.yaml is the one place for defaults."""
+
+    backbone: str
+    width: int
+    cifar_stem: bool
+    dim: int
+    projector_layers: int
+    projector_hidden_bn: bool
+    projector_output_bn: bool
+    projector_output_bn_affine: bool
+    predictor: bool
+    predictor_hidden_dim: int
+    predictor_hidden_bn: bool
+    predictor_output_bn: bool
 
     @classmethod
     def from_dict(cls, cfg: dict) -> ModelConfig:
