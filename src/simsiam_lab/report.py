@@ -701,8 +701,10 @@ def power(
         return None
     trained = [rows[r] for r in table.rows if rows[r].status == "ok"]
     pooled = pooled_std([r.values("linear_acc") for r in trained])
+    low, high = f"{min(detects):.1f}", f"{max(detects):.1f}"
     return {
         "detects": [min(detects), max(detects)],
+        "detects_text": f"{low} points" if low == high else f"{low} to {high} points",
         "claims": len(detects),
         "power": POWER,
         "seed_std": None if pooled is None else pooled[0],
