@@ -1,4 +1,3 @@
-import ast
 import gzip
 import importlib.util
 import json
@@ -15,6 +14,7 @@ from project import copy_project
 
 from simsiam_lab.cli import handed_over, main
 from simsiam_lab.config import ConfigError, Params, config_hash
+from simsiam_lab.sources import imports
 
 ROOT = Path(__file__).parents[1]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -104,21 +104,10 @@ def test_dvc_yaml_is_generated_from_params():
     assert result.returncode == 0, result.stderr
 
 
-def _imports(module: Path) -> set[str]:
-    """The library modules a module imports, at the top or inside functions."""
-    found = set()
-    for node in ast.walk(ast.parse(module.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module] if node.module else [a.name for a in node.names]
-            found |= {f"{name}.py" for name in names}
-    return found
-
-
 def test_dvc_s_training_stages_depend_on_all_they_run_and_no_report_code():
     spec = importlib.util.spec_from_file_location("dvc_yaml", ROOT / "workflow/scripts/dvc_yaml.py")
     dvc_yaml = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dvc_yaml)
-    library = ROOT / "src" / "simsiam_lab"
     declared = {Path(p).name for p in dvc_yaml.TRAINING_CODE}
     # What pretrain and evaluate reach: train.py's imports, closed, and cli.py's top level.
     reached, todo = set(), ["train.py", "track.py", "progress.py", "config.py", "cli.py"]
@@ -127,7 +116,7 @@ def test_dvc_s_training_stages_depend_on_all_they_run_and_no_report_code():
         if name not in reached:
             reached.add(name)
             if name != "cli.py":  # cli.py imports report.py only inside `simsiam report`
-                todo += _imports(library / name)
+                todo += imports(name)
     assert reached <= declared, reached - declared
     assert not declared & {"report.py", "stats.py", "templates"}
 

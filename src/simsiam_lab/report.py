@@ -8,6 +8,7 @@ import statistics
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from . import stability
 from .collapse import (
     COLLAPSED,
     DISAGREE,
+    NAMES,
     NOT_COLLAPSED,
     RULE,
     Signals,
@@ -161,11 +163,15 @@ class RunResult:
     def status(self) -> str:
         return self.metrics["status"]
 
+    @cached_property
+    def final(self) -> tuple[float, str] | None:
+        """Where the loss ended and how it was read (stability.final_loss)."""
+        return stability.final_loss(self.history)
+
     def __post_init__(self) -> None:
-        # Where the loss ended, as the collapse rule and the loss comparisons read it, beside
-        # the metrics it is compared with (stability.final_loss).
-        final = stability.final_loss(self.history)
-        self.metrics.setdefault(FINAL_WINDOW_LOSS, None if final is None else final[0])
+        # The final loss beside the metrics it is compared with, as the collapse rule and the
+        # loss comparisons read it.
+        self.metrics.setdefault(FINAL_WINDOW_LOSS, None if self.final is None else self.final[0])
 
     @property
     def signals(self) -> Signals | None:
@@ -345,12 +351,13 @@ class Margin:
     points: float | None  # None: declared as a share of a gain this profile's runs do not show
     share: float | None  # None: no reference gain to take a share of
     reference_gain: float | None  # the reference row's linear gain over random init, paired
+    declared: str | None = None  # which of config.MARGINS the table gave; None: none
 
-    def describe(self, declared: str) -> str:
+    def describe(self) -> str:
         """The margin as declared, then in the other unit: '1.5% of what its reference row
         learned over random init (9.9 points here): 0.15 points'."""
         gain = self.reference_gain
-        if declared == "margin_of_gain":
+        if self.declared == "margin_of_gain":
             text = f"{self.share:.1%} of what its reference row learned over random init"
             if self.points is None:
                 return text + ", which it does not show here"
@@ -379,9 +386,11 @@ def claim_margin(check: Config, rows: dict[str, RowResult]) -> Margin | None:
     reference = gain.estimate if gain is not None and gain.estimate > 0 else None
     if "margin_of_gain" in check:
         share = float(check["margin_of_gain"])
-        return Margin(None if reference is None else share * reference, share, reference)
-    points = float(check.get("margin", 0.0))
-    return Margin(points, None if reference is None else points / reference, reference)
+        return Margin(
+            None if reference is None else share * reference, share, reference, "margin_of_gain"
+        )
+    points = float(check["margin"])
+    return Margin(points, None if reference is None else points / reference, reference, "margin")
 
 
 def _fmt_trials(row: RowResult, metric: str, digits: int = 1) -> str:
@@ -447,7 +456,7 @@ def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
 
 def _final_read(row: RowResult) -> str:
     """How the trials' final losses were read, e.g. 'median of the last 47 steps'."""
-    reads = {f[1] for t in row.trials if (f := stability.final_loss(t.history))}
+    reads = {t.final[1] for t in row.trials if t.final}
     return " / ".join(sorted(reads)) or "none"
 
 
@@ -725,13 +734,9 @@ def _trial_summary(trial: RunResult) -> dict[str, Any]:
 
 
 # How the index names each choice a verdict can hang on
-CHOICES = {
+CHOICES = NAMES | {
     "margin": "margin",
     "slope": "slope required (points an epoch)",
-    "loss_gap": "loss gap",
-    "std_bound": "std(z)·√d bound",
-    "share": "top share",
-    "gain_z": "gain bound (SE)",
     "rise": "loss rise",
     "noise_factor": "step-noise ratio",
 }
@@ -834,8 +839,8 @@ def build_context(
                 "power": found.power,
                 "margin_reason": claim.get("margin_reason"),
                 "margin_text": None
-                if declared is None or "margin_reason" not in claim
-                else declared.describe(next(k for k in MARGINS if k in claim["check"])),
+                if declared is None or not declared.declared
+                else declared.describe(),
                 "margin_of_gain": declared and declared.share,
                 "reference_gain": declared and declared.reference_gain,
                 "flips_at_share": None
@@ -1213,9 +1218,14 @@ def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
     }
 
 
-def _comparisons(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The judged tables' comparison claims, the study-wide family, in the index's order."""
-    return [c for t in summaries if t["judged"] for c in t["claims"] if CHECKS.get(c["kind"])]
+def _under_holm(summaries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
+    """The judged tables' comparison claims, the study-wide family, in the index's order, each
+    with whether Holm's procedure over that family at the one-sided ALPHA reproduces it. A
+    comparison without a p-value (a row skipped, one trial, a row that did not beat its random
+    init) stays in the family and is never reproduced."""
+    family = [c for t in summaries if t["judged"] for c in t["claims"] if CHECKS.get(c["kind"])]
+    rejected = holm([1.0 if c["p_value"] is None else c["p_value"] for c in family], ALPHA)
+    return list(zip(family, rejected, strict=True))
 
 
 def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1223,9 +1233,7 @@ def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     verdict would change (a margin, a rule's threshold, the family a count corrects over),
     its value, where the verdict changes and to what; and how many claims no such choice
     changes."""
-    comparisons = _comparisons(summaries)
-    p_values = [1.0 if c["p_value"] is None else c["p_value"] for c in comparisons]
-    under_holm = {id(c): r for c, r in zip(comparisons, holm(p_values, ALPHA), strict=True)}
+    under_holm = {id(c): rejected for c, rejected in _under_holm(summaries)}
     rows, unchanged = [], 0
     for t in (t for t in summaries if t["judged"]):
         for c in t["claims"]:
@@ -1255,16 +1263,14 @@ def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline count under one correction for the whole study: Holm's procedure over
     every comparison claim of the judged tables at the one-sided ALPHA, beside the count with
-    Bonferroni within each table. A comparison without a p-value (a row skipped, one trial, a
-    row that did not beat its random init) stays in the family and is never reproduced."""
+    Bonferroni within each table (_under_holm)."""
     claims = [c for t in summaries if t["judged"] for c in t["claims"]]
-    comparisons = _comparisons(summaries)
-    rejected = holm([1.0 if c["p_value"] is None else c["p_value"] for c in comparisons], ALPHA)
+    family = _under_holm(summaries)
     return {
-        "family": len(comparisons),
+        "family": len(family),
         "method": "holm",
         "alpha": ALPHA,
-        "reproduced_holm": sum(rejected),
-        "reproduced_per_table": sum(c["verdict"] == "reproduced" for c in comparisons),
-        "other_claims": len(claims) - len(comparisons),
+        "reproduced_holm": sum(rejected for _, rejected in family),
+        "reproduced_per_table": sum(c["verdict"] == "reproduced" for c, _ in family),
+        "other_claims": len(claims) - len(family),
     }
