@@ -20,6 +20,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        expand("reports/{table}.md", table=TABLES),
-        "reports/index.md",
+        [str(ReportFiles.of(table).page) for table in TABLES],
+        str(INDEX.page),
     default_target: True

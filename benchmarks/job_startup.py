@@ -35,7 +35,7 @@ print(time.perf_counter() - t)
 """
 AFTER = """
 import sys, time
-from simsiam_lab.cli import handed_over
+from simsiam_lab.jobs import handed_over
 from simsiam_lab.config import Params
 params = Params("params")
 t = time.perf_counter()

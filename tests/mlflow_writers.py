@@ -6,17 +6,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from manifests import SMALL
+
 from simsiam_lab.track import Tracker
 
 WRITERS = 8
-MANIFEST = {
-    "dataset": "cifar10",
-    "source": "/data/cifar10.tar.gz",
-    "source_sha256": "0123456789abcdef" * 4,
-    "classes": ["a", "b"],
-    "counts": {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}},
-    "stored_size": 32,
-}
+MANIFEST = SMALL
 
 
 def free_port() -> int:

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from manifests import SMALL
 from project import copy_project
 
-from simsiam_lab.cli import handed_over, main
+from simsiam_lab.cli import main
 from simsiam_lab.config import ConfigError, Params, config_hash
+from simsiam_lab.jobs import handed_over
 from simsiam_lab.sources import imports
 
 ROOT = Path(__file__).parents[1]
@@ -73,6 +75,8 @@ def test_report_and_index_on_missing_or_stale_inputs_say_what_to_rerun(
     report = ["report", "--profile", "smoke", "--table", "table3", "--data", str(tmp_path)]
     _one_line_error(capsys, [*report, *runs, "--out", "r.md"], "run `simsiam prepare`")
     (tmp_path / "manifest.json").write_text("{}")
+    _one_line_error(capsys, [*report, *runs, "--out", "r.md"], "lacks 'dataset' (written by an")
+    SMALL.write(tmp_path)
     _one_line_error(capsys, [*report, *runs, "--out", "r.md"], "config.yaml: missing")
     _one_line_error(capsys, [*report, "--run", "a", "--out", "r.md"], "expected ROW=DIR")
     index = ["index", str(tmp_path / "table3.json"), "--out", str(tmp_path / "index.md")]
@@ -109,13 +113,15 @@ def test_dvc_s_training_stages_depend_on_all_they_run_and_no_report_code():
     dvc_yaml = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dvc_yaml)
     declared = {Path(p).name for p in dvc_yaml.TRAINING_CODE}
-    # What pretrain and evaluate reach: train.py's imports, closed, and cli.py's top level.
-    reached, todo = set(), ["train.py", "track.py", "progress.py", "config.py", "cli.py"]
+    # What pretrain and evaluate reach: train.py's imports, closed, and the CLI's and its jobs'
+    # top levels (jobs.py imports report.py only inside `simsiam report` and after training).
+    top_level = ["cli.py", "jobs.py"]
+    reached, todo = set(), ["train.py", "track.py", "progress.py", "config.py", *top_level]
     while todo:
         name = todo.pop()
         if name not in reached:
             reached.add(name)
-            if name != "cli.py":  # cli.py imports report.py only inside `simsiam report`
+            if name not in top_level:
                 todo += imports(name)
     assert reached <= declared, reached - declared
     assert not declared & {"report.py", "stats.py", "templates"}
@@ -344,7 +350,7 @@ def test_dvc_s_source_stage_refuses_data_the_profile_cannot_read_before_prepare_
 
 
 def test_dvc_s_source_stage_lists_a_source_once_not_on_every_repro(monkeypatch, tmp_path):
-    import simsiam_lab.cli as cli
+    import simsiam_lab.jobs as jobs
 
     monkeypatch.chdir(ROOT)
     tree = _image_tree(tmp_path / "cifar", CIFAR10, {"train": 1, "test": 1})
@@ -352,7 +358,7 @@ def test_dvc_s_source_stage_lists_a_source_once_not_on_every_repro(monkeypatch, 
     out = tmp_path / "smoke.source.json"
     argv = ["source", "--profile", "smoke", "--out", str(out)]
     checked = []
-    monkeypatch.setattr(cli, "check_source", checked.append)
+    monkeypatch.setattr(jobs, "check_source", checked.append)
     assert main(argv) == main(argv) == 0  # the second finds its record (persisted) unchanged
     assert len(checked) == 1
     (tree / "train/cat/1.jpg").write_bytes((tree / "train/cat/0.jpg").read_bytes())
@@ -607,8 +613,8 @@ def test_an_out_that_cannot_be_written_is_one_line_and_leaves_nothing(
 
 
 def test_the_encoder_artifact_switch_is_the_flag_else_pipeline_yaml_else_on(tmp_path):
-    from simsiam_lab.cli import encoder_artifact
     from simsiam_lab.config import Params
+    from simsiam_lab.jobs import encoder_artifact
 
     params = Params(tmp_path)
     assert encoder_artifact(params, None)  # no pipeline.yaml: on

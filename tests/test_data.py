@@ -9,6 +9,7 @@ import shutil
 import tarfile
 import urllib.error
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from simsiam_lab import data
-from simsiam_lab.data import DataError, DataSpec, load_split, prepare, resolve_source
+from simsiam_lab.data import DataError, DataSpec, Manifest, load_split, prepare, resolve_source
 
 REAL_ARCHIVE = Path(__file__).parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
 CLASSES = ["blue", "green", "red"]  # sorted, so label i is CLASSES[i]
@@ -98,30 +99,31 @@ def test_tree_tar_and_zip_give_the_same_arrays_and_manifest(tree: Path, tmp_path
         for key, value in arrays.items():
             np.testing.assert_array_equal(value, ref_arrays[key])
         drop = {"source", "source_sha256"}
-        assert {k: v for k, v in manifest.items() if k not in drop} == {
-            k: v for k, v in ref_manifest.items() if k not in drop
+        assert {k: v for k, v in asdict(manifest).items() if k not in drop} == {
+            k: v for k, v in asdict(ref_manifest).items() if k not in drop
         }
 
 
 def test_manifest_records_source_counts_and_format(tree: Path, tmp_path: Path):
     archive = _tar(tree, tmp_path / "toy.tgz")
     manifest = prepare(_spec(archive), tmp_path / "out")
-    assert manifest == json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["source"] == str(archive)
-    assert manifest["source_sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert manifest["classes"] == CLASSES
-    assert manifest["counts"] == {
+    assert asdict(manifest) == json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert Manifest.read(tmp_path / "out") == manifest
+    assert manifest.source == str(archive)
+    assert manifest.source_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert manifest.classes == CLASSES
+    assert manifest.counts == {
         "train": dict.fromkeys(CLASSES, N_TRAIN),
         "test": dict.fromkeys(CLASSES, N_TEST),
     }
-    assert manifest["format"] == "npy uint8 NCHW"
-    assert manifest["stored_size"] == SIZE
-    assert (manifest["train_per_class"], manifest["test_per_class"]) == (None, None)
+    assert manifest.format == "npy uint8 NCHW"
+    assert manifest.stored_size == SIZE
+    assert (manifest.train_per_class, manifest.test_per_class) == (None, None)
 
-    tree_hash = prepare(_spec(tree), tmp_path / "t1")["source_sha256"]
+    tree_hash = prepare(_spec(tree), tmp_path / "t1").source_sha256
     assert len(tree_hash) == 64
     (tree / "train" / "red" / "999.png").write_bytes((tree / "train/red/000.png").read_bytes())
-    assert prepare(_spec(tree), tmp_path / "t2")["source_sha256"] != tree_hash
+    assert prepare(_spec(tree), tmp_path / "t2").source_sha256 != tree_hash
 
 
 def test_load_split_round_trip(tree: Path, tmp_path: Path):
@@ -149,7 +151,7 @@ def test_zip_without_wrapper_and_val_split(tmp_path: Path):
             z.write(path, path.relative_to(root).as_posix())
         z.writestr("__MACOSX/._junk", b"")
     manifest = prepare(_spec(archive), tmp_path / "out")
-    assert manifest["counts"]["test"] == dict.fromkeys(CLASSES, N_TEST)
+    assert manifest.counts["test"] == dict.fromkeys(CLASSES, N_TEST)
 
 
 # ---------------------------------------------------------------------------- subsets
@@ -159,8 +161,8 @@ def test_stratified_subset_counts_and_determinism(tree: Path, tmp_path: Path):
     archive = _tar(tree, tmp_path / "toy.tar.gz")
     kw = {"train_per_class": 4, "test_per_class": 1}
     m = prepare(_spec(archive, subset_seed=0, **kw), tmp_path / "a")
-    assert m["counts"] == {"train": dict.fromkeys(CLASSES, 4), "test": dict.fromkeys(CLASSES, 1)}
-    assert (m["train_per_class"], m["test_per_class"], m["subset_seed"]) == (4, 1, 0)
+    assert m.counts == {"train": dict.fromkeys(CLASSES, 4), "test": dict.fromkeys(CLASSES, 1)}
+    assert (m.train_per_class, m.test_per_class, m.subset_seed) == (4, 1, 0)
     prepare(_spec(tree, subset_seed=0, **kw), tmp_path / "b")
     prepare(_spec(archive, subset_seed=1, **kw), tmp_path / "c")
     a, b, c = (_arrays(tmp_path / x) for x in "abc")
@@ -294,7 +296,7 @@ def test_missing_train_split(tmp_path: Path):
 def test_per_class_counts_mean_up_to(tree: Path, tmp_path: Path):
     (tree / "train" / "green" / "000.png").unlink()
     manifest = prepare(_spec(tree, train_per_class=6), tmp_path / "out")
-    assert manifest["counts"]["train"] == {"blue": 6, "green": 5, "red": 6}
+    assert manifest.counts["train"] == {"blue": 6, "green": 5, "red": 6}
 
 
 def test_unsupported_and_missing_sources(tmp_path: Path):
@@ -315,7 +317,7 @@ def test_ten_classes_that_are_not_cifar10_are_not_called_cifar10(tmp_path: Path)
             Image.new("RGB", (4, 4)).save(root / split / f"flower{i}" / "0.png")
     message = _fails(DataSpec("cifar10", str(root)), tmp_path / "out", "not CIFAR-10's")
     assert "flower0" in message and "use dataset imagefolder" in message
-    assert prepare(DataSpec("imagefolder", str(root), stored_size=4), tmp_path / "ok")["classes"]
+    assert prepare(DataSpec("imagefolder", str(root), stored_size=4), tmp_path / "ok").classes
 
 
 def test_known_dataset_with_wrong_class_count(tree: Path, tmp_path: Path):
@@ -346,7 +348,7 @@ def test_env_pointing_at_missing_path(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_env_source_is_used(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SIMSIAM_DATA", str(_zip(tree, tmp_path / "t.zip")))
-    assert prepare(_spec(None), tmp_path / "out")["source"] == str(tmp_path / "t.zip")
+    assert prepare(_spec(None), tmp_path / "out").source == str(tmp_path / "t.zip")
 
 
 # ---------------------------------------------------------------------------- torchvision
@@ -366,10 +368,10 @@ def test_torchvision_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     spec = DataSpec("cifar10", stored_size=16, train_per_class=3)
     manifest = prepare(spec, tmp_path / "out", download_root=tmp_path / "dl")
     assert (
-        manifest["source"] == "torchvision" and manifest["source_sha256"] == "torchvision:cifar10"
+        manifest.source == "torchvision" and manifest.source_sha256 == "torchvision:cifar10"
     )
-    assert manifest["counts"]["train"] == dict.fromkeys(_FakeCIFAR10.classes, 3)
-    assert manifest["counts"]["test"] == dict.fromkeys(_FakeCIFAR10.classes, 2)
+    assert manifest.counts["train"] == dict.fromkeys(_FakeCIFAR10.classes, 3)
+    assert manifest.counts["test"] == dict.fromkeys(_FakeCIFAR10.classes, 2)
     s = load_split(tmp_path / "out", "train")
     assert s.images.shape == (15, 3, 16, 16)
     assert (s.images[:, 0, 0, 0].long() == 10 * s.labels + 1).all()
@@ -422,8 +424,8 @@ def test_load_split_errors(tmp_path: Path):
 def test_real_cifar10_archive_subset(tmp_path: Path):
     spec = DataSpec("cifar10", str(REAL_ARCHIVE), train_per_class=50, test_per_class=20)
     manifest = prepare(spec, tmp_path / "out")
-    assert len(manifest["classes"]) == 10 and manifest["classes"][0] == "airplane"
-    assert manifest["counts"]["train"] == dict.fromkeys(manifest["classes"], 50)
+    assert len(manifest.classes) == 10 and manifest.classes[0] == "airplane"
+    assert manifest.counts["train"] == dict.fromkeys(manifest.classes, 50)
     train, test = load_split(tmp_path / "out", "train"), load_split(tmp_path / "out", "test")
     assert train.images.shape == (500, 3, 32, 32) and test.images.shape == (200, 3, 32, 32)
     assert 60 < train.images.float().mean() < 180

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from manifests import manifest
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params, training_config
 from simsiam_lab.report import (
@@ -19,16 +20,16 @@ from simsiam_lab.report import (
     index_json,
     monitor_slope,
     plot_accuracy_bars,
+    read_rows,
     render,
     render_index,
-    row_results,
     runs_table,
     summary_json,
     table_metrics,
-    trial_record,
     verdict,
 )
 from simsiam_lab.rundir import RunDir
+from simsiam_lab.stability import FINAL_WINDOW_LOSS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -299,8 +300,7 @@ def test_once_per_epoch_is_tested_only_where_an_epoch_is_longer_than_the_other_i
             ],
         )
 
-    # As runs.csv gives them back: a column holding 'epoch' and 100 is read as text.
-    rows = {"k-epoch": snapshot("k-epoch", "epoch", steps), "k100": snapshot("k100", "100", steps)}
+    rows = {"k-epoch": snapshot("k-epoch", "epoch", steps), "k100": snapshot("k100", 100, steps)}
     check = {"not_collapsed": "k-epoch", "refresh_longer_than": "k100"}
     found = verdict(check, rows, 0.05)
     assert found.result == expected
@@ -382,13 +382,7 @@ def test_a_report_carries_trials_intervals_and_its_power():
     params = Params(ROOT / "params")
     table = params.table("table3")
     rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
-    manifest = {
-        "counts": {"train": {"a": 400}, "test": {"a": 200}},
-        "classes": ["a"],
-        "source": "/data/cifar10-jpeg.tar.gz",
-        "source_sha256": "b215d45e51121fd3",
-    }
-    context = build_context(table, "cpu", rows, manifest, "abc", judged=True)
+    context = build_context(table, "cpu", rows, MANIFEST, "abc", judged=True)
     summary = summary_json(context)
     assert [t["seed"] for t in summary["rows"]["a"]["trials"]] == [0, 1, 2]
     claim = next(c for c in summary["claims"] if c["text"].startswith("BN on the hidden"))
@@ -428,42 +422,45 @@ def _write_run(trial: RunResult, root: Path) -> Path:
     return root
 
 
-def test_the_verdicts_come_from_the_tidy_runs_table_as_published(tmp_path: Path):
+def _cells(table: pd.DataFrame) -> list[dict]:
+    """Python values, None where a cell is empty (NaN as a CSV gives it back)."""
+    return table.astype(object).where(table.notna(), None).to_dict("records")
+
+
+def test_the_runs_table_as_published_holds_every_number_the_verdicts_read(tmp_path: Path):
     params = Params(ROOT / "params")
     table = params.table("table3")
     rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
-    records = [
-        trial_record(
-            "table3", row_id, _write_run(trial, tmp_path / f"{row_id}-{trial.config['seed']}")
-        )
+    run_dirs = {
+        row_id: [_write_run(t, tmp_path / f"{row_id}-{t.config['seed']}") for t in row.trials]
         for row_id, row in rows.items()
-        for trial in row.trials
-    ]
-    runs_table(records).to_csv(tmp_path / "table3.runs.csv", index=False)
+    }
+    read = read_rows(run_dirs, test_images=None)
+    runs_table("table3", read).to_csv(tmp_path / "table3.runs.csv", index=False)
     published = pd.read_csv(tmp_path / "table3.runs.csv")
 
-    # One row per trial: its keys, metrics and the config it trained and was evaluated with.
+    # One line per trial: its keys, metrics and the config it trained and was evaluated with.
     assert len(published) == 3 * len(table.rows)
     assert list(published.columns[:3]) == ["table", "row", "run_dir"]
     assert {"linear_acc", "seed", "optim.batch_size", "eval.linear_probe"} <= set(published)
+    assert FINAL_WINDOW_LOSS in published  # what the collapse rule reads, not only history.json
     b = published[published["row"] == "b"]
     assert b.set_index("seed")["linear_acc"].to_dict() == {0: 45.0, 1: 46.0, 2: 47.0}
+    # Every value as the trials read it: a reader of the CSV recomputes the same verdicts.
+    assert _cells(published) == _cells(runs_table("table3", read))
 
-    manifest = {"counts": {"train": {"a": 4}, "test": {"a": 2}}, "classes": ["a"]}
-    direct = summary_json(build_context(table, "cpu", rows, manifest, "abc", judged=True))
-    from_csv = summary_json(
-        build_context(table, "cpu", row_results(published), manifest, "abc", judged=True)
-    )
-    assert from_csv["claims"] == direct["claims"]
-    assert from_csv["rows"] == direct["rows"]
+    # Read from their directories, the trials give the verdicts of the trials in memory.
+    direct = summary_json(build_context(table, "cpu", rows, MANIFEST, "abc", judged=True))
+    from_dirs = summary_json(build_context(table, "cpu", read, MANIFEST, "abc", judged=True))
+    assert from_dirs["claims"] == direct["claims"]
+    assert from_dirs["rows"] == direct["rows"]
 
 
 def test_dvc_s_numbers_are_per_row_means_with_the_control_and_the_verdict_counts():
     params = Params(ROOT / "params")
     table = params.table("table3")
     rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
-    manifest = {"counts": {"train": {"a": 4}, "test": {"a": 2}}, "classes": ["a"]}
-    metrics = table_metrics(build_context(table, "cpu", rows, manifest, "abc", judged=True))
+    metrics = table_metrics(build_context(table, "cpu", rows, MANIFEST, "abc", judged=True))
     assert metrics["rows"]["b"] == {
         "linear": 46.0,
         "knn": 40.0,
@@ -523,12 +520,12 @@ def _md_cells(text: str, first: str) -> list[str]:
     return [cell.strip().strip("*") for cell in line.split("|")[1:-1]]
 
 
-MANIFEST = {
-    "counts": {"train": {"a": 400}, "test": {"a": 200}},
-    "classes": ["a"],
-    "source": "/data/cifar10-jpeg.tar.gz",
-    "source_sha256": "b215d45e51121fd3",
-}
+MANIFEST = manifest(
+    counts={"train": {"a": 400}, "test": {"a": 200}},
+    classes=["a"],
+    source="/data/cifar10-jpeg.tar.gz",
+    source_sha256="b215d45e51121fd3",
+)
 
 
 def _table3_context(linear_of=lambda row, seed: 40.0 + seed + (5 if row == "b" else 0)):

@@ -12,6 +12,6 @@ def test_a_report_edit_retrains_nothing_and_a_rule_edit_re_renders():
 
 
 def test_the_closure_follows_lazy_imports_and_stops_at_an_excluded_module():
-    # cli.py imports the report code only inside its commands: it is reached, unless excluded.
+    # The CLI's jobs import the report code only inside them: it is reached, unless excluded.
     assert "simsiam_lab/report.py" in closure(["cli.py"])
     assert "simsiam_lab/stats.py" not in closure(["cli.py"], exclude=("report.py",))

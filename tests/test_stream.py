@@ -97,8 +97,8 @@ def _geometry(views: torch.Tensor) -> dict[str, torch.Tensor]:
 def test_the_file_index_holds_the_in_memory_path_s_subset(tree: Path, tmp_path: Path, capsys):
     memory = _prepare(tree, tmp_path / "memory", "memory", train_per_class=10)
     streamed = _prepare(tree, tmp_path / "stream", "stream", train_per_class=10)
-    assert memory["format"] == FORMAT and streamed["format"] == INDEX_FORMAT
-    assert memory["counts"] == streamed["counts"]
+    assert memory.format == FORMAT and streamed.format == INDEX_FORMAT
+    assert memory.counts == streamed.counts
     assert not list((tmp_path / "stream").glob("*_images.npy"))  # nothing decoded
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("data path: in-memory, 0.0 GB of ")
@@ -142,7 +142,7 @@ def test_memory_that_would_not_fit_is_refused_in_one_line(tree: Path, tmp_path: 
         assert message.startswith(f"data.loader = {way}: the decoded images take 0.0 GB, more")
         assert "use data.loader: stream" in message and "\n" not in message
         assert not (tmp_path / way).exists()
-    assert _prepare(tree, tmp_path / "stream", "stream")["format"] == INDEX_FORMAT
+    assert _prepare(tree, tmp_path / "stream", "stream").format == INDEX_FORMAT
 
 
 def test_a_tar_archive_is_not_streamed(tree: Path, tmp_path: Path):
@@ -167,7 +167,7 @@ def test_a_class_list_keeps_its_classes_and_names_a_missing_one(tree: Path, tmp_
     listed = tmp_path / "classes.txt"
     listed.write_text("# two of three\nc\na\n")
     manifest = _prepare(tree, tmp_path / "out", "stream", class_list=str(listed))
-    assert manifest["classes"] == ["a", "c"] and manifest["class_list"] == str(listed)
+    assert manifest.classes == ["a", "c"] and manifest.class_list == str(listed)
     index = open_split(tmp_path / "out", "train")
     assert {f.split("/")[1] for f in index.files} == {"a", "c"}
     assert [index.classes[i] for i in index.labels] == [f.split("/")[1] for f in index.files]

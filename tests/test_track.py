@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from manifests import manifest
 from mlflow_writers import MANIFEST, assert_nothing_lost, run_writers
 
 from simsiam_lab.rundir import RunDir
@@ -26,15 +27,14 @@ def test_eight_writers_at_once_lose_no_run_metric_or_artifact(tmp_path: Path):
 def test_a_run_records_its_dataset_as_an_mlflow_input(tmp_path: Path):
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
     run_id = tracker.start("simsiam-test", "run", {}, {"seed": 0})
-    manifest = {
-        "dataset": "imagefolder",
-        "source": "/data/flowers.tar.gz",
-        "source_sha256": "ab" * 32,
-        "classes": ["daisy", "rose"],
-        "counts": {"train": {"daisy": 3, "rose": 4}, "test": {"daisy": 1, "rose": 1}},
-        "stored_size": 32,
-    }
-    tracker.log_dataset(run_id, manifest)
+    flowers = manifest(
+        dataset="imagefolder",
+        source="/data/flowers.tar.gz",
+        source_sha256="ab" * 32,
+        classes=["daisy", "rose"],
+        counts={"train": {"daisy": 3, "rose": 4}, "test": {"daisy": 1, "rose": 1}},
+    )
+    tracker.log_dataset(run_id, flowers)
     (found,) = tracker.client.get_run(run_id).inputs.dataset_inputs
     assert found.dataset.name == "imagefolder" and found.dataset.digest == ("ab" * 32)[:36]
     assert json.loads(found.dataset.source)["uri"] == "/data/flowers.tar.gz"

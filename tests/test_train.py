@@ -17,8 +17,8 @@ from simsiam_lab.train import (
     build_model,
     build_optimizer,
     check_resumable,
-    constant_lr,
     fast_path,
+    fix_pred_lr_schedule,
     initial_weights,
     learning_rate,
     pretrain,
@@ -46,9 +46,9 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert learning_rate(0, total=100, warmup=0, peak=0.5) == pytest.approx(0.5)
 
 
-def test_a_constant_lr_predictor_warms_up_with_the_encoder():
+def test_a_fix_pred_lr_predictor_warms_up_with_the_encoder():
     lrs = [learning_rate(s, total=100, warmup=10, peak=1.0) for s in range(100)]
-    fixed = [constant_lr(s, 10, lr, 1.0) for s, lr in enumerate(lrs)]
+    fixed = [fix_pred_lr_schedule(s, 10, lr, 1.0) for s, lr in enumerate(lrs)]
     assert fixed[:10] == lrs[:10]  # the warm-up ramp
     assert fixed[10:] == [1.0] * 90  # then the peak, where the encoder decays
 
@@ -74,7 +74,7 @@ def test_fix_pred_lr_puts_the_predictor_in_a_fixed_group():
     cfg = _config(fix_pred_lr=True)
     model = build_model(cfg)
     groups = build_optimizer(model, cfg).param_groups
-    assert [g["fixed_lr"] for g in groups] == [False, True]
+    assert [g["fix_pred_lr"] for g in groups] == [False, True]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.predictor.parameters()}
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "DataError",
     "DataSpec",
     "FileIndex",
+    "Manifest",
     "Split",
     "check_source",
     "choose_loader",
@@ -127,6 +128,81 @@ class FileIndex:
     stored_size: int  # evaluation's resize (shorter side) and centre crop, as prepare's
 
 
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A prepared directory's manifest.json: what `prepare` made, from what, and how. Training
+    checks it against its config, MLflow records it as the run's dataset input, and a report
+    names the data and its test images from it."""
+
+    dataset: str
+    source: str  # the source's resolved path, or "torchvision" for a download
+    source_sha256: str
+    stored_size: int
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # split -> class -> images
+    train_per_class: int | None
+    test_per_class: int | None
+    subset_seed: int
+    loader: str
+    memory_limit_gb: float
+    class_list: str | None
+    class_list_sha256: str | None
+    format: str  # FORMAT (decoded arrays) or INDEX_FORMAT (a file index, streamed)
+
+    @classmethod
+    def read(cls, prepared_dir: Path) -> Manifest:
+        path = Path(prepared_dir) / MANIFEST
+        try:
+            found = json.loads(path.read_text())
+            return cls(**{field.name: found[field.name] for field in fields(cls)})
+        except FileNotFoundError:
+            raise DataError(
+                f"{path} not found; run `simsiam prepare` to create {prepared_dir}"
+            ) from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path} is unreadable ({_reason(e)}); re-run `simsiam prepare`") from e
+        except (KeyError, TypeError) as e:
+            raise DataError(
+                f"{path} lacks {e} (written by an older version); re-run `simsiam prepare`"
+            ) from None
+
+    def write(self, directory: Path) -> None:
+        (Path(directory) / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def images(self, split: str) -> int:
+        return sum(self.counts[split].values())
+
+    @property
+    def streamed(self) -> bool:
+        return self.format == INDEX_FORMAT
+
+    def check(self, data: Mapping[str, Any], prepared_dir: Path) -> None:
+        """Is this what a resolved config's data section asks for? A mismatch means a stale
+        directory: the error names the key and says to prepare again."""
+        path = Path(prepared_dir) / MANIFEST
+        if self.source_sha256 != data["source_sha256"]:
+            raise DataError(
+                f"{path}: prepared from {self.source} ({str(self.source_sha256)[:12]}), but the "
+                f"config's data source is now {data['source'] or '$SIMSIAM_DATA'} "
+                f"({str(data['source_sha256'])[:12]}); re-run `simsiam prepare` for this profile"
+            )
+        # Every field of the spec but the source, which the fingerprint above stands for.
+        expected = {
+            field.name: data[field.name]
+            for field in fields(DataSpec)
+            if field.name not in ("source", "source_sha256")
+        } | {"class_list_sha256": data.get("class_list_sha256")}
+        for key, value in expected.items():
+            if getattr(self, key) != value:
+                raise DataError(
+                    f"{path}: {key} = {getattr(self, key)!r} but the config asks for "
+                    f"{value!r}; re-run `simsiam prepare` for this profile"
+                )
+
+
 def resolve_source(spec: DataSpec) -> str | None:
     """Path to read from: spec.source, else $SIMSIAM_DATA, else None (torchvision download)."""
     if spec.source:
@@ -185,7 +261,7 @@ def check_source(spec: DataSpec) -> None:
     _check_class_count(spec, sorted(tree["train"]), source)
 
 
-def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) -> dict:
+def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) -> Manifest:
     """Decode the source once into out_dir/{train,test}_{images,labels}.npy and manifest.json.
 
     Returns the manifest. out_dir appears only complete: it is built in a temporary sibling
@@ -206,26 +282,26 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
         else:
             classes, arrays = _from_tree(spec, _open_source(Path(source)), source)
         streamed = any(isinstance(images, list) for images, _ in arrays.values())
-        manifest = {
-            "dataset": spec.dataset,
-            "source": str(Path(source).resolve()) if source else "torchvision",
+        manifest = Manifest(
+            dataset=spec.dataset,
+            source=str(Path(source).resolve()) if source else "torchvision",
             # The config's, where it has one: hashing a large archive again costs minutes.
-            "source_sha256": spec.source_sha256 or source_identity(spec.dataset, spec.source),
-            "stored_size": spec.stored_size,
-            "classes": classes,
-            "counts": {
+            source_sha256=spec.source_sha256 or source_identity(spec.dataset, spec.source),
+            stored_size=spec.stored_size,
+            classes=classes,
+            counts={
                 split: {c: int((labels == i).sum()) for i, c in enumerate(classes)}
                 for split, (_, labels) in arrays.items()
             },
-            "train_per_class": spec.train_per_class,
-            "test_per_class": spec.test_per_class,
-            "subset_seed": spec.subset_seed,
-            "loader": spec.loader,
-            "memory_limit_gb": spec.memory_limit_gb,
-            "class_list": spec.class_list,
-            "class_list_sha256": class_list_identity(spec.class_list),
-            "format": INDEX_FORMAT if streamed else FORMAT,
-        }
+            train_per_class=spec.train_per_class,
+            test_per_class=spec.test_per_class,
+            subset_seed=spec.subset_seed,
+            loader=spec.loader,
+            memory_limit_gb=spec.memory_limit_gb,
+            class_list=spec.class_list,
+            class_list_sha256=class_list_identity(spec.class_list),
+            format=INDEX_FORMAT if streamed else FORMAT,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for split, (images, labels) in arrays.items():
@@ -234,7 +310,7 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
             else:
                 np.save(tmp / f"{split}_images.npy", images)
             np.save(tmp / f"{split}_labels.npy", labels)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest.write(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -248,8 +324,8 @@ def open_split(prepared_dir: Path, split: str) -> Split | FileIndex:
     """One split of a prepared directory, as its manifest's format says: in memory, or the
     index of files that the streaming path decodes as it goes."""
     _check_split(split)
-    manifest = _read_manifest(Path(prepared_dir))
-    if manifest.get("format") != INDEX_FORMAT:
+    manifest = Manifest.read(Path(prepared_dir))
+    if not manifest.streamed:
         return load_split(prepared_dir, split)
     names = Path(prepared_dir) / f"{split}_files.txt"
     try:
@@ -266,11 +342,11 @@ def open_split(prepared_dir: Path, split: str) -> Split | FileIndex:
     import torch  # torch takes seconds to import: not where a build tool plans
 
     return FileIndex(
-        Path(manifest["source"]),
+        Path(manifest.source),
         files,
         torch.from_numpy(labels),
-        manifest["classes"],
-        manifest["stored_size"],
+        manifest.classes,
+        manifest.stored_size,
     )
 
 
@@ -279,28 +355,17 @@ def _check_split(split: str) -> None:
         raise DataError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
 
 
-def _read_manifest(prepared_dir: Path) -> dict:
-    path = prepared_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise DataError(f"{path} not found; run `simsiam prepare` to create {prepared_dir}") from e
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is unreadable ({_reason(e)}); re-run `simsiam prepare`") from e
-
-
 def load_split(prepared_dir: Path, split: str) -> Split:
     """One split of a prepared directory as tensors, with the class names its labels index."""
     _check_split(split)
     prepared_dir = Path(prepared_dir)
     paths = [prepared_dir / name for name in (f"{split}_images.npy", f"{split}_labels.npy")]
-    manifest_path = prepared_dir / "manifest.json"
-    if missing := [p for p in [*paths, manifest_path] if not p.is_file()]:
+    if missing := [p for p in paths if not p.is_file()]:
         raise DataError(f"{missing[0]} not found; run `simsiam prepare` to create {prepared_dir}")
+    classes = Manifest.read(prepared_dir).classes
     try:
         images, labels = (np.load(p) for p in paths)
-        classes = json.loads(manifest_path.read_text())["classes"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError) as e:
         raise DataError(
             f"{prepared_dir} is unreadable ({_reason(e)}); re-run `simsiam prepare`"
         ) from e

@@ -44,7 +44,8 @@ from .config import (
     flatten,
     training_config,
 )
-from .rundir import RunDir
+from .data import Manifest
+from .rundir import CURVES, RunDir
 from .stability import FINAL_WINDOW_LOSS
 from .stats import (
     Interval,
@@ -69,13 +70,6 @@ VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
 ALPHA = 0.05  # one-sided error rate of a table's comparison claims together (Bonferroni)
 POWER = 0.8  # for the smallest difference a table's seed noise can resolve
-# The history's per-epoch quantities a table's curves show (one CSV each): their axis labels
-CURVES = {
-    "loss": "training loss",
-    "z_std_ratio": "std(z)·√d (1 when isotropic, 0 when collapsed)",
-    "knn": "kNN accuracy (%)",
-}
-
 RULES = [
     "collapsed, as the paper means it: a degenerate solution, with the loss at its minimum and "
     "an output that carries nothing. Each trial is judged on three signals that hold on any "
@@ -158,6 +152,7 @@ class RunResult:
     config: Config
     metrics: dict[str, Any]
     history: list[dict[str, float]]
+    run_dir: Path | None = None  # where it was read from (None: made in memory, by a test)
 
     @property
     def status(self) -> str:
@@ -205,12 +200,10 @@ def _read(path: Path, parse: Callable[[str], Any], step: str) -> Any:
         raise ReportError(f"{path}: unreadable ({err}); delete {path.parent} and rerun") from None
 
 
-def trial_record(
-    table: str, row: str, run_dir: Path, test_images: int | None = None
-) -> dict[str, Any]:
-    """One trial as a flat record: its table and row, the pretraining's summary and the
-    evaluation's metrics, then the config it trained and was evaluated with (dotted keys).
-    `test_images`: what the evaluation was measured on, for runs whose metrics predate it."""
+def read_trial(run_dir: Path, test_images: int | None = None) -> RunResult:
+    """One trial from its run directory: the config it trained and was evaluated with, the
+    pretraining's summary with the evaluation's metrics, and its history. `test_images`: what
+    the evaluation was measured on, for runs whose metrics predate it."""
     run = RunDir(run_dir)
     config = _read(run.config, yaml.safe_load, "pretrain")
     metrics = _read(run.metrics, json.loads, "evaluate")
@@ -218,37 +211,30 @@ def trial_record(
     # Runs evaluated before metrics.json recorded its settings were evaluated as configured.
     evaluation = metrics.pop(EVALUATION, None) or config.get(EVALUATION)
     config = training_config(config) | {EVALUATION: evaluation}
-    return {"table": table, "row": row, "run_dir": str(run.root)} | metrics | flatten(config)
+    return RunResult(config, metrics, _read(run.history, json.loads, "pretrain"), run.root)
 
 
-def runs_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The tidy results table: one row per trial, keys first, then metrics, then config."""
-    return pd.DataFrame.from_records(records)
+def read_rows(run_dirs: dict[str, list[Path]], test_images: int | None) -> dict[str, RowResult]:
+    """A table's rows, each with the trials read from its run directories."""
+    return {
+        row: RowResult(row, [read_trial(d, test_images) for d in dirs])
+        for row, dirs in run_dirs.items()
+    }
 
 
-def _unflatten(flat: dict[str, Any]) -> Config:
-    nested: Config = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
-
-
-def row_results(runs: pd.DataFrame) -> dict[str, RowResult]:
-    """The rows of a table's runs table (as read back from its CSV), each with its trials'
-    per-epoch histories from their run directories."""
-    # Python values, not numpy's (np.True_ is not a bool), and None where a cell is empty.
-    records = runs.astype(object).where(runs.notna(), None).to_dict("records")
-    trials: dict[str, list[RunResult]] = {}
-    for record in records:
-        config = {k: v for k, v in record.items() if "." in k or k == "seed"}
-        metrics = {k: v for k, v in record.items() if k not in config}
-        history = _read(RunDir(record["run_dir"]).history, json.loads, "pretrain")
-        trials.setdefault(record["row"], []).append(RunResult(_unflatten(config), metrics, history))
-    return {row: RowResult(row, found) for row, found in trials.items()}
+def runs_table(table: str, rows: dict[str, RowResult]) -> pd.DataFrame:
+    """The tidy results table, one line a trial: its table, row and run directory, then its
+    metrics (the final loss the collapse rule reads among them), then its config (dotted
+    keys): every number a verdict is computed from."""
+    return pd.DataFrame.from_records(
+        [
+            {"table": table, "row": row.id, "run_dir": str(trial.run_dir)}
+            | trial.metrics
+            | flatten(trial.config)
+            for row in rows.values()
+            for trial in row.trials
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -552,7 +538,7 @@ def refresh_steps(row: RowResult) -> int | None:
         return 1
     every, steps = config["target"]["refresh_every"], row.trials[0].metrics.get("steps")
     if every != "epoch":
-        return int(every)  # read back from runs.csv, a column that also holds 'epoch': text
+        return every
     return None if steps is None else int(steps) // config["optim"]["epochs"]
 
 
@@ -776,7 +762,7 @@ def build_context(
     table: Table,
     profile: str,
     rows: dict[str, RowResult],
-    manifest: dict,
+    manifest: Manifest,
     commit: str,
     judged: bool,
     curves: str | None = None,
@@ -861,10 +847,10 @@ def build_context(
         "profile": profile,
         "judged": judged,
         "dataset": first["data"]["dataset"],
-        "counts": {s: sum(c.values()) for s, c in manifest["counts"].items()},
-        "classes": len(manifest["classes"]),
-        "source": Path(manifest.get("source", "unknown")).name,
-        "source_sha256": str(manifest.get("source_sha256"))[:12],
+        "counts": {split: manifest.images(split) for split in manifest.counts},
+        "classes": len(manifest.classes),
+        "source": Path(manifest.source).name,
+        "source_sha256": str(manifest.source_sha256)[:12],
         "image_size": first["data"]["image_size"],
         "backbone": f"{first['model']['backbone']} (width {first['model']['width']}"
         + (", CIFAR stem)" if first["model"]["cifar_stem"] else ")"),

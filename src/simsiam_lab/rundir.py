@@ -1,7 +1,9 @@
-"""The files of one pretraining's directory: who writes each, and who reads it.
+"""The files each step writes, declared once: a pretraining's directory (`RunDir`), a table's
+report (`ReportFiles`) and the index over the tables (`IndexFiles`).
 
-`pretrain` writes all but the evaluation's files, `evaluate` adds metrics.json,
-and `report` reads config, history and metrics; Snakemake and dvc.yaml declare the same paths.
+`pretrain` writes all of a run's files but the evaluation's, `evaluate` adds metrics.json, and
+`report` reads config, history and metrics; Snakemake's rules and dvc.yaml's stages declare the
+paths these classes give.
 """
 
 from __future__ import annotations
@@ -77,3 +79,119 @@ class RunDir:
     def evaluation_inputs(self) -> list[Path]:
         """What `evaluate` reads from the directory."""
         return [self.config, self.checkpoint, self.summary]
+
+
+# The history's per-epoch quantities a table's curves show (one CSV each): their axis labels.
+CURVES = {
+    "loss": "training loss",
+    "z_std_ratio": "std(z)·√d (1 when isotropic, 0 when collapsed)",
+    "knn": "kNN accuracy (%)",
+}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `simsiam report` writes for one table: `page` (reports/<table>.md) and the files
+    named after it."""
+
+    page: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "page", Path(self.page))
+
+    @classmethod
+    def of(cls, table: str, root: str | Path = "reports") -> ReportFiles:
+        return cls(Path(root) / f"{table}.md")
+
+    def _beside(self, suffix: str) -> Path:
+        return self.page.with_suffix(suffix)
+
+    @property
+    def html(self) -> Path:
+        """The same page for a browser."""
+        return self._beside(".html")
+
+    @property
+    def summary(self) -> Path:
+        """Claims, verdicts and rows as JSON: what the index reads."""
+        return self._beside(".json")
+
+    @property
+    def curves(self) -> Path:
+        """The rows' training curves."""
+        return self._beside(".png")
+
+    @property
+    def accuracy(self) -> Path:
+        """The linear accuracy, paper beside ours, a bar a row (for `dvc plots`)."""
+        return self._beside(".accuracy.csv")
+
+    @property
+    def accuracy_plot(self) -> Path:
+        return self._beside(".accuracy.png")
+
+    @property
+    def runs(self) -> Path:
+        """One line a trial: every number the verdicts are computed from."""
+        return self._beside(".runs.csv")
+
+    @property
+    def metrics(self) -> Path:
+        """Numbers only, per row: what `dvc metrics` and `dvc exp show` read."""
+        return self._beside(".metrics.json")
+
+    def curve_table(self, quantity: str) -> Path:
+        """One of CURVES per epoch, a column a row (for `dvc plots`)."""
+        return self._beside(f".{quantity}.csv")
+
+    @property
+    def curve_tables(self) -> list[Path]:
+        return [self.curve_table(quantity) for quantity in CURVES]
+
+    @property
+    def outputs(self) -> list[Path]:
+        """Every file the report writes, the page first, but `metrics` (dvc.yaml declares it
+        under `metrics:`, not `outs:`)."""
+        return [
+            self.page,
+            self.html,
+            self.curves,
+            self.summary,
+            self.runs,
+            self.accuracy,
+            self.accuracy_plot,
+            *self.curve_tables,
+        ]
+
+    @property
+    def index_inputs(self) -> list[Path]:
+        """What `simsiam index` reads of it."""
+        return [self.summary, self.runs]
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """What `simsiam index` writes: `page` (reports/index.md) and the files beside it."""
+
+    page: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "page", Path(self.page))
+
+    @property
+    def html(self) -> Path:
+        return self.page.with_suffix(".html")
+
+    @property
+    def counts(self) -> Path:
+        """The verdict counts, per table and study-wide."""
+        return self.page.with_suffix(".json")
+
+    @property
+    def runs(self) -> Path:
+        """Every table's trials in one tidy table."""
+        return self.page.with_name("runs.csv")
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [self.page, self.html, self.counts, self.runs]

@@ -20,12 +20,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from filelock import FileLock
 
 from .rundir import STEP, STEP_LOSS, RunDir, make_writable_dir
+
+if TYPE_CHECKING:
+    from .data import Manifest
 
 DEFAULT_STORE = Path(".mlflow")
 # The schemes MLflow's client can store runs under; anything else is a typo in the URI.
@@ -260,23 +263,22 @@ class Tracker:
             for i in range(0, len(batch), 1000):
                 self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 
-    def log_dataset(self, run_id: str, manifest: dict[str, Any]) -> None:
+    def log_dataset(self, run_id: str, manifest: Manifest) -> None:
         """The prepared data as the run's MLflow dataset input (the UI's "Datasets used"):
         its name, content fingerprint, source, classes and counts."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
         dataset = Dataset(
-            name=manifest["dataset"],
-            digest=str(manifest["source_sha256"])[:36],  # MLflow stores at most 36 characters
-            source_type="torchvision" if manifest["source"] == "torchvision" else "local",
-            source=json.dumps({"uri": manifest["source"], "sha256": manifest["source_sha256"]}),
-            schema=json.dumps({"classes": manifest["classes"]}),
+            name=manifest.dataset,
+            digest=str(manifest.source_sha256)[:36],  # MLflow stores at most 36 characters
+            source_type="torchvision" if manifest.source == "torchvision" else "local",
+            source=json.dumps({"uri": manifest.source, "sha256": manifest.source_sha256}),
+            schema=json.dumps({"classes": manifest.classes}),
             profile=json.dumps(
                 {
-                    "counts": counts,
-                    "stored_size": manifest["stored_size"],
-                    "format": manifest.get("format"),  # in memory or streamed from the files
+                    "counts": {split: manifest.images(split) for split in manifest.counts},
+                    "stored_size": manifest.stored_size,
+                    "format": manifest.format,  # in memory or streamed from the files
                 }
             ),
         )
@@ -337,7 +339,7 @@ class PretrainRun:
         name: str,
         tags: dict[str, str],
         params: dict[str, Any],
-        manifest: dict[str, Any],
+        manifest: Manifest,
         description: str = "",
     ) -> PretrainRun:
         """Continues the MLflow run of the interrupted run in run_dir, with the tags it started

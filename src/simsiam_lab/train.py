@@ -52,7 +52,7 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def constant_lr(step: int, warmup: int, lr: float, peak: float) -> float:
+def fix_pred_lr_schedule(step: int, warmup: int, lr: float, peak: float) -> float:
     """The `fix_pred_lr` predictor's lr: it warms up with the encoder, then stays at the peak."""
     return lr if step < warmup else peak
 
@@ -60,11 +60,12 @@ def constant_lr(step: int, warmup: int, lr: float, peak: float) -> float:
 def set_learning_rates(
     opt: torch.optim.Optimizer, step: int, total: int, warmup: int, peak: float
 ) -> float:
-    """This step's lr on every param group (a `fixed_lr` group holds the peak after warm-up);
-    returns the schedule's."""
+    """This step's lr on every param group (a `fix_pred_lr` group holds the peak after
+    warm-up); returns the schedule's."""
     lr = learning_rate(step, total, warmup, peak)
     for group in opt.param_groups:
-        group["lr"] = constant_lr(step, warmup, lr, peak) if group["fixed_lr"] else lr
+        fixed = group["fix_pred_lr"]
+        group["lr"] = fix_pred_lr_schedule(step, warmup, lr, peak) if fixed else lr
     return lr
 
 
@@ -79,10 +80,10 @@ def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
         model.predictor.requires_grad_(False)
     head = {id(p) for p in model.predictor.parameters()}
     groups = [
-        {"params": [p for p in model.parameters() if id(p) not in head], "fixed_lr": False},
+        {"params": [p for p in model.parameters() if id(p) not in head], "fix_pred_lr": False},
         {
             "params": [p for p in model.predictor.parameters() if p.requires_grad],
-            "fixed_lr": optim["fix_pred_lr"],
+            "fix_pred_lr": optim["fix_pred_lr"],
         },
     ]
     return torch.optim.SGD(

@@ -4,9 +4,8 @@ import json
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.data import DataError, DataSpec, check_source, prepared_identity
-from simsiam_lab.report import CURVES
 from simsiam_lab.sources import rendering_code
-from simsiam_lab.rundir import RunDir
+from simsiam_lab.rundir import IndexFiles, ReportFiles, RunDir
 from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))

@@ -10,6 +10,11 @@ localrules:
 RENDERERS = [f"src/{path}" for path in rendering_code()]
 
 
+# A table's files, by the wildcard, and the index's (the library declares their names).
+REPORT = ReportFiles.of("{table}")
+INDEX = IndexFiles("reports/index.md")
+
+
 rule report:
     input:
         metrics=lambda wc: sorted({str(RunDir(d).metrics) for _, d in row_runs(wc.table)}),
@@ -18,32 +23,32 @@ rule report:
         # Its labels, paper numbers and claims: an edit re-renders the report (as in dvc.yaml).
         table="params/tables/{table}.yaml",
     output:
-        report="reports/{table}.md",
+        report=str(REPORT.page),
         # report(): what `snakemake --report report.html` shows, one folder per table
         page=report(
-            "reports/{table}.html",
+            str(REPORT.html),
             caption="../report/table.rst",
             category=table_category,
             labels={"shows": "claims, verdicts, the paper's table beside ours"},
         ),
-        metrics="reports/{table}.json",
+        summary=str(REPORT.summary),
         curves=report(
-            "reports/{table}.png",
+            str(REPORT.curves),
             caption="../report/curves.rst",
             category=table_category,
             labels={"shows": "training curves"},
         ),
-        bars="reports/{table}.accuracy.csv",  # for dvc plots; the picture is accuracy.png
+        bars=str(REPORT.accuracy),  # for dvc plots; the picture is accuracy_plot
         bars_plot=report(
-            "reports/{table}.accuracy.png",
+            str(REPORT.accuracy_plot),
             caption="../report/accuracy.rst",
             category=table_category,
             labels={"shows": "linear accuracy: paper vs ours"},
         ),
-        runs="reports/{table}.runs.csv",  # one row per trial: what the verdicts are computed from
+        runs=str(REPORT.runs),  # one row per trial: what the verdicts are computed from
         # numbers only, and a CSV a quantity with a column a row: what `dvc metrics`/`plots` read
-        numbers="reports/{table}.metrics.json",
-        curve_tables=expand("reports/{{table}}.{quantity}.csv", quantity=CURVES),
+        numbers=str(REPORT.metrics),
+        curve_tables=list(map(str, REPORT.curve_tables)),
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -61,20 +66,20 @@ rule report:
 
 rule index:
     input:
-        expand("reports/{table}.{suffix}", table=TABLES, suffix=["json", "runs.csv"]),
+        [str(path) for table in TABLES for path in ReportFiles.of(table).index_inputs],
         code=RENDERERS,
     output:
-        index="reports/index.md",
-        counts="reports/index.json",  # the counts, per table and study-wide (Holm)
+        index=str(INDEX.page),
+        counts=str(INDEX.counts),  # the counts, per table and study-wide (Holm)
         # Sorts first among the report's folders, before the tables' titles.
         page=report(
-            "reports/index.html",
+            str(INDEX.html),
             caption="../report/index.rst",
             category="All tables",
             labels={"shows": "every claim with its verdict"},
         ),
         runs=report(
-            "reports/runs.csv",
+            str(INDEX.runs),
             caption="../report/runs.rst",
             category="All tables",
             labels={"shows": "every trial (CSV, downloads)"},
@@ -86,7 +91,7 @@ rule index:
     benchmark:
         f"logs/{PROFILE}/benchmark/index.tsv"
     params:
-        summaries=expand("reports/{table}.json", table=TABLES),
+        summaries=[str(ReportFiles.of(table).summary) for table in TABLES],
     shell:
         "bash workflow/scripts/logged.sh {log} simsiam index"
         " {params.summaries} --out {output.index}"

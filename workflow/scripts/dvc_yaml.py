@@ -27,8 +27,7 @@ from pathlib import Path
 import yaml
 
 from simsiam_lab.config import EVALUATION, ConfigError, Params, Trial
-from simsiam_lab.report import CURVES
-from simsiam_lab.rundir import RunDir
+from simsiam_lab.rundir import CURVES, IndexFiles, ReportFiles, RunDir
 from simsiam_lab.sources import rendering_code, training_code
 
 HEADER = "# Generated from params/ by `python workflow/scripts/dvc_yaml.py`; do not edit.\n"
@@ -40,7 +39,7 @@ TRAINING_CODE = [f"src/{path}" for path in training_code()]
 REPORT_CODE = [f"src/{path}" for path in rendering_code()]
 # The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)
 PLOTS_PAGE = "data/dvc/plots.html"
-CURVES_CSV = [f"{quantity}.csv" for quantity in CURVES]
+INDEX = IndexFiles(Path("reports/index.md"))
 
 
 def pipeline(params: Params) -> dict:
@@ -168,10 +167,10 @@ class Stages:
         trials = self.trials(table)
         dirs = [self.run_dir(self.run_of[t.ref]) for t in trials]
         run_args = " ".join(f"--run {t.row.id}={d.root}" for t, d in zip(trials, dirs, strict=True))
-        out = f"reports/{table}"
+        files = ReportFiles.of(table)
         return {
             "cmd": f"simsiam report --profile {self.profile} --table {table}"
-            f" --data {self.prepared} {run_args} --out {out}.md",
+            f" --data {self.prepared} {run_args} --out {files.page}",
             # The table file is a dependency, not params: its labels, paper numbers and claim
             # texts are not settings to compare across experiments.
             "deps": [
@@ -184,27 +183,19 @@ class Stages:
             # In DVC's cache (reports/ is git-ignored), so that every revision and experiment
             # has its own: `dvc plots diff` reads each revision's curves, `dvc checkout` and
             # `dvc exp apply` bring its reports back.
-            "outs": [
-                f"{out}.{suffix}"
-                for suffix in (
-                    *("md", "html", "png", "json", "runs.csv", "accuracy.csv", "accuracy.png"),
-                    *CURVES_CSV,
-                )
-            ],
+            "outs": list(map(str, files.outputs)),
             # numbers only, per row: what `dvc exp show` and `dvc metrics diff` compare
-            "metrics": [f"{out}.metrics.json"],
+            "metrics": [str(files.metrics)],
         }
 
     def index(self) -> dict:
+        summaries = [ReportFiles.of(t) for t in self.tables]
         return {
             "cmd": "simsiam index "
-            + " ".join(f"reports/{t}.json" for t in self.tables)
-            + " --out reports/index.md",
-            "deps": [f"reports/{t}.{s}" for t in self.tables for s in ("json", "runs.csv")]
-            + REPORT_CODE,
-            "outs": [
-                f"reports/{name}" for name in ("index.md", "index.html", "index.json", "runs.csv")
-            ],
+            + " ".join(str(files.summary) for files in summaries)
+            + f" --out {INDEX.page}",
+            "deps": [str(path) for files in summaries for path in files.index_inputs] + REPORT_CODE,
+            "outs": list(map(str, INDEX.outputs)),
         }
 
     def plots(self) -> list[dict]:
@@ -222,7 +213,7 @@ class Stages:
                             "title": f"{name}: {label} per epoch, first seed of each row",
                             "template": "rows",  # .dvc/plots/rows.json: a colour per row
                             "x": "epoch",
-                            "y": {f"reports/{name}.{quantity}.csv": rows},
+                            "y": {str(ReportFiles.of(name).curve_table(quantity)): rows},
                             "x_label": "epoch",
                             "y_label": label,
                         }
@@ -234,7 +225,7 @@ class Stages:
                         "title": f"{name}: linear accuracy (%), paper vs ours",
                         "template": "bar_horizontal",
                         "x": "accuracy",
-                        "y": {f"reports/{name}.accuracy.csv": "bar"},
+                        "y": {str(ReportFiles.of(name).accuracy): "bar"},
                         "x_label": "linear top-1 accuracy (%)",
                         "y_label": "row",
                     }

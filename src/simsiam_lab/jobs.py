@@ -1,0 +1,399 @@
+"""What each `simsiam` command does, one function a command, over the library's modules: the
+layer that Snakemake's rules and DVC's stages reach through the CLI (cli.py parses, this runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import (
+    EVALUATION,
+    Config,
+    ConfigError,
+    Params,
+    ReportError,
+    Row,
+    Trial,
+    config_hash,
+    flatten,
+    load_yaml,
+    training_config,
+    validate,
+)
+from .data import DataError, DataSpec, Manifest, check_source, open_split, prepare
+from .rundir import IndexFiles, ReportFiles, RunDir, make_writable_dir
+
+# What `evaluate` adds to a pretraining's summary (None where training did not end ok).
+EVALUATED = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "z_top_share")
+
+
+def prepare_data(params: Params, profile: str, out: Path, download_root: Path) -> None:
+    manifest = prepare(DataSpec.of(params.resolve(profile)["data"]), out, download_root)
+    counts = {split: manifest.images(split) for split in manifest.counts}
+    print(f"prepared {manifest.dataset} into {out}: {counts}")
+
+
+def record_source(params: Params, profile: str, out: Path) -> None:
+    """Writes the profile's data source by its content (what DVC's prepare stage depends on)."""
+    from .data import resolve_source
+
+    data = params.resolve(profile)["data"]
+    spec = DataSpec.of(data)
+    path = resolve_source(spec)
+    # Content only, no path: the same archive elsewhere is the same data.
+    record = {"dataset": data["dataset"], "source_sha256": data["source_sha256"]}
+    if not out.is_file() or json.loads(out.read_text()) != record:
+        check_source(spec)  # before DVC's prepare deletes the data it has
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    where = Path(path).resolve() if path else "torchvision"
+    print(f"data source of {profile}: {where} ({record['source_sha256']})")
+
+
+def _run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str]:
+    """One tag per table whose rows resolve to this config (a shared config is one run)."""
+    tags = {"profile": profile, "config_hash": cfg_hash}
+    for trial in trials:
+        key = f"table.{trial.row.table}"
+        tags[key] = ",".join(filter(None, [tags.get(key), trial.ref.split(":", 1)[1]]))
+    return tags
+
+
+def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
+    """Which engine started the run and, under `dvc exp run`, the DVC experiment's name (empty
+    under `dvc repro`: no tag)."""
+    return {"engine": engine} | ({"engine.experiment": experiment} if experiment else {})
+
+
+def _run_name(cfg: Config, cfg_hash: str, trials: list[Trial], row: Row) -> str:
+    """The config's name, whichever engine trains it: every row that trains it, over the tables
+    sorted by name (`similarity-cosine+table3-c-seed0-…`), so a shared config is not named
+    after one table only, nor after the row it was asked for (DVC asks by a row, Snakemake by
+    the hash). A config that no table plans (a --seed beyond the row's trials) is its row's."""
+    rows = [trial.row for trial in trials] or [row]
+    return f"{'+'.join(f'{r.table}-{r.id}' for r in rows)}-seed{cfg['seed']}-{cfg_hash[:6]}"
+
+
+def encoder_artifact(params: Params, flag: str | None) -> bool:
+    """--encoder-artifact, else params/pipeline.yaml's `encoder_artifact` (what DVC's stage
+    reads: a flag in its command would retrain every run when it changes), else true."""
+    if flag is not None:
+        return flag == "true"
+    pipeline = params.root / "pipeline.yaml"
+    setting = load_yaml(pipeline).get("encoder_artifact", True) if pipeline.is_file() else True
+    return str(setting).lower() == "true"
+
+
+def _make_out_dir(root: Path) -> bool:
+    """Creates --out, or says in one line why it cannot; whether it is new."""
+    new = not root.exists()
+    try:
+        make_writable_dir(root)
+    except OSError as err:
+        raise ConfigError(
+            f"--out {root}: cannot write there ({err.strerror}); pick a writable directory"
+        ) from None
+    return new
+
+
+def handed_over(params: Params, resolved: str, run: str | None) -> tuple[Config, list[Trial]]:
+    """The config and trials that the planner resolved for run `run` (`--resolved`, JSON), so
+    that a job neither rebuilds the plan nor fingerprints the data again; its hash is checked."""
+    try:
+        found = json.loads(resolved)
+        cfg, refs = found["config"], found["trials"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            '--resolved: expected JSON {"config": {...}, "trials": ["TABLE:ROW@SEED", ...]}'
+        ) from None
+    if run is None or config_hash(cfg) != run:
+        raise ConfigError(
+            f"--resolved holds config {config_hash(cfg)}, not --config-hash {run}: "
+            "pass the two from the same plan (rerun snakemake)"
+        )
+    validate(cfg, "--resolved")
+    return cfg, [params.trial(ref) for ref in refs]
+
+
+def _what_to_train(
+    params: Params,
+    profile: str,
+    run: str | None,
+    row_ref: str | None,
+    seed: int | None,
+    resolved: str | None,
+) -> tuple[Config, list[Trial], Row]:
+    """The config a pretraining trains, the trials over every table that share it (its MLflow
+    run's table tags and name), and the row it was asked for."""
+    if resolved:
+        cfg, trials = handed_over(params, resolved, run)
+        return cfg, trials, trials[0].row
+    if row_ref:
+        row = params.row(row_ref)
+        cfg = params.resolve(profile, row, seed)
+        return cfg, params.plan(profile, params.table_names()).get(config_hash(cfg), []), row
+    trials = params.run_trials(profile, run)
+    return params.resolve(profile, trials[0].row, trials[0].seed), trials, trials[0].row
+
+
+def pretrain_run(
+    params: Params,
+    profile: str,
+    data: Path,
+    out: Path,
+    *,
+    run: str | None = None,
+    row_ref: str | None = None,
+    seed: int | None = None,
+    resolved: str | None = None,
+    engine: str = "cli",
+    experiment: str = "",
+    artifact: str | None = None,
+) -> None:
+    """Trains one config into run directory `out` (resuming from its state.pt), tracked in
+    MLflow. The config is named by its hash (`run`, with `resolved` as the planner resolved it)
+    or by a row and seed (`row_ref`)."""
+    from .progress import progress, write
+    from .track import PretrainRun, experiment_description, experiment_name
+    from .train import (
+        atomic_write_json,
+        check_finished,
+        check_resumable,
+        pretrain,
+        save_encoder,
+    )
+
+    cfg, trials, row = _what_to_train(params, profile, run, row_ref, seed, resolved)
+    cfg_hash = config_hash(cfg)
+    manifest = Manifest.read(data)
+    manifest.check(cfg["data"], data)
+    rundir = RunDir(out)
+    check_finished(rundir.root, cfg)
+    new = _make_out_dir(rundir.root)
+    if int(os.environ.get("RANK", "0")) != 0:
+        pretrain(cfg, data, rundir.root)  # torchrun's other processes: rank 0 records
+        return
+
+    def say(line: str) -> None:
+        """The console (above the progress bar) and the run's journal, pretrain.log."""
+        write(line)
+        with rundir.journal.open("a") as f:
+            f.write(line + "\n")
+
+    resuming = check_resumable(rundir.root, cfg, say)
+    try:
+        tracked = PretrainRun.open(
+            rundir,
+            resuming,
+            experiment_name(profile),
+            _run_name(cfg, cfg_hash, trials, row),
+            _run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
+            flatten(training_config(cfg)),
+            manifest,
+            description=experiment_description(params.description(profile)),
+        )
+    except BaseException:
+        if new:  # a refused run leaves no directory behind
+            shutil.rmtree(rundir.root, ignore_errors=True)
+        raise
+    began = f"resumed from {rundir.state}" if resuming else "started"
+    say(
+        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg['seed']} [{cfg_hash}]: "
+        f"{began}, MLflow run {tracked.run_id} ==="
+    )
+    if tracked.abandoned:
+        say(f"the earlier attempt's MLflow run {tracked.abandoned} ended as FAILED (abandoned)")
+
+    epochs = progress(total=cfg["optim"]["epochs"], desc="pretrain", unit="epoch")
+
+    def log_epoch(record: dict) -> None:
+        step = int(record["epoch"])
+        epochs.update(max(0, step - epochs.n))  # a resumed run's replayed epochs count once
+        if logged := tracked.log_epoch(record):
+            say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logged.items()))
+
+    try:
+        summary = pretrain(cfg, data, rundir.root, log_epoch)
+    except Exception:
+        tracked.fail()
+        raise
+    finally:
+        epochs.close()
+    summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": profile}
+    # What it trained on: the dataset, where it was read from and its content, and the path
+    # (data.loader decides that from the data and the config alone).
+    summary |= {
+        "dataset": manifest.dataset,
+        "data_source": manifest.source,
+        "data_source_sha256": manifest.source_sha256,
+        "data_prepared": str(data),
+        "data_format": manifest.format,
+    }
+    history = json.loads(rundir.history.read_text())
+    # What training read; `evaluate` takes the evaluation settings from params/ at its time.
+    rundir.config.write_text(yaml.safe_dump(training_config(cfg), sort_keys=False))
+    artifacts = [rundir.config, rundir.history]
+    if summary["status"] != "skipped":
+        from .report import plot_curves  # matplotlib and scipy: only once training is done
+
+        plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], rundir.curves)
+        artifacts.append(rundir.curves)
+    # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
+    with tempfile.TemporaryDirectory() as scratch:
+        if summary["status"] == "ok" and encoder_artifact(params, artifact):
+            artifacts.append(save_encoder(rundir.checkpoint, Path(scratch)))
+        tracked.finish(summary["status"], artifacts)
+    atomic_write_json(summary, rundir.summary)
+    say(
+        f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
+        f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
+    )
+
+
+def evaluate_run(
+    params: Params, profile: str, run: Path, data: Path, settings: str | None = None
+) -> None:
+    """kNN and linear probe of a finished pretraining's frozen features and of the same network
+    at random init, into its metrics.json and MLflow run. `settings`: the eval section as JSON,
+    as the planner resolved it; default: the profile's for this run's config (rebuilds the
+    plan)."""
+    import torch
+
+    from .distributed import device
+    from .evaluate import evaluation_metrics
+    from .track import log_evaluation
+    from .train import atomic_write_json, build_model, initial_weights
+
+    rundir = RunDir(run)
+    if missing := [p.name for p in (rundir.config, rundir.summary) if not p.is_file()]:
+        raise DataError(
+            f"{rundir.root}: no finished pretraining ({', '.join(missing)} missing); run "
+            f"`simsiam pretrain --out {rundir.root}` first"
+        )
+    trained_with = yaml.safe_load(rundir.config.read_text())
+    if settings:
+        evaluation = json.loads(settings)
+    else:
+        evaluation = params.run_config(profile, config_hash(trained_with))[EVALUATION]
+    cfg = trained_with | {EVALUATION: evaluation}
+    summary = json.loads(rundir.summary.read_text())
+    metrics = dict(summary) | dict.fromkeys(EVALUATED)
+    if summary["status"] == "ok":
+        dev = device()
+        model = build_model(cfg).to(dev)
+        state = torch.load(rundir.checkpoint, map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        train, test = open_split(data, "train"), open_split(data, "test")
+        metrics |= evaluation_metrics(model, cfg, train, test, initial_weights(cfg))
+    metrics["evaluated_at"] = round(time.time(), 1)  # the end of the run's last job
+    atomic_write_json(metrics | {EVALUATION: evaluation}, rundir.metrics)
+    logged = {k: metrics[k] for k in EVALUATED if metrics[k] is not None}
+    log_evaluation(
+        summary["mlflow_run_id"], logged, summary["epochs_completed"], evaluation, rundir.metrics
+    )
+    print(
+        f"{rundir.root}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']} (random init: "
+        f"kNN {metrics['random_init_knn']}, linear {metrics['random_init_linear']})"
+    )
+
+
+def _runs_of_rows(table: str, rows: list[str], runs: list[str]) -> dict[str, list[Path]]:
+    """--run ROW=DIR, once per trial, grouped by row; every row of the table needs one."""
+    found: dict[str, list[Path]] = {}
+    for item in runs:
+        row, eq, path = item.partition("=")
+        if not eq or not path:
+            raise ConfigError(f"report {table}: --run {item!r}: expected ROW=DIR")
+        found.setdefault(row, []).append(Path(path))
+    if missing := [r for r in rows if r not in found]:
+        raise ConfigError(f"report {table}: no --run given for row(s) {', '.join(missing)}")
+    return found
+
+
+def report_table(
+    params: Params, profile: str, table_name: str, data: Path, runs: list[str], out: Path
+) -> None:
+    """A table's report from its rows' run directories (`runs`: ROW=DIR, once per trial): the
+    page `out` and the files beside it (rundir.ReportFiles)."""
+    from .report import (
+        accuracy_bars,
+        build_context,
+        curves_by_row,
+        plot_accuracy_bars,
+        plot_table_curves,
+        read_rows,
+        render,
+        runs_table,
+        summary_json,
+        table_metrics,
+    )
+    from .track import git_commit
+
+    table = params.table(table_name)
+    run_dirs = _runs_of_rows(table_name, list(table.rows), runs)
+    manifest = Manifest.read(data)
+    files = ReportFiles(out)
+    files.page.parent.mkdir(parents=True, exist_ok=True)
+    test_images = manifest.images("test") or None
+    rows = read_rows({row: run_dirs[row] for row in table.rows}, test_images)
+    # Every number the verdicts rest on, one line a trial, for a reader to recompute them.
+    runs_table(table.name, rows).to_csv(files.runs, index=False)
+    plot_table_curves(table, rows, files.curves)
+    context = build_context(
+        table,
+        profile,
+        rows,
+        manifest,
+        git_commit(),
+        judged=params.verdicts(profile),
+        curves=files.curves.name,
+    )
+    files.page.write_text(render(context))
+    files.html.write_text(render(context, "html"))  # what a browser shows
+    files.summary.write_text(json.dumps(summary_json(context), indent=2) + "\n")
+    accuracy_bars(table, context).to_csv(files.accuracy, index=False)
+    # Numbers only, for `dvc metrics` and `dvc exp show` (they drop or garble the rest).
+    files.metrics.write_text(json.dumps(table_metrics(context), indent=2))
+    for quantity, curve in curves_by_row(table, rows).items():
+        # "NaN" where a row has no value at an epoch: Vega skips it, and draws an empty cell as 0
+        curve.to_csv(files.curve_table(quantity), index=False, na_rep="NaN")
+    plot_accuracy_bars(table, context, files.accuracy_plot)
+    print(f"wrote {files.page} and {files.html.name}")
+
+
+def report_index(summaries: list[Path], out: Path) -> None:
+    """One page of every table's claims and verdicts, from the tables' reports (their JSON
+    summaries and runs tables), and every trial in one runs.csv."""
+    import pandas as pd
+
+    from .report import index_json, load_summary, render_index
+    from .track import git_commit
+
+    tables = [ReportFiles(path.with_suffix(".md")) for path in summaries]
+    loaded = [load_summary(f.summary) for f in tables]
+    if missing := [f.runs for f in tables if not f.runs.is_file()]:
+        raise ReportError(f"{missing[0]}: missing; rerun `simsiam report` for its table")
+    files = IndexFiles(out)
+    commit = git_commit()
+    files.page.write_text(render_index(loaded, commit))
+    files.html.write_text(render_index(loaded, commit, "html"))
+    files.counts.write_text(json.dumps(index_json(loaded, commit), indent=2) + "\n")
+    # Every table's trials in one tidy table, for pandas or a spreadsheet.
+    pd.concat([pd.read_csv(f.runs) for f in tables], ignore_index=True).to_csv(
+        files.runs, index=False
+    )
+    print(f"wrote {files.page}, {files.html}, {files.counts} and {files.runs}")
+
+
+def init_tracking(params: Params, profile: str) -> None:
+    from .track import Tracker, experiment_description, experiment_name, tracking_uri
+
+    description = experiment_description(params.description(profile))
+    Tracker().experiment_id(experiment_name(profile), description)
+    print(f"MLflow store {tracking_uri()}: experiment {experiment_name(profile)} ready")
