@@ -75,6 +75,14 @@ ROOT = Path(__file__).parents[1]
 ARCHIVE = "cifar10-jpeg.tar.gz"
 SLOW_STEP_S = 20.0
 OFF = {"channels_last": False, "precision": "fp32", "compile": False}
+# A benchmark prepares the whole tree it made, whatever subset the profile's data section takes.
+WHOLE_TREE = {
+    "train_per_class": None,
+    "test_per_class": None,
+    "subset_seed": 0,
+    "class_list": None,
+    "source_sha256": None,
+}
 
 
 @dataclass(frozen=True)
@@ -388,7 +396,7 @@ def epoch_data(source: Path, workdir: Path, cfg: dict, per_class: int | None) ->
     root = tree if (tree / "train").is_dir() else next(tree.glob("*/train")).parent
     prepared = workdir / "prepared"
     data = cfg["data"]
-    prepare(DataSpec(data["dataset"], str(root), data["stored_size"]), prepared)
+    prepare(DataSpec.of(data | WHOLE_TREE | {"source": str(root), "loader": "auto"}), prepared)
     return root / "train", prepared
 
 
@@ -562,7 +570,7 @@ def bench_streaming(workdir: Path, workers: int, repeats: int, tree: dict = STRE
     }
     cfg = deep_merge(cfg, {"data": data}, "benchmark (streaming)")
     prepared = workdir / "stream-prepared"
-    prepare(DataSpec("imagefolder", str(root), tree["size"], loader="stream"), prepared)
+    prepare(DataSpec.of(cfg["data"] | WHOLE_TREE | {"source": str(root)}), prepared)
     dev = torch.device("cpu")
     with mock.patch.dict(os.environ, {ENV_WORKERS: str(workers)}):  # the loader's workers
         ours = StreamBatches(cfg, open_split(prepared, "train"), dev, rank=0, world=1)

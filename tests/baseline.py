@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from simsiam_lab.augment import CIFAR_STATS, AugmentConfig
+from simsiam_lab.data import DataSpec
 from simsiam_lab.model import ModelConfig
 
 BASELINE = Path(__file__).parents[1] / "params" / "baseline.yaml"
@@ -24,3 +25,9 @@ def cifar_augment(**overrides) -> AugmentConfig:
     return AugmentConfig(
         **{"crop_scale": (0.2, 1.0), "blur_p": 0.0, "mean": mean, "std": std} | overrides
     )
+
+
+def data_spec(**fields) -> DataSpec:
+    """The baseline's data section as `prepare` reads it (no fingerprint yet), with `fields`."""
+    data = yaml.safe_load(BASELINE.read_text())["data"] | {"source_sha256": None}
+    return DataSpec.of(data | fields)

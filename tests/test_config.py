@@ -1,12 +1,16 @@
 import hashlib
 import re
 import shutil
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import pytest
 import yaml
 
-from simsiam_lab.config import ConfigError, Params, config_hash, deep_merge
+from simsiam_lab.config import RUN_SCHEMA, ConfigError, Params, config_hash, deep_merge
+from simsiam_lab.data import DataSpec
+from simsiam_lab.model import ModelConfig
 
 PARAMS = Path(__file__).parents[1] / "params"
 
@@ -266,3 +270,26 @@ def test_every_profile_asks_for_each_job_s_resources():
     params = Params(PARAMS)
     for profile in params.profiles:
         assert set(params.resources(profile)) == {"prepare", "pretrain", "evaluate"}
+
+
+@pytest.mark.parametrize(
+    ("section", "typed"), [("data", DataSpec), ("model", ModelConfig)], ids=["data", "model"]
+)
+def test_a_section_s_type_and_the_schema_name_the_same_keys_and_values(section, typed):
+    keys = RUN_SCHEMA["properties"][section]["properties"]
+    hints = get_type_hints(typed)
+    for field in fields(typed):
+        assert field.default is MISSING, f"{section}.{field.name}: baseline.yaml holds defaults"
+        assert field.name in keys, f"{section}.{field.name} is not in the schema"
+        if get_origin(hints[field.name]) is Literal:
+            assert keys[field.name]["enum"] == list(get_args(hints[field.name])), field.name
+    if typed is ModelConfig:  # every key of the model section builds the network
+        assert set(keys) == {field.name for field in fields(typed)}
+
+
+def test_baseline_yaml_holds_every_key_the_schema_requires_and_no_other():
+    baseline = yaml.safe_load((PARAMS / "baseline.yaml").read_text())
+    for section, spec in RUN_SCHEMA["properties"].items():
+        if "properties" in spec:
+            assert sorted(baseline[section]) == sorted(spec["required"]), section
+    assert sorted(baseline) == sorted(RUN_SCHEMA["required"])

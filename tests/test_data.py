@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from baseline import data_spec
 from PIL import Image
 
 from simsiam_lab import data
@@ -67,7 +68,9 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _spec(source: Path | None, **kw) -> DataSpec:
-    return DataSpec("imagefolder", str(source) if source else None, stored_size=SIZE, **kw)
+    return data_spec(
+        dataset="imagefolder", source=str(source) if source else None, stored_size=SIZE, **kw
+    )
 
 
 def _arrays(out: Path) -> dict[str, np.ndarray]:
@@ -202,7 +205,7 @@ def test_subset_decodes_only_the_chosen_images(
 
 @pytest.mark.parametrize("size", [4, 16])
 def test_resize_solid_images(tree: Path, tmp_path: Path, size: int):
-    prepare(DataSpec("imagefolder", str(tree), stored_size=size), tmp_path / "out")
+    prepare(data_spec(dataset="imagefolder", source=str(tree), stored_size=size), tmp_path / "out")
     s = load_split(tmp_path / "out", "train")
     assert s.images.shape == (N_TRAIN * len(CLASSES), 3, size, size)
     # A solid colour survives resizing exactly.
@@ -219,7 +222,7 @@ def test_resize_non_square_crops_the_centre(tmp_path: Path):
             img.paste((0, 255, 0), (0, 4, 4, 8))
             img.paste((0, 0, 255), (0, 8, 4, 12))
             img.save(root / split / cls / "0.png")
-    prepare(DataSpec("imagefolder", str(root), stored_size=4), tmp_path / "out")
+    prepare(data_spec(dataset="imagefolder", source=str(root), stored_size=4), tmp_path / "out")
     s = load_split(tmp_path / "out", "train")
     assert s.images.shape == (2, 3, 4, 4)
     assert s.images[0, :, :, :].reshape(3, -1).T.tolist() == [[0, 255, 0]] * 16
@@ -306,7 +309,7 @@ def test_unsupported_and_missing_sources(tmp_path: Path):
 
 
 def test_imagefolder_needs_a_source(tmp_path: Path):
-    _fails(DataSpec("imagefolder"), tmp_path / "out", "SIMSIAM_DATA")
+    _fails(data_spec(dataset="imagefolder"), tmp_path / "out", "SIMSIAM_DATA")
 
 
 def test_ten_classes_that_are_not_cifar10_are_not_called_cifar10(tmp_path: Path):
@@ -315,35 +318,44 @@ def test_ten_classes_that_are_not_cifar10_are_not_called_cifar10(tmp_path: Path)
         for i in range(10):
             (root / split / f"flower{i}").mkdir(parents=True)
             Image.new("RGB", (4, 4)).save(root / split / f"flower{i}" / "0.png")
-    message = _fails(DataSpec("cifar10", str(root)), tmp_path / "out", "not CIFAR-10's")
+    message = _fails(
+        data_spec(dataset="cifar10", source=str(root)), tmp_path / "out", "not CIFAR-10's"
+    )
     assert "flower0" in message and "use dataset imagefolder" in message
-    assert prepare(DataSpec("imagefolder", str(root), stored_size=4), tmp_path / "ok").classes
+    assert prepare(
+        data_spec(dataset="imagefolder", source=str(root), stored_size=4), tmp_path / "ok"
+    ).classes
 
 
 def test_known_dataset_with_wrong_class_count(tree: Path, tmp_path: Path):
-    _fails(DataSpec("cifar10", str(tree)), tmp_path / "out", "3 classes", "cifar10 has 10")
+    _fails(
+        data_spec(dataset="cifar10", source=str(tree)),
+        tmp_path / "out",
+        "3 classes",
+        "cifar10 has 10",
+    )
 
 
 def test_bad_spec_values():
     for kw in ({"dataset": "mnist"}, {"stored_size": 0}, {"train_per_class": 0}):
         with pytest.raises(DataError):
-            DataSpec(**{"dataset": "imagefolder", **kw})
+            data_spec(**{"dataset": "imagefolder", **kw})
 
 
 # ---------------------------------------------------------------------------- SIMSIAM_DATA
 
 
 def test_resolve_source_precedence(tree: Path, monkeypatch: pytest.MonkeyPatch):
-    assert resolve_source(DataSpec("cifar10")) is None
+    assert resolve_source(data_spec(dataset="cifar10")) is None
     monkeypatch.setenv("SIMSIAM_DATA", str(tree))
-    assert resolve_source(DataSpec("cifar10")) == str(tree)
-    assert resolve_source(DataSpec("cifar10", source="given")) == "given"
+    assert resolve_source(data_spec(dataset="cifar10")) == str(tree)
+    assert resolve_source(data_spec(dataset="cifar10", source="given")) == "given"
 
 
 def test_env_pointing_at_missing_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     missing = tmp_path / "gone.tar.gz"
     monkeypatch.setenv("SIMSIAM_DATA", str(missing))
-    _fails(DataSpec("cifar10"), tmp_path / "out", "SIMSIAM_DATA", str(missing))
+    _fails(data_spec(dataset="cifar10"), tmp_path / "out", "SIMSIAM_DATA", str(missing))
 
 
 def test_env_source_is_used(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -365,11 +377,9 @@ class _FakeCIFAR10:
 
 def test_torchvision_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("torchvision.datasets.CIFAR10", _FakeCIFAR10)
-    spec = DataSpec("cifar10", stored_size=16, train_per_class=3)
+    spec = data_spec(dataset="cifar10", stored_size=16, train_per_class=3)
     manifest = prepare(spec, tmp_path / "out", download_root=tmp_path / "dl")
-    assert (
-        manifest.source == "torchvision" and manifest.source_sha256 == "torchvision:cifar10"
-    )
+    assert manifest.source == "torchvision" and manifest.source_sha256 == "torchvision:cifar10"
     assert manifest.counts["train"] == dict.fromkeys(_FakeCIFAR10.classes, 3)
     assert manifest.counts["test"] == dict.fromkeys(_FakeCIFAR10.classes, 2)
     s = load_split(tmp_path / "out", "train")
@@ -382,7 +392,9 @@ def test_download_failure_points_at_simsiam_data(tmp_path: Path, monkeypatch: py
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr("torchvision.datasets.CIFAR10", offline)
-    message = _fails(DataSpec("cifar10"), tmp_path / "out", "download failed", "SIMSIAM_DATA=")
+    message = _fails(
+        data_spec(dataset="cifar10"), tmp_path / "out", "download failed", "SIMSIAM_DATA="
+    )
     assert "name resolution" in message
 
 
@@ -422,7 +434,13 @@ def test_load_split_errors(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"{REAL_ARCHIVE} not present")
 def test_real_cifar10_archive_subset(tmp_path: Path):
-    spec = DataSpec("cifar10", str(REAL_ARCHIVE), train_per_class=50, test_per_class=20)
+    spec = data_spec(
+        dataset="cifar10",
+        source=str(REAL_ARCHIVE),
+        stored_size=32,
+        train_per_class=50,
+        test_per_class=20,
+    )
     manifest = prepare(spec, tmp_path / "out")
     assert len(manifest.classes) == 10 and manifest.classes[0] == "airplane"
     assert manifest.counts["train"] == dict.fromkeys(manifest.classes, 50)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from baseline import cifar_augment
+from baseline import cifar_augment, data_spec
 from PIL import Image
 
 from simsiam_lab import data, evaluate, stream
@@ -25,8 +25,8 @@ from simsiam_lab.data import (
     FORMAT,
     INDEX_FORMAT,
     DataError,
-    DataSpec,
     FileIndex,
+    Manifest,
     Split,
     choose_loader,
     open_split,
@@ -61,8 +61,11 @@ def tree(tmp_path: Path) -> Path:
     return _write_tree(tmp_path / "tree")
 
 
-def _prepare(tree: Path, out: Path, loader: str, **spec) -> dict:
-    return prepare(DataSpec("imagefolder", str(tree), stored_size=24, loader=loader, **spec), out)
+def _prepare(tree: Path, out: Path, loader: str, **spec) -> Manifest:
+    return prepare(
+        data_spec(dataset="imagefolder", source=str(tree), stored_size=24, loader=loader, **spec),
+        out,
+    )
 
 
 def _ramp(width: int, height: int) -> Image.Image:

@@ -99,7 +99,20 @@ _STRICT = jsonschema.validators.extend(
         {"integer": _is_integer, "number": _is_number}
     ),
 )
-_VALIDATOR = _STRICT(_load_schema("config.schema.yaml"))
+
+
+def _require_every_key(node: Config) -> Config:
+    """A run config's schema with each section's `required` list: every key the section names
+    but the readOnly ones (Params.resolve writes those), at every depth."""
+    if "properties" in node:
+        node["required"] = [k for k, v in node["properties"].items() if not v.get("readOnly")]
+        for child in node["properties"].values():
+            _require_every_key(child)
+    return node
+
+
+RUN_SCHEMA = _require_every_key(_load_schema("config.schema.yaml"))
+_VALIDATOR = _STRICT(RUN_SCHEMA)
 _TABLE_VALIDATOR = _STRICT(_load_schema("table.schema.yaml"))
 
 

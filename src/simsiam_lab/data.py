@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -47,7 +47,9 @@ __all__ = [
     "source_identity",
 ]
 
-DATASETS = ("cifar10", "cifar100", "imagefolder")
+Dataset = Literal["cifar10", "cifar100", "imagefolder"]
+Loader = Literal["auto", "memory", "stream"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
 SPLITS = ("train", "test")
 ENV_VAR = "SIMSIAM_DATA"
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -59,7 +61,7 @@ CIFAR10_CLASSES = sorted(
 )
 FORMAT = "npy uint8 NCHW"
 INDEX_FORMAT = "file index: relative path and label per image"
-LOADERS = ("auto", "memory", "stream")
+LOADERS: tuple[str, ...] = get_args(Loader)
 # In-memory data may take this share of the host's RAM (and of the GPU's memory, when training
 # on one); the rest is for the model, the loader, and whatever else the machine runs.
 MEMORY_SHARE = 0.5
@@ -77,16 +79,19 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str  # "cifar10" | "cifar100" | "imagefolder"
-    source: str | None = None  # ImageFolder tree or archive of one; None = $SIMSIAM_DATA / download
-    stored_size: int = 32  # images are resized (shorter side) and centre-cropped to this
-    train_per_class: int | None = None  # stratified subset size per class (None = all)
-    test_per_class: int | None = None
-    subset_seed: int = 0
-    loader: str = "auto"  # "memory" | "stream" | "auto": by memory_limit_gb (choose_loader)
-    memory_limit_gb: float = 16.0  # auto keeps decoded arrays of at most this size in memory
-    class_list: str | None = None  # file of class folder names to keep (None = all)
-    source_sha256: str | None = None  # the source's fingerprint if known (None: prepare takes it)
+    """What `prepare` reads of a run config's `data` section (params/baseline.yaml is the one
+    place for its defaults)."""
+
+    dataset: Dataset
+    source: str | None  # ImageFolder tree or archive of one; None = $SIMSIAM_DATA / download
+    stored_size: int  # images are resized (shorter side) and centre-cropped to this
+    train_per_class: int | None  # stratified subset size per class (None = all)
+    test_per_class: int | None
+    subset_seed: int
+    loader: Loader  # "auto": memory up to memory_limit_gb, else stream (choose_loader)
+    memory_limit_gb: float  # auto keeps decoded arrays of at most this size in memory
+    class_list: str | None  # file of class folder names to keep (None = all)
+    source_sha256: str | None  # the source's fingerprint if known (None: prepare takes it)
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> DataSpec:
@@ -205,8 +210,12 @@ class Manifest:
 
 def resolve_source(spec: DataSpec) -> str | None:
     """Path to read from: spec.source, else $SIMSIAM_DATA, else None (torchvision download)."""
-    if spec.source:
-        return spec.source
+    return _source_path(spec.source)
+
+
+def _source_path(source: str | None) -> str | None:
+    if source:
+        return source
     env = os.environ.get(ENV_VAR)
     if not env:
         return None
@@ -222,7 +231,7 @@ def source_identity(dataset: str, source: str | None) -> str | None:
     """What the data comes from, by content, for a run's identity: the sha256 of an archive,
     of a tree's file names and sizes, or `torchvision:<dataset>` for a download (None when a
     dataset has no source: `prepare` says what to set)."""
-    path = resolve_source(DataSpec(dataset, source))
+    path = _source_path(source)
     if path is None:
         return f"torchvision:{dataset}" if dataset in KNOWN_CLASS_COUNTS else None
     root = Path(path)

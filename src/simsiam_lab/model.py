@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from itertools import pairwise
+from typing import Literal
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-_DEPTHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
+Backbone = Literal["resnet18", "resnet34", "resnet50"]
+_DEPTHS: dict[Backbone, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
@@ -24,11 +26,11 @@ _DEPTHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
 class ModelConfig:
     """A run config's `model` section; params/baseline.yaml is the one place for defaults."""
 
-    backbone: str
+    backbone: Backbone
     width: int
     cifar_stem: bool
     dim: int
-    projector_layers: int
+    projector_layers: Literal[2, 3]
     projector_hidden_bn: bool
     projector_output_bn: bool
     projector_output_bn_affine: bool
@@ -49,7 +51,7 @@ class ResNetTrunk(ResNet):
     2-core CPU study feasible, so the stages are rebuilt with torchvision's own blocks.
     """
 
-    def __init__(self, backbone: str, width: int = 64, cifar_stem: bool = False) -> None:
+    def __init__(self, backbone: Backbone, width: int = 64, cifar_stem: bool = False) -> None:
         block, layers = _DEPTHS[backbone]
         super().__init__(block, layers, zero_init_residual=True)
         self.inplanes = width
