@@ -98,6 +98,11 @@ class DataSpec:
         """The spec of a resolved config's data section (which also holds training's keys)."""
         return cls(**{field.name: data[field.name] for field in fields(cls)})
 
+    def settings(self) -> dict[str, Any]:
+        """Every field but where the data comes from (`source`, `source_sha256`): what a
+        manifest records as it is."""
+        return {k: v for k, v in asdict(self).items() if k not in ("source", "source_sha256")}
+
     def __post_init__(self) -> None:
         if self.loader not in LOADERS:
             raise DataError(f"data.loader = {self.loader!r}; use one of {', '.join(LOADERS)}")
@@ -194,12 +199,10 @@ class Manifest:
                 f"config's data source is now {data['source'] or '$SIMSIAM_DATA'} "
                 f"({str(data['source_sha256'])[:12]}); re-run `simsiam prepare` for this profile"
             )
-        # Every field of the spec but the source, which the fingerprint above stands for.
-        expected = {
-            field.name: data[field.name]
-            for field in fields(DataSpec)
-            if field.name not in ("source", "source_sha256")
-        } | {"class_list_sha256": data.get("class_list_sha256")}
+        # Every setting of the spec; the fingerprint above stands for the source.
+        expected = DataSpec.of(data).settings() | {
+            "class_list_sha256": data.get("class_list_sha256")
+        }
         for key, value in expected.items():
             if getattr(self, key) != value:
                 raise DataError(
@@ -292,22 +295,15 @@ def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) ->
             classes, arrays = _from_tree(spec, _open_source(Path(source)), source)
         streamed = any(isinstance(images, list) for images, _ in arrays.values())
         manifest = Manifest(
-            dataset=spec.dataset,
+            **spec.settings(),
             source=str(Path(source).resolve()) if source else "torchvision",
             # The config's, where it has one: hashing a large archive again costs minutes.
             source_sha256=spec.source_sha256 or source_identity(spec.dataset, spec.source),
-            stored_size=spec.stored_size,
             classes=classes,
             counts={
                 split: {c: int((labels == i).sum()) for i, c in enumerate(classes)}
                 for split, (_, labels) in arrays.items()
             },
-            train_per_class=spec.train_per_class,
-            test_per_class=spec.test_per_class,
-            subset_seed=spec.subset_seed,
-            loader=spec.loader,
-            memory_limit_gb=spec.memory_limit_gb,
-            class_list=spec.class_list,
             class_list_sha256=class_list_identity(spec.class_list),
             format=INDEX_FORMAT if streamed else FORMAT,
         )
