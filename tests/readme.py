@@ -136,6 +136,10 @@ SIZED: dict[str, Sized] = {
         (("dvc repro    ", "dvc repro report-table3    "),),
     ),
     "dvc exp run -n lin6": Sized("test_pipeline_dvc::test_dvc_repro_smoke_table3"),
+    # A new table, written and built as printed (already smoke-sized).
+    "cat > params/tables/projector.yaml": Sized(
+        "test_readme::test_the_readme_s_new_table_block_builds_its_report_in_a_new_shell"
+    ),
     "mlflow ui --backend-store-uri": Sized(
         "test_pipeline::test_mlflow_ui_shows_table3_runs_and_their_knn",
         (("--port 5000", "--port $PORT"),),

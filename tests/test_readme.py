@@ -2,6 +2,7 @@
 the blocks that need no trained project run here, each in a new shell after the set-up."""
 
 import ast
+import json
 import os
 import shutil
 from pathlib import Path
@@ -64,6 +65,19 @@ def _checkout_copy(tmp_path: Path) -> Path:
 def test_the_readme_s_test_command_runs_in_a_new_shell(tmp_path: Path):
     done = readme.run("&& pytest\n", _checkout_copy(tmp_path))
     assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout
+
+
+@pytest.mark.slow  # two smoke pretrainings and their report: about a minute
+def test_the_readme_s_new_table_block_builds_its_report_in_a_new_shell(tmp_path: Path):
+    project = _checkout_copy(tmp_path)
+    readme.run("cat > params/tables/projector.yaml", project)
+    summary = json.loads((project / "reports" / "projector.json").read_text())
+    assert summary["title"].startswith("Projector depth")
+    (claim,) = summary["claims"]
+    assert claim["text"] == "A 2-layer projector does not collapse."
+    assert claim["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not judged")
+    runs = (project / "reports" / "projector.runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 2  # a header, a trial a row at smoke
 
 
 @pytest.mark.slow  # pip's offline dry run, the report rewritten, gpu.sh refusing: ~25 s
