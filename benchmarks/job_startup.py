@@ -1,11 +1,14 @@
 """What a pretrain or evaluate job spends turning its config hash back into a config, before and
-after Snakemake hands the resolved config over (`--resolved`), on a large data source.
+after Snakemake hands the resolved config over (`--resolved`), on a large data source; and what
+a DVC stage's job (`--row`) spends resolving its row, with and without the fingerprint that DVC's
+source stage recorded (`--source-record`).
 
     python benchmarks/job_startup.py [--files 100000] [--archive-gb 2] [--dir /tmp/startup]
 
 Before, every job rebuilt the whole plan (`Params.run_config`: every table's configs) and so
 fingerprinted the data source again: an archive's sha256, or a walk of every file of a tree.
-After, the job reads the config from its command line and checks its hash. Both are measured
+After, the job reads the config from its command line and checks its hash. A DVC job resolves
+its row, which fingerprints the source, unless it reads the source stage's record. All are measured
 in the same run on a generated ImageFolder tree of `--files` files and a `--archive-gb` GB tar
 (their content is never decoded: only names, sizes and bytes are read), each in a fresh
 process, as a job starts. Prints one line per source and path.
@@ -40,6 +43,18 @@ from simsiam_lab.config import Params
 params = Params("params")
 t = time.perf_counter()
 handed_over(params, sys.stdin.read(), sys.argv[1])
+print(time.perf_counter() - t)
+"""
+
+# A DVC stage's job: its row resolved, the source fingerprinted, or read from the record.
+DVC = """
+import sys, time
+from simsiam_lab.config import Params
+params = Params("params")
+t = time.perf_counter()
+if len(sys.argv) > 2:
+    params.use_source_record("folder", sys.argv[2])
+params.resolve("folder", params.trial(sys.argv[1]).row, params.trial(sys.argv[1]).seed)
 print(time.perf_counter() - t)
 """
 
@@ -82,10 +97,10 @@ def make_archive(path: Path, gigabytes: float) -> Path:
     return path
 
 
-def timed(code: str, source: Path, run: str, stdin: str = "") -> float:
+def timed(code: str, source: Path, *argv: str, stdin: str = "") -> float:
     env = dict(os.environ, SIMSIAM_DATA=str(source))
     done = subprocess.run(
-        [sys.executable, "-c", code, run],
+        [sys.executable, "-c", code, *argv],
         input=stdin,
         capture_output=True,
         text=True,
@@ -96,9 +111,9 @@ def timed(code: str, source: Path, run: str, stdin: str = "") -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def plan_of(source: Path) -> tuple[str, str, float]:
-    """A run hash and its --resolved JSON for the source, and what planning took (once per
-    pipeline run, in Snakemake)."""
+def plan_of(source: Path, record: Path) -> tuple[str, str, str, float]:
+    """A run hash, its --resolved JSON and its first trial for the source, and what planning
+    took (once per pipeline run, in Snakemake); writes the source's record as DVC's stage does."""
     os.environ["SIMSIAM_DATA"] = str(source)
     from simsiam_lab.config import Params
 
@@ -108,7 +123,10 @@ def plan_of(source: Path) -> tuple[str, str, float]:
     run, trials = next(iter(plan.items()))
     cfg = params.resolve(PROFILE, trials[0].row, trials[0].seed)
     took = time.perf_counter() - started
-    return run, json.dumps({"config": cfg, "trials": [t.ref for t in trials]}), took
+    fingerprint = cfg["data"]["source_sha256"]
+    record.write_text(json.dumps({"dataset": cfg["data"]["dataset"], "source_sha256": fingerprint}))
+    resolved = json.dumps({"config": cfg, "trials": [t.ref for t in trials]})
+    return run, resolved, trials[0].ref, took
 
 
 def main() -> None:
@@ -124,13 +142,20 @@ def main() -> None:
     }
     print(f"job start-up at the {PROFILE} profile: the config lookup, in a fresh process")
     for name, source in sources.items():
-        run, resolved, planning = plan_of(source)
+        record = args.dir / f"{source.name}.source.json"
+        run, resolved, trial, planning = plan_of(source, record)
         before = timed(BEFORE, source, run)
-        after = timed(AFTER, source, run, resolved)
+        after = timed(AFTER, source, run, stdin=resolved)
         print(
             f"{name}: before {before:.2f} s a job (plan rebuilt, source fingerprinted), "
             f"after {after * 1000:.1f} ms (handed over, hash checked); "
             f"planning once per pipeline run {planning:.2f} s"
+        )
+        fingerprinted = timed(DVC, source, trial)
+        recorded = timed(DVC, source, trial, str(record))
+        print(
+            f"{name}, a DVC stage's job: {fingerprinted:.2f} s fingerprinting the source, "
+            f"{recorded * 1000:.1f} ms with the source stage's record"
         )
 
 

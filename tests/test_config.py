@@ -293,3 +293,18 @@ def test_baseline_yaml_holds_every_key_the_schema_requires_and_no_other():
         if "properties" in spec:
             assert sorted(baseline[section]) == sorted(spec["required"]), section
     assert sorted(baseline) == sorted(RUN_SCHEMA["required"])
+
+
+def test_a_source_record_spares_a_job_the_fingerprint(params: Params, tmp_path, monkeypatch):
+    import simsiam_lab.data as data
+
+    record = tmp_path / "smoke.source.json"
+    record.write_text('{"dataset": "cifar10", "source_sha256": "recorded"}')
+    params.use_source_record("smoke", record)
+    monkeypatch.setattr(data, "source_identity", lambda *_: pytest.fail("fingerprinted"))
+    assert params.resolve("smoke")["data"]["source_sha256"] == "recorded"
+    with pytest.raises(ConfigError, match=r"not found; run `simsiam source --profile smoke"):
+        params.use_source_record("smoke", tmp_path / "none.json")
+    record.write_text('{"dataset": "cifar100", "source_sha256": "x"}')
+    with pytest.raises(ConfigError, match="is cifar100's, but profile smoke trains on cifar10"):
+        params.use_source_record("smoke", record)

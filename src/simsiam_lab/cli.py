@@ -12,14 +12,23 @@ from .config import ConfigError, Params, PlacementError, ReportError
 from .data import DataError
 from .track import TrackingError
 
+
+def _params(args: argparse.Namespace) -> Params:
+    """params/, with the data's fingerprint from --source-record where a command has one."""
+    params = Params(args.params)
+    if getattr(args, "source_record", None):
+        params.use_source_record(args.profile, Path(args.source_record))
+    return params
+
+
 # Each command's job (jobs.py), from its parsed arguments.
 COMMANDS = {
     "prepare": lambda a: jobs.prepare_data(
-        Params(a.params), a.profile, Path(a.out), Path(a.download_root)
+        _params(a), a.profile, Path(a.out), Path(a.download_root)
     ),
     "source": lambda a: jobs.record_source(Params(a.params), a.profile, Path(a.out)),
     "pretrain": lambda a: jobs.pretrain_run(
-        Params(a.params),
+        _params(a),
         a.profile,
         Path(a.data),
         Path(a.out),
@@ -32,7 +41,7 @@ COMMANDS = {
         artifact=a.encoder_artifact,
     ),
     "evaluate": lambda a: jobs.evaluate_run(
-        Params(a.params), a.profile, Path(a.run), Path(a.data), a.settings
+        _params(a), a.profile, Path(a.run), Path(a.data), a.settings
     ),
     "report": lambda a: jobs.report_table(
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
@@ -48,6 +57,14 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _source_record(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--source-record",
+        help="the profile's data fingerprint as `simsiam source` recorded it (DVC's stages pass "
+        "it): the job reads it instead of fingerprinting the data source again",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simsiam", description=__doc__)
     parser.add_argument("--params", default="params", help="params directory (default: params)")
@@ -60,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--download-root", default="data/downloads")
+    _source_record(p)
 
     p = sub.add_parser("source", help="record a profile's data source and its fingerprint")
     p.add_argument("--profile", required=True)
@@ -84,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--out", required=True, help="run directory")
+    _source_record(p)
     p.add_argument(
         "--engine",
         default="cli",
@@ -115,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the eval settings as JSON, as the planner resolved them (Snakemake hands them "
         "over); default: the profile's for this run's config, which rebuilds the plan",
     )
+    _source_record(p)
 
     p = sub.add_parser("report", help="render a table's report from its rows' runs")
     p.add_argument("--profile", required=True)

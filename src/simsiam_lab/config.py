@@ -355,6 +355,13 @@ JOBS = ("prepare", "pretrain", "evaluate")
 RESOURCES = {"cpus": 1, "mem_mb": 1, "runtime": 1, "gpu": 0}
 
 
+def _source_key(dataset: str, source: str | None) -> tuple[str, str | None, str | None]:
+    """What a data fingerprint is of: the dataset, the config's source and $SIMSIAM_DATA."""
+    from .data import ENV_VAR
+
+    return dataset, source, os.environ.get(ENV_VAR)
+
+
 class Params:
     """The params/ directory: baseline.yaml, profiles.yaml and tables/<name>.yaml."""
 
@@ -509,12 +516,36 @@ class Params:
     def source_identity(self, dataset: str, source: str | None) -> str | None:
         """data.source_identity, once per source for this Params (a plan resolves ~70 configs,
         and fingerprinting a large tree walks all of it)."""
-        from .data import ENV_VAR, source_identity  # imports torch: only where it is needed
+        from .data import source_identity  # imports torch: only where it is needed
 
-        key = (dataset, source, os.environ.get(ENV_VAR))
+        key = _source_key(dataset, source)
         if key not in self._sources:
             self._sources[key] = source_identity(dataset, source)
         return self._sources[key]
+
+    def use_source_record(self, profile: str, record: Path) -> None:
+        """The profile's data fingerprint as `simsiam source` recorded it (DVC's source stage,
+        which runs first in every `dvc repro`): the jobs after it then read it instead of
+        fingerprinting the source again (minutes a job for an ImageNet archive)."""
+        try:
+            found = json.loads(Path(record).read_text())
+            dataset, fingerprint = found["dataset"], found["source_sha256"]
+        except FileNotFoundError:
+            raise ConfigError(
+                f"--source-record {record}: not found; run `simsiam source --profile {profile} "
+                f"--out {record}` (DVC's source stage) first"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"--source-record {record}: unreadable ({err}); run `simsiam source` again"
+            ) from None
+        data = self.resolve_params(profile)["data"]
+        if dataset != data["dataset"]:
+            raise ConfigError(
+                f"--source-record {record} is {dataset}'s, but profile {profile} trains on "
+                f"{data['dataset']}; run `simsiam source --profile {profile}` again"
+            )
+        self._sources[_source_key(dataset, data["source"])] = fingerprint
 
     def plan(
         self, profile: str, tables: list[str], read_data: bool = True

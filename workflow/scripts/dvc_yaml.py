@@ -103,7 +103,8 @@ class Stages:
                 "outs": [{self.source: {"cache": False, "persist": True}}],
             },
             "prepare": {
-                "cmd": f"simsiam prepare --profile {self.profile} --out {self.prepared}",
+                "cmd": f"simsiam prepare --profile {self.profile} --out {self.prepared}"
+                f" --source-record {self.source}",
                 # data.class_list's file: editing the list re-prepares
                 "deps": [self.source, f"{LIBRARY}/data.py", *self.class_list],
                 "params": self.settings(["data"]),
@@ -134,10 +135,11 @@ class Stages:
         return {
             "cmd": f"simsiam pretrain --profile {self.profile} --row ${{item.table}}:${{item.row}}"
             f" --seed ${{item.seed}} --data {self.prepared} --out {run.root}"
+            f" --source-record {self.source}"
             # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`. The encoder artifact's
             # switch is read from params/pipeline.yaml, not passed: a changed command retrains.
             ' --engine dvc --experiment "$DVC_EXP_NAME"',
-            "deps": [self.prepared, *TRAINING_CODE],
+            "deps": [self.prepared, self.source, *TRAINING_CODE],
             # what training reads: an eval setting re-evaluates, it never retrains
             "params": [
                 *self.settings(training),
@@ -150,8 +152,13 @@ class Stages:
         run = self.run_dir("${item}")
         return {
             "cmd": f"simsiam evaluate --profile {self.profile} --run {run.root}"
-            f" --data {self.prepared}",
-            "deps": [self.prepared, *map(str, run.evaluation_inputs()), *TRAINING_CODE],
+            f" --data {self.prepared} --source-record {self.source}",
+            "deps": [
+                self.prepared,
+                self.source,
+                *map(str, run.evaluation_inputs()),
+                *TRAINING_CODE,
+            ],
             "params": self.settings([EVALUATION]),
             "outs": [str(run.metrics)],
         }
