@@ -100,5 +100,5 @@ def test_the_readme_s_benchmark_block_runs_in_a_new_shell(tmp_path: Path):
     assert [line.split(":")[0] for line in lines] == ["tree of 2,000 files", "0.01 GB tar"]
     assert all("ms (handed over, hash checked)" in line for line in lines)
     dvc = [line for line in done.stdout.splitlines() if ", a DVC stage's job: " in line]
-    assert [line.split(",")[0] for line in dvc] == ["tree of 2", "0.01 GB tar"]
+    assert [line.split(", a DVC")[0] for line in dvc] == ["tree of 2,000 files", "0.01 GB tar"]
     assert all(line.endswith("ms with the source stage's record") for line in dvc)
