@@ -32,7 +32,7 @@ from .evaluate import monitor_probe, scaled_lr, z_std
 from .loss import SimSiamLoss
 from .model import ModelConfig, SimSiam
 from .rundir import STEP, STEP_LOSS, RunDir
-from .target import Target, build_target
+from .target import Batch, Target, build_target
 
 
 def build_model(cfg: Config) -> SimSiam:
@@ -132,13 +132,13 @@ def sgd_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step on one or more pairs of views; returns the detached loss and first z.
 
-    `model` is the SimSiam or its DDP wrapper; the target sees the SimSiam itself.
+    `model` is the SimSiam or its DDP wrapper.
     """
     loss = torch.zeros((), device=idx.device)
     for x1, x2 in views:
         with torch.autocast(x1.device.type, dtype=dtype) if dtype else contextlib.nullcontext():
             p1, p2, z1, z2 = model(x1, x2)
-            t1, t2 = target(getattr(model, "module", model), x1, x2, (z1, z2), idx, step)
+            t1, t2 = target((z1, z2), Batch(x1, x2, idx, step))
         # The similarity in fp32: a cosine of bf16 vectors is too coarse near -1.
         loss = loss + criterion(p1.float(), p2.float(), t1.float(), t2.float()) / len(views)
     opt.zero_grad(set_to_none=True)
