@@ -86,7 +86,7 @@ class ResNetTrunk(ResNet):
 
 def mlp(
     dims: list[int], hidden_bn: bool, output_bn: bool, output_bn_affine: bool = True
-) -> nn.Sequential:
+) -> list[nn.Module]:
     """Linear layers with ReLU between them; a Linear followed by BN has no bias."""
     layers: list[nn.Module] = []
     last = len(dims) - 2
@@ -97,7 +97,31 @@ def mlp(
             layers.append(nn.BatchNorm1d(d_out, affine=True if i < last else output_bn_affine))
         if i < last:
             layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    return layers
+
+
+class ProjectionHead(nn.Sequential):
+    """The projector in f: `projector_layers` fc layers of width d on the backbone's pooled
+    features, BN on the hidden ones and, by its switches, on the output (Table 3)."""
+
+    def __init__(self, in_dim: int, cfg: ModelConfig) -> None:
+        super().__init__(
+            *mlp(
+                [in_dim] + [cfg.dim] * cfg.projector_layers,
+                cfg.projector_hidden_bn,
+                cfg.projector_output_bn,
+                cfg.projector_output_bn_affine,
+            )
+        )
+
+
+class PredictionHead(nn.Sequential):
+    """The predictor h: d -> predictor_hidden_dim -> d, a bottleneck, BN on the hidden layer
+    and, by its switch, on the output (Table 3)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        dims = [cfg.dim, cfg.predictor_hidden_dim, cfg.dim]
+        super().__init__(*mlp(dims, cfg.predictor_hidden_bn, cfg.predictor_output_bn))
 
 
 class SimSiam(nn.Module):
@@ -105,19 +129,9 @@ class SimSiam(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = ResNetTrunk(cfg.backbone, cfg.width, cfg.cifar_stem)
-        d = cfg.dim
-        proj_dims = [self.backbone.out_dim] + [d] * cfg.projector_layers
-        self.projector = mlp(
-            proj_dims,
-            cfg.projector_hidden_bn,
-            cfg.projector_output_bn,
-            cfg.projector_output_bn_affine,
-        )
-        self.predictor = (
-            mlp([d, cfg.predictor_hidden_dim, d], cfg.predictor_hidden_bn, cfg.predictor_output_bn)
-            if cfg.predictor
-            else nn.Identity()
-        )
+        self.projector = ProjectionHead(self.backbone.out_dim, cfg)
+        # Without h (Table 1a), p is z itself.
+        self.predictor = PredictionHead(cfg) if cfg.predictor else nn.Identity()
 
     def forward(
         self, x1: torch.Tensor, x2: torch.Tensor
