@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 from baseline import model_config
+from manifests import manifest
 
-from simsiam_lab.data import FORMAT, Manifest, source_identity
+from simsiam_lab.data import source_identity
 from simsiam_lab.model import ModelConfig, SimSiam
 
 
@@ -50,8 +51,7 @@ def write_prepared():
             images = rng.integers(0, 256, (len(labels), 3, size, size), dtype=np.uint8)
             np.save(out / f"{split}_images.npy", images)
             np.save(out / f"{split}_labels.npy", labels)
-        Manifest(
-            dataset="cifar10",
+        manifest(
             source="random images",
             source_sha256=source_identity("cifar10", None),  # what the configs resolve to
             stored_size=size,
@@ -59,12 +59,6 @@ def write_prepared():
             counts={split: dict.fromkeys(names, n) for split, n in per_class.items()},
             train_per_class=train_per_class,
             test_per_class=test_per_class,
-            subset_seed=0,
-            loader="auto",
-            memory_limit_gb=16,
-            class_list=None,
-            class_list_sha256=None,
-            format=FORMAT,
         ).write(out)
         return out
 
