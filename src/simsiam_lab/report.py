@@ -511,10 +511,9 @@ def _instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
             "that predates the per-step loss, or its reference's)"
         )
     found = stability.flips(trials)
-    names = {"rise": "loss rise", "noise_factor": "noise ratio"}
     sensitivity = "by threshold: " + (
         ", ".join(
-            f"{to} at {names[n]} {at:.3f} (rule {getattr(rule, n):g})"
+            f"{to} at {CHOICES[n]} {at:.3f} (rule {getattr(rule, n):g})"
             for n, (at, to) in found.items()
         )
         or "no change in any range"
