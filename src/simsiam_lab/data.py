@@ -147,7 +147,7 @@ class Manifest:
     checks it against its config, MLflow records it as the run's dataset input, and a report
     names the data and its test images from it."""
 
-    dataset: str
+    dataset: Dataset
     source: str  # the source's resolved path, or "torchvision" for a download
     source_sha256: str
     stored_size: int
@@ -156,7 +156,7 @@ class Manifest:
     train_per_class: int | None
     test_per_class: int | None
     subset_seed: int
-    loader: str
+    loader: Loader
     memory_limit_gb: float
     class_list: str | None
     class_list_sha256: str | None
