@@ -213,7 +213,9 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
 
 def _blend(x: torch.Tensor, other: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
     f = factor.view(-1, 1, 1, 1)
-    return (f * x + (1.0 - f) * other).clamp(0.0, 1.0)
+    # In place after the first product: the same arithmetic, one batch-sized allocation, not
+    # three (on a CPU each is page-faulted in again, and that, not the math, set the pace).
+    return (f * x).add_((1.0 - f) * other).clamp_(0.0, 1.0)
 
 
 def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
@@ -230,8 +232,7 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
         (g - b) / safe,
         torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
     )
-    hue = torch.remainder(hue / 6.0, 1.0)
-    return torch.stack((hue, sat, maxc), dim=1)
+    return torch.stack((hue.div_(6.0).remainder_(1.0), sat, maxc), dim=1)
 
 
 def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -239,15 +240,17 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     # Closed form f(n) = V - V*S*clamp(min(k, 4 - k), 0, 1) with k = (n + 6H) mod 6 and
     # n = 5, 3, 1 for R, G, B: branch-free, so it vectorises without sector indexing.
     n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6.0 * hue.unsqueeze(1), 6.0)
-    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-    return val.unsqueeze(1) * (1.0 - sat.unsqueeze(1) * ramp)
+    k = (n + 6.0 * hue.unsqueeze(1)).remainder_(6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    # 1 - S*ramp, then times V, in place: the same roundings (a product commutes, and -t + 1
+    # is 1 - t exactly), without three more batch-sized allocations.
+    return ramp.mul_(sat.unsqueeze(1)).neg_().add_(1.0).mul_(val.unsqueeze(1))
 
 
 def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hsv = _rgb_to_hsv(x)
-    hue = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
-    return _hsv_to_rgb(torch.stack((hue, hsv[:, 1], hsv[:, 2]), dim=1)).clamp(0.0, 1.0)
+    hsv[:, 0].add_(shift.view(-1, 1, 1)).remainder_(1.0)
+    return _hsv_to_rgb(hsv).clamp_(0.0, 1.0)
 
 
 def _color_jitter(
