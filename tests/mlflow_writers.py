@@ -11,7 +11,6 @@ from manifests import SMALL
 from simsiam_lab.track import Tracker
 
 WRITERS = 8
-MANIFEST = SMALL
 
 
 def free_port() -> int:
@@ -24,7 +23,7 @@ def write_one_run(uri: str, artifact_dir: str, index: int, steps: int, barrier) 
     barrier.wait(timeout=120)  # all eight create the experiment and a run at once
     tracker = Tracker(uri)
     run_id = tracker.start("simsiam-test", f"run-{index}", {"index": str(index)}, {"seed": index})
-    tracker.log_dataset(run_id, MANIFEST)  # the same dataset from every writer, as jobs do
+    tracker.log_dataset(run_id, SMALL)  # the same dataset from every writer, as jobs do
     for step in range(1, steps + 1):
         tracker.log_metrics(run_id, {"loss": -step / steps, "z_std": 0.1 * index}, step=step)
     artifact = Path(artifact_dir) / f"metrics-{index}.json"

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from manifests import manifest
-from mlflow_writers import MANIFEST, assert_nothing_lost, run_writers
+from manifests import SMALL, manifest
+from mlflow_writers import assert_nothing_lost, run_writers
 
 from simsiam_lab.rundir import RunDir
 from simsiam_lab.track import DESCRIPTION_TAG, PretrainRun, Tracker, git_commit, source_tags
@@ -49,11 +49,11 @@ def test_a_resumed_pretraining_continues_its_mlflow_run_and_logs_each_epoch_once
     run_dir = RunDir(tmp_path / "run")
     run_dir.root.mkdir()
     tags = {"engine": "dvc", "engine.experiment": "exp-1"}
-    opened = PretrainRun.open(run_dir, False, "simsiam-test", "r", tags, {"seed": 0}, MANIFEST)
+    opened = PretrainRun.open(run_dir, False, "simsiam-test", "r", tags, {"seed": 0}, SMALL)
     assert opened.log_epoch({"epoch": 1, "loss": -0.5}) == {"loss": -0.5}
 
     # A kill, then the resumed process replays the history it saved, plus a new epoch.
-    resumed = PretrainRun.open(run_dir, True, "simsiam-test", "r", {}, {"seed": 0}, MANIFEST)
+    resumed = PretrainRun.open(run_dir, True, "simsiam-test", "r", {}, {"seed": 0}, SMALL)
     assert resumed.run_id == opened.run_id
     assert resumed.log_epoch({"epoch": 1, "loss": -0.5}) == {}
     assert resumed.log_epoch({"epoch": 2, "loss": -0.6}) == {"loss": -0.6}

@@ -331,7 +331,7 @@ def open_split(prepared_dir: Path, split: str) -> Split | FileIndex:
     _check_split(split)
     manifest = Manifest.read(Path(prepared_dir))
     if not manifest.streamed:
-        return load_split(prepared_dir, split)
+        return _load_arrays(Path(prepared_dir), split, manifest.classes)
     names = Path(prepared_dir) / f"{split}_files.txt"
     try:
         files = names.read_text().splitlines()
@@ -364,10 +364,14 @@ def load_split(prepared_dir: Path, split: str) -> Split:
     """One split of a prepared directory as tensors, with the class names its labels index."""
     _check_split(split)
     prepared_dir = Path(prepared_dir)
+    return _load_arrays(prepared_dir, split, Manifest.read(prepared_dir).classes)
+
+
+def _load_arrays(prepared_dir: Path, split: str, classes: list[str]) -> Split:
+    """A split's decoded arrays as tensors; `classes`: the manifest's, which the labels index."""
     paths = [prepared_dir / name for name in (f"{split}_images.npy", f"{split}_labels.npy")]
     if missing := [p for p in paths if not p.is_file()]:
         raise DataError(f"{missing[0]} not found; run `simsiam prepare` to create {prepared_dir}")
-    classes = Manifest.read(prepared_dir).classes
     try:
         images, labels = (np.load(p) for p in paths)
     except (OSError, ValueError) as e:

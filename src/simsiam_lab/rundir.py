@@ -90,18 +90,13 @@ CURVES = {
 
 
 @dataclass(frozen=True)
-class ReportFiles:
-    """What `simsiam report` writes for one table: `page` (reports/<table>.md) and the files
-    named after it."""
+class _Page:
+    """A rendered page (`page`, Markdown) and the files named after it."""
 
     page: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "page", Path(self.page))
-
-    @classmethod
-    def of(cls, table: str, root: str | Path = "reports") -> ReportFiles:
-        return cls(Path(root) / f"{table}.md")
 
     def _beside(self, suffix: str) -> Path:
         return self.page.with_suffix(suffix)
@@ -110,6 +105,16 @@ class ReportFiles:
     def html(self) -> Path:
         """The same page for a browser."""
         return self._beside(".html")
+
+
+@dataclass(frozen=True)
+class ReportFiles(_Page):
+    """What `simsiam report` writes for one table: `page` (reports/<table>.md) and the files
+    named after it."""
+
+    @classmethod
+    def of(cls, table: str, root: str | Path = "reports") -> ReportFiles:
+        return cls(Path(root) / f"{table}.md")
 
     @property
     def summary(self) -> Path:
@@ -170,22 +175,17 @@ class ReportFiles:
 
 
 @dataclass(frozen=True)
-class IndexFiles:
+class IndexFiles(_Page):
     """What `simsiam index` writes: `page` (reports/index.md) and the files beside it."""
 
-    page: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "page", Path(self.page))
-
-    @property
-    def html(self) -> Path:
-        return self.page.with_suffix(".html")
+    @classmethod
+    def of(cls, root: str | Path = "reports") -> IndexFiles:
+        return cls(Path(root) / "index.md")
 
     @property
     def counts(self) -> Path:
         """The verdict counts, per table and study-wide."""
-        return self.page.with_suffix(".json")
+        return self._beside(".json")
 
     @property
     def runs(self) -> Path:

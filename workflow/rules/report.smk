@@ -12,7 +12,7 @@ RENDERERS = [f"src/{path}" for path in rendering_code()]
 
 # A table's files, by the wildcard, and the index's (the library declares their names).
 REPORT = ReportFiles.of("{table}")
-INDEX = IndexFiles("reports/index.md")
+INDEX = IndexFiles.of()
 
 
 rule report:

@@ -39,7 +39,7 @@ TRAINING_CODE = [f"src/{path}" for path in training_code()]
 REPORT_CODE = [f"src/{path}" for path in rendering_code()]
 # The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)
 PLOTS_PAGE = "data/dvc/plots.html"
-INDEX = IndexFiles(Path("reports/index.md"))
+INDEX = IndexFiles.of()
 
 
 def pipeline(params: Params) -> dict:
