@@ -123,9 +123,9 @@ def plan_of(source: Path, record: Path) -> tuple[str, str, str, float]:
     run, trials = next(iter(plan.items()))
     cfg = params.resolve(PROFILE, trials[0].row, trials[0].seed)
     took = time.perf_counter() - started
-    fingerprint = cfg["data"]["source_sha256"]
-    record.write_text(json.dumps({"dataset": cfg["data"]["dataset"], "source_sha256": fingerprint}))
-    resolved = json.dumps({"config": cfg, "trials": [t.ref for t in trials]})
+    fingerprint = cfg.data.source_sha256
+    record.write_text(json.dumps({"dataset": cfg.data.dataset, "source_sha256": fingerprint}))
+    resolved = json.dumps({"config": cfg.to_dict(), "trials": [t.ref for t in trials]})
     return run, resolved, trials[0].ref, took
 
 

@@ -84,7 +84,7 @@ def reference_loss(model: ReferenceSimSiam, x1: torch.Tensor, x2: torch.Tensor) 
 
 def official_augmentation(size: int, mean, std):
     """main_simsiam.py's augmentation at `size` px, blur left out as the paper's App. D leaves it
-    out on CIFAR (tests/test_benchmarks.py checks it against the paper and our AugmentConfig)."""
+    out on CIFAR (tests/test_benchmarks.py checks it against the paper and our Augmentation)."""
     from torchvision import transforms
 
     return transforms.Compose(

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from itertools import pairwise
@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from jinja2 import Environment, FileSystemLoader
 
-from simsiam_lab.augment import augment_config, two_views
+from simsiam_lab.augment import augmentation, two_views
 from simsiam_lab.batches import MemoryBatches, StreamBatches
-from simsiam_lab.config import Params, deep_merge
-from simsiam_lab.data import DataSpec, Split, load_split, open_split, prepare
+from simsiam_lab.config import Params, RunConfig
+from simsiam_lab.data import Split, load_split, open_split, prepare
 from simsiam_lab.distributed import autocast_dtype
-from simsiam_lab.evaluate import knn_accuracy
+from simsiam_lab.evaluate import knn_predict, top1
 from simsiam_lab.model import ResNetTrunk
 from simsiam_lab.stream import ENV_WORKERS
 from simsiam_lab.target import LiveTarget, build_target
@@ -112,15 +112,15 @@ def timed(fn: Callable[[], object], dev: torch.device, n: int) -> float:
     return time.perf_counter() - start
 
 
-def study_config() -> dict:
+def study_config() -> RunConfig:
     """The CIFAR-10 profile with the paper's ImageNet heads, which lightly's heads hard-code."""
     cfg = Params(ROOT / "params").resolve("cifar10")
     heads = {"projector_layers": 3, "dim": 2048, "predictor_hidden_dim": 512}
-    return deep_merge(cfg, {"model": heads}, "benchmark")
+    return cfg.merged({"model": heads}, "benchmark")
 
 
-def our_step(cfg: dict, compute: dict, views, dev: torch.device) -> Callable[[], object]:
-    cfg = deep_merge(cfg, {"compute": compute}, "benchmark")
+def our_step(cfg: RunConfig, compute: dict, views, dev: torch.device) -> Callable[[], object]:
+    cfg = cfg.merged({"compute": compute}, "benchmark")
     torch.manual_seed(0)
     model = build_model(cfg).to(dev)
     fmt, dtype = fast_path(cfg, model, dev)
@@ -131,17 +131,17 @@ def our_step(cfg: dict, compute: dict, views, dev: torch.device) -> Callable[[],
     return lambda: sgd_step(model, criterion, LiveTarget(), opt, pair, idx, 0, dtype)
 
 
-def peer_step(cfg: dict, peer: str, views, dev: torch.device) -> Callable[[], object]:
+def peer_step(cfg: RunConfig, peer: str, views, dev: torch.device) -> Callable[[], object]:
     torch.manual_seed(0)
-    m = cfg["model"]
-    backbone = ResNetTrunk(m["backbone"], m["width"], m["cifar_stem"])
+    m = cfg.model
+    backbone = ResNetTrunk(m.backbone, m.width, m.cifar_stem)
     cls, loss_fn = (
         (LightlySimSiam, lightly_loss) if peer == "lightly" else (ReferenceSimSiam, reference_loss)
     )
-    model = cls(backbone, backbone.out_dim, m["dim"], m["predictor_hidden_dim"]).to(dev)
-    o = cfg["optim"]
+    model = cls(backbone, backbone.out_dim, m.dim, m.predictor_hidden_dim).to(dev)
+    o = cfg.optim
     opt = torch.optim.SGD(
-        model.parameters(), lr=0.1, momentum=o["momentum"], weight_decay=o["weight_decay"]
+        model.parameters(), lr=0.1, momentum=o.momentum, weight_decay=o.weight_decay
     )
 
     def step() -> None:
@@ -153,8 +153,8 @@ def peer_step(cfg: dict, peer: str, views, dev: torch.device) -> Callable[[], ob
     return step
 
 
-def contenders(cfg: dict, dev: torch.device, with_compile: bool) -> dict[str, dict | str]:
-    default = cfg["compute"]
+def contenders(cfg: RunConfig, dev: torch.device, with_compile: bool) -> dict[str, dict | str]:
+    default = asdict(cfg.compute)
     ours: dict[str, dict | str] = {
         "lightly (fp32, eager)": "lightly",
         "builder.py reference (fp32, eager)": "reference",
@@ -173,11 +173,11 @@ def _describe(compute: dict, dev: torch.device) -> str:
     return ", ".join([*on, "bf16" if autocast_dtype(compute["precision"], dev) else "fp32"])
 
 
-def bench_train_step(cfg: dict, dev: torch.device, scale: Scale, with_compile: bool) -> dict:
+def bench_train_step(cfg: RunConfig, dev: torch.device, scale: Scale, with_compile: bool) -> dict:
     gen = torch.Generator(device=dev).manual_seed(0)
-    size = cfg["data"]["image_size"]
+    size = cfg.data.image_size
     images = torch.randint(0, 256, (scale.batch, 3, size, size), dtype=torch.uint8, device=dev)
-    views = two_views(images, size, augment_config(cfg), gen)
+    views = two_views(images, size, augmentation(cfg), gen)
     steps, warmup_s, rates, slow = {}, {}, {}, set()
     for name, spec in contenders(cfg, dev, with_compile).items():
         make = peer_step if isinstance(spec, str) else our_step
@@ -204,14 +204,14 @@ def bench_train_step(cfg: dict, dev: torch.device, scale: Scale, with_compile: b
     }
 
 
-def bench_data_path(cfg: dict, dev: torch.device, scale: Scale) -> dict:
+def bench_data_path(cfg: RunConfig, dev: torch.device, scale: Scale) -> dict:
     """Prepared uint8 on the device -> two augmented, formatted views, as the training loop does."""
-    size, stored = cfg["data"]["image_size"], cfg["data"]["stored_size"]
-    fmt = view_format(cfg["compute"])
+    size, stored = cfg.data.image_size, cfg.data.stored_size
+    fmt = view_format(cfg.compute)
     n = scale.batch * 8
     images = torch.randint(0, 256, (n, 3, stored, stored), dtype=torch.uint8, device=dev)
     gen = torch.Generator(device=dev).manual_seed(0)
-    aug = augment_config(cfg)
+    aug = augmentation(cfg)
 
     def views() -> None:
         idx = torch.randint(0, n, (scale.batch,), device=dev, generator=gen)
@@ -230,7 +230,7 @@ def bench_knn(dev: torch.device, repeats: int) -> dict:
     query_labels = torch.randint(0, 10, (10_000,), device=dev, generator=gen)
 
     def knn() -> None:
-        knn_accuracy(bank, labels, queries, query_labels, 10, 200, 0.1)
+        top1(knn_predict(bank, labels, queries, 10, 200, 0.1), query_labels)
 
     times = [timed(knn, dev, 1) for _ in range(repeats)]
     return {"seconds": statistics.median(times), "spread": (min(times), max(times))}
@@ -311,10 +311,10 @@ EPOCH = {
 EPOCH_TARGETS = {"epoch_s": 8.0, "speedup": 1.5}  # issue 13, on an H100
 
 
-def epoch_config(scale: EpochScale) -> dict:
+def epoch_config(scale: EpochScale) -> RunConfig:
     """The `cifar10` profile (paper App. D) as pretraining resolves it, reduced on a CPU."""
     cfg = Params(ROOT / "params").resolve("cifar10")
-    return deep_merge(cfg, scale.overrides, "benchmark (reduced)") if scale.overrides else cfg
+    return cfg.merged(scale.overrides, "benchmark (reduced)") if scale.overrides else cfg
 
 
 class OurLoop:
@@ -326,18 +326,18 @@ class OurLoop:
     on `pretrain`'s weights); unlike `pretrain` it stops between epochs, so the loops can be
     interleaved, and it skips the per-epoch state.pt (timed by `bench_pretrain`)."""
 
-    def __init__(self, cfg: dict, train: Split, dev: torch.device) -> None:
-        torch.manual_seed(cfg["seed"])
+    def __init__(self, cfg: RunConfig, train: Split, dev: torch.device) -> None:
+        torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(dev)
-        self.gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
+        self.gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
         self.source = MemoryBatches(cfg, train, dev, rank=0, world=1)
-        self.batch = cfg["optim"]["batch_size"]
+        self.batch = cfg.optim.batch_size
         self.criterion = build_criterion(cfg)
         self.opt = build_optimizer(self.model, cfg)
         self.peak = peak_lr(cfg)
         steps_per_epoch = self.source.steps_per_epoch
-        self.total = cfg["optim"]["epochs"] * steps_per_epoch
-        self.warmup = round(cfg["optim"]["warmup_fraction"] * self.total)
+        self.total = cfg.optim.epochs * steps_per_epoch
+        self.warmup = round(cfg.optim.warmup_fraction * self.total)
         self.target = build_target(cfg, self.model, len(train.labels), steps_per_epoch, dev)
         self.fmt, self.dtype = fast_path(cfg, self.model, dev)
         self.step = self.epochs = 0
@@ -382,7 +382,9 @@ def _extract(archive: Path, dest: Path, per_class: int | None) -> None:
         tar.extractall(dest, members=members(tar), filter="data")
 
 
-def epoch_data(source: Path, workdir: Path, cfg: dict, per_class: int | None) -> tuple[Path, Path]:
+def epoch_data(
+    source: Path, workdir: Path, cfg: RunConfig, per_class: int | None
+) -> tuple[Path, Path]:
     """The same images two ways: an ImageFolder tree of JPEGs for the official-style loop (the
     archive extracted into workdir, or a tree as given) and the library's prepared uint8 arrays
     of that tree for ours (`simsiam prepare`'s `data.prepare`). Returns (train folder, prepared)."""
@@ -395,8 +397,7 @@ def epoch_data(source: Path, workdir: Path, cfg: dict, per_class: int | None) ->
         _extract(source, tree, per_class)
     root = tree if (tree / "train").is_dir() else next(tree.glob("*/train")).parent
     prepared = workdir / "prepared"
-    data = cfg["data"]
-    prepare(DataSpec.of(data | WHOLE_TREE | {"source": str(root), "loader": "auto"}), prepared)
+    prepare(replace(cfg.data, **WHOLE_TREE, source=str(root), loader="auto"), prepared)
     return root / "train", prepared
 
 
@@ -408,17 +409,17 @@ def _epoch_timed(loop, dev: torch.device) -> tuple[float, dict]:
     return time.perf_counter() - start, out
 
 
-def official_style(cfg: dict, dev: torch.device, train_tree: Path, workers: int):
+def official_style(cfg: RunConfig, dev: torch.device, train_tree: Path, workers: int):
     """main_simsiam.py's loop over the JPEG tree, with our model, compute switches and SGD."""
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(dev)
     fmt, dtype = fast_path(cfg, model, dev)
-    aug = augment_config(cfg)
+    aug = augmentation(cfg)
     loader = official_loader(
         train_tree,
-        cfg["optim"]["batch_size"],
+        cfg.optim.batch_size,
         workers,
-        cfg["data"]["image_size"],
+        cfg.data.image_size,
         aug.mean,
         aug.std,
         pin_memory=dev.type == "cuda",
@@ -453,7 +454,7 @@ COMPILED = "ours + torch.compile"
 
 
 def bench_epoch(
-    cfg: dict,
+    cfg: RunConfig,
     dev: torch.device,
     train_tree: Path,
     prepared: Path,
@@ -464,10 +465,10 @@ def bench_epoch(
     step alone and our augmentation alone, to say where an epoch's time goes."""
     train = load_split(prepared, "train")
     workers = scale.workers or len(os.sched_getaffinity(0))
-    ours = f"ours, defaults ({_describe(cfg['compute'], dev)})"
+    ours = f"ours, defaults ({_describe(asdict(cfg.compute), dev)})"
     loops: dict = {ours: OurLoop(cfg, train, dev)}
     if with_compile:
-        compiled = deep_merge(cfg, {"compute": {"compile": True}}, "benchmark")
+        compiled = cfg.merged({"compute": {"compile": True}}, "benchmark")
         loops[COMPILED] = OurLoop(compiled, train, dev)
     official = OFFICIAL.format(workers)
     loops[official] = official_style(cfg, dev, train_tree, workers)
@@ -487,7 +488,7 @@ def bench_epoch(
     for _ in range(scale.repeats):
         for name, loop in loops.items():
             runs[name].append(_epoch_timed(loop, dev))
-    parts = _parts(loops, dev, scale.probe_steps, cfg["data"]["image_size"])
+    parts = _parts(loops, dev, scale.probe_steps, cfg.data.image_size)
 
     figures = {}
     for name, timed_runs in runs.items():
@@ -559,7 +560,7 @@ def bench_streaming(workdir: Path, workers: int, repeats: int, tree: dict = STRE
     ImageFolder with PIL transforms in a DataLoader, the same number of workers, on the same
     generated tree, at the folder profile's augmentation (no blur, as official_augmentation)."""
     root = stream_tree(workdir / "stream-tree", **tree)
-    cfg = Params(ROOT / "params").resolve_params("folder")
+    cfg = RunConfig.of(Params(ROOT / "params").resolve_params("folder"))
     crop = tree["size"] * 7 // 8  # 112 of 128, as 224 of 256
     data = {
         "image_size": crop,
@@ -568,14 +569,14 @@ def bench_streaming(workdir: Path, workers: int, repeats: int, tree: dict = STRE
         "train_per_class": None,
         "test_per_class": None,
     }
-    cfg = deep_merge(cfg, {"data": data}, "benchmark (streaming)")
+    cfg = cfg.merged({"data": data}, "benchmark (streaming)")
     prepared = workdir / "stream-prepared"
-    prepare(DataSpec.of(cfg["data"] | WHOLE_TREE | {"source": str(root)}), prepared)
+    prepare(replace(cfg.data, **WHOLE_TREE, source=str(root)), prepared)
     dev = torch.device("cpu")
     with mock.patch.dict(os.environ, {ENV_WORKERS: str(workers)}):  # the loader's workers
         ours = StreamBatches(cfg, open_split(prepared, "train"), dev, rank=0, world=1)
-    aug = augment_config(cfg)
-    batch = cfg["optim"]["batch_size"]
+    aug = augmentation(cfg)
+    batch = cfg.optim.batch_size
     official = official_loader(root / "train", batch, workers, crop, aug.mean, aug.std, False)
     gen = torch.Generator().manual_seed(0)
 
@@ -617,11 +618,11 @@ def bench_streaming(workdir: Path, workers: int, repeats: int, tree: dict = STRE
     }
 
 
-def bench_pretrain(cfg: dict, prepared: Path, epochs: int) -> dict:
+def bench_pretrain(cfg: RunConfig, prepared: Path, epochs: int) -> dict:
     """`pretrain` itself for `epochs` epochs (no kNN monitor): an epoch is the time between two
     of its per-epoch records, its state.pt write included; the first is left out."""
-    cfg = deep_merge(
-        cfg, {"optim": {"epochs": epochs}, "monitor": {"knn_every": 0}}, "benchmark (pretrain)"
+    cfg = cfg.merged(
+        {"optim": {"epochs": epochs}, "monitor": {"knn_every": 0}}, "benchmark (pretrain)"
     )
     stamps = [time.perf_counter()]
     with tempfile.TemporaryDirectory() as out:
@@ -632,7 +633,7 @@ def bench_pretrain(cfg: dict, prepared: Path, epochs: int) -> dict:
         "spread": (min(times), max(times)),
         "first_epoch_s": stamps[1] - stamps[0],
         "timed_epochs": len(times),
-        "images": summary["steps"] // epochs * cfg["optim"]["batch_size"],
+        "images": summary["steps"] // epochs * cfg.optim.batch_size,
         "status": summary["status"],
         "device": summary["device"],
     }
@@ -652,7 +653,7 @@ def run_epoch(
         out = bench_epoch(cfg, dev, tree, prepared, scale, with_compile)
         out["pretrain"] = bench_pretrain(cfg, prepared, scale.repeats + 1)
         print(f"epoch       pretrain() {out['pretrain']['epoch_s']:.2f} s an epoch", flush=True)
-    m, data_cfg = cfg["model"], cfg["data"]
+    m = asdict(cfg.model)
     return out | {
         "machine": machine(dev),
         "reduced": scale.overrides is not None or scale.per_class is not None,
@@ -660,11 +661,11 @@ def run_epoch(
         "repeats": scale.repeats,
         "probe_steps": scale.probe_steps,
         "source": f"{data.name} (sha256 {str(manifest['source_sha256'])[:12]})",
-        "batch": cfg["optim"]["batch_size"],
-        "image_size": data_cfg["image_size"],
+        "batch": cfg.optim.batch_size,
+        "image_size": cfg.data.image_size,
         "model": {k: m[k] for k in ("backbone", "width", "cifar_stem", "projector_layers", "dim")}
         | {"predictor_hidden_dim": m["predictor_hidden_dim"]},
-        "compute": cfg["compute"],
+        "compute": asdict(cfg.compute),
         "targets": EPOCH_TARGETS,
     }
 

@@ -7,8 +7,9 @@ import torch
 from baseline import model_config
 from manifests import manifest
 
+from simsiam_lab.config import ModelConfig
 from simsiam_lab.data import source_identity
-from simsiam_lab.model import ModelConfig, SimSiam
+from simsiam_lab.model import SimSiam
 
 
 def pytest_configure(config):

@@ -9,7 +9,7 @@ import torch
 from baseline import cifar_augment
 
 from simsiam_lab.augment import (
-    AugmentConfig,
+    Augmentation,
     BatchShard,
     _adjust_hue,
     _blur_kernel_size,
@@ -36,7 +36,7 @@ def _images(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, size, size), generator=_gen(seed), dtype=torch.uint8)
 
 
-def _unnormalise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+def _unnormalise(x: torch.Tensor, cfg: Augmentation) -> torch.Tensor:
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     return x * std + mean

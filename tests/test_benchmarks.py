@@ -16,7 +16,7 @@ import torch
 from baseline import model_config
 from PIL import Image
 
-from simsiam_lab.augment import CIFAR_STATS, augment_config
+from simsiam_lab.augment import CIFAR_STATS, augmentation
 from simsiam_lab.config import Params, deep_merge
 from simsiam_lab.data import CIFAR10_CLASSES, load_split
 from simsiam_lab.loss import SimSiamLoss
@@ -117,8 +117,8 @@ def test_the_official_style_peer_augments_as_the_paper_and_as_we_do():
     from torchvision import transforms as T
 
     cfg = Params(ROOT / "params").resolve("cifar10")
-    ours = augment_config(cfg)
-    size = cfg["data"]["image_size"]
+    ours = augmentation(cfg)
+    size = cfg.data.image_size
     steps = official_augmentation(size, ours.mean, ours.std).transforms
     kinds = [T.RandomResizedCrop, T.RandomApply, T.RandomGrayscale, T.RandomHorizontalFlip]
     assert [type(t) for t in steps] == [*kinds, T.ToTensor, T.Normalize]
@@ -148,10 +148,8 @@ def test_our_loop_ends_an_epoch_on_the_weights_pretrain_ends_on(tmp_path: Path, 
     prepared = write_prepared(
         tmp_path / "prepared", classes=2, train_per_class=20, test_per_class=2
     )
-    cfg = deep_merge(
-        epoch_config(EpochScale(1, 1, overrides=TINY)),
-        {"optim": {"epochs": 1, "batch_size": 8}, "monitor": {"knn_every": 0}},
-        "test",
+    cfg = epoch_config(EpochScale(1, 1, overrides=TINY)).merged(
+        {"optim": {"epochs": 1, "batch_size": 8}, "monitor": {"knn_every": 0}}, "test"
     )
     pretrain(cfg, prepared, tmp_path / "run")
     trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]

@@ -43,7 +43,7 @@ def test_a_job_takes_the_config_the_planner_hands_over_after_checking_its_hash(m
     params = Params(ROOT / "params")
     cfg = params.resolve("smoke", params.row("table3:c"), 0)
     run = config_hash(cfg)
-    resolved = json.dumps({"config": cfg, "trials": ["table3:c@0", "table1:no-decay@0"]})
+    resolved = json.dumps({"config": cfg.to_dict(), "trials": ["table3:c@0", "table1:no-decay@0"]})
     found, trials = handed_over(params, resolved, run)
     assert found == cfg and [t.ref for t in trials] == ["table3:c@0", "table1:no-decay@0"]
     with pytest.raises(ConfigError, match=f"--resolved holds config {run}, not --config-hash 0"):
@@ -51,7 +51,7 @@ def test_a_job_takes_the_config_the_planner_hands_over_after_checking_its_hash(m
     with pytest.raises(ConfigError, match=re.escape('--resolved: expected JSON {"config"')):
         handed_over(params, "{not json", run)
     with pytest.raises(ConfigError, match="trial 'table3:c': expected TABLE:ROW@SEED"):
-        handed_over(params, json.dumps({"config": cfg, "trials": ["table3:c"]}), run)
+        handed_over(params, json.dumps({"config": cfg.to_dict(), "trials": ["table3:c"]}), run)
 
 
 def test_evaluate_without_a_finished_pretraining_says_what_to_run(capsys, tmp_path):

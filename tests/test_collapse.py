@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from baseline import run_config
 from PIL import Image
 from torch import nn
 
@@ -19,7 +20,7 @@ from simsiam_lab.collapse import (
     flips,
 )
 from simsiam_lab.config import Params
-from simsiam_lab.data import DataSpec, open_split, prepare
+from simsiam_lab.data import open_split, prepare
 from simsiam_lab.evaluate import collapse_std, evaluation_metrics
 from simsiam_lab.train import build_model, initial_weights, pretrain
 
@@ -36,7 +37,7 @@ def _signals(
     similarity="cosine",
     test_images=10_000,
 ) -> Signals:
-    config = {"optim": {"batch_size": batch}, "loss": {"similarity": similarity}}
+    config = run_config(optim={"batch_size": batch}, loss={"similarity": similarity})
     metrics = {
         "final_loss": loss,
         "final_z_std_ratio": ratio,
@@ -181,9 +182,9 @@ def test_the_rule_tells_figure_2_s_two_rows_apart_on_a_second_dataset(tmp_path, 
     for row in ("stop-grad", "no-stop-grad"):
         cfg = params.resolve("folder", params.row(f"figure2:{row}"), seed=0)
         if not data.exists():
-            prepare(DataSpec.of(cfg["data"]), data)
+            prepare(cfg.data, data)
         summary = pretrain(cfg, data, tmp_path / row)
-        assert summary["status"] == "ok" and summary["steps"] >= cfg["optim"]["min_steps"]
+        assert summary["status"] == "ok" and summary["steps"] >= cfg.optim.min_steps
         model = build_model(cfg)
         model.load_state_dict(torch.load(tmp_path / row / "checkpoint.pt")["model"])
         train, test = open_split(data, "train"), open_split(data, "test")

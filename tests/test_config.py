@@ -1,16 +1,22 @@
 import hashlib
 import re
 import shutil
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
 import pytest
 import yaml
 
-from simsiam_lab.config import RUN_SCHEMA, ConfigError, Params, config_hash, deep_merge
-from simsiam_lab.data import DataSpec
-from simsiam_lab.model import ModelConfig
+from simsiam_lab.config import (
+    FINGERPRINTS,
+    RUN_SCHEMA,
+    ConfigError,
+    DataConfig,
+    Params,
+    RunConfig,
+    config_hash,
+)
 
 PARAMS = Path(__file__).parents[1] / "params"
 
@@ -43,15 +49,15 @@ def test_hash_is_stable_and_changes_with_the_config():
     params = Params(PARAMS)
     cfg = params.resolve("smoke", params.row("table3:c"))
     assert config_hash(cfg) == config_hash(params.resolve("smoke", params.row("table3:c")))
-    cfg["seed"] = 1
-    assert config_hash(cfg) != config_hash(params.resolve("smoke", params.row("table3:c")))
+    reseeded = replace(cfg, seed=1)
+    assert config_hash(reseeded) != config_hash(params.resolve("smoke", params.row("table3:c")))
 
 
 def test_a_run_s_identity_is_what_training_reads_not_how_it_is_evaluated(params: Params):
     cfg = params.resolve("smoke", params.row("table3:c"))
-    evaluated_otherwise = deep_merge(cfg, {"eval": {"linear_epochs": 9, "knn_k": 3}}, "test")
+    evaluated_otherwise = cfg.merged({"eval": {"linear_epochs": 9, "knn_k": 3}}, "test")
     assert config_hash(evaluated_otherwise) == config_hash(cfg)
-    assert config_hash(deep_merge(cfg, {"monitor": {"knn_k": 3}}, "test")) != config_hash(cfg)
+    assert config_hash(cfg.merged({"monitor": {"knn_k": 3}}, "test")) != config_hash(cfg)
 
 
 def test_rows_that_train_one_config_must_evaluate_it_one_way(params: Params):
@@ -220,15 +226,15 @@ def test_the_data_source_s_content_is_part_of_a_run_s_identity(tmp_path: Path, m
     a_copy.parent.mkdir()
     a_copy.write_bytes(a.read_bytes())
 
-    def resolved(source: Path) -> dict:
+    def resolved(source: Path) -> RunConfig:
         monkeypatch.setenv("SIMSIAM_DATA", str(source))
         return Params(PARAMS).resolve("smoke", row)
 
-    assert resolved(a)["data"]["source_sha256"] == hashlib.sha256(b"one archive").hexdigest()
+    assert resolved(a).data.source_sha256 == hashlib.sha256(b"one archive").hexdigest()
     assert config_hash(resolved(a)) != config_hash(resolved(b))
     assert config_hash(resolved(a)) == config_hash(resolved(a_copy))  # content, not path
     monkeypatch.delenv("SIMSIAM_DATA")
-    assert Params(PARAMS).resolve("smoke", row)["data"]["source_sha256"] == "torchvision:cifar10"
+    assert Params(PARAMS).resolve("smoke", row).data.source_sha256 == "torchvision:cifar10"
 
 
 def test_a_class_list_s_content_is_part_of_a_run_s_identity(params: Params, tmp_path: Path):
@@ -238,7 +244,7 @@ def test_a_class_list_s_content_is_part_of_a_run_s_identity(params: Params, tmp_
     first = params.resolve("bad")
     classes.write_text("cat\nfrog\n")
     edited = params.resolve("bad")
-    assert edited["data"]["class_list_sha256"] != first["data"]["class_list_sha256"]
+    assert edited.data.class_list_sha256 != first.data.class_list_sha256
     assert config_hash(edited) != config_hash(first)
 
 
@@ -272,19 +278,37 @@ def test_every_profile_asks_for_each_job_s_resources():
         assert set(params.resources(profile)) == {"prepare", "pretrain", "evaluate"}
 
 
-@pytest.mark.parametrize(
-    ("section", "typed"), [("data", DataSpec), ("model", ModelConfig)], ids=["data", "model"]
-)
-def test_a_section_s_type_and_the_schema_name_the_same_keys_and_values(section, typed):
-    keys = RUN_SCHEMA["properties"][section]["properties"]
+SECTIONS = {k: t for k, t in get_type_hints(RunConfig).items() if k != "seed"}
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_a_section_s_type_and_the_schema_name_the_same_keys_and_values(section: str):
+    typed, keys = SECTIONS[section], RUN_SCHEMA["properties"][section]["properties"]
     hints = get_type_hints(typed)
+    assert {field.name for field in fields(typed)} == set(keys)
     for field in fields(typed):
         assert field.default is MISSING, f"{section}.{field.name}: baseline.yaml holds defaults"
-        assert field.name in keys, f"{section}.{field.name} is not in the schema"
         if get_origin(hints[field.name]) is Literal:
             assert keys[field.name]["enum"] == list(get_args(hints[field.name])), field.name
-    if typed is ModelConfig:  # every key of the model section builds the network
-        assert set(keys) == {field.name for field in fields(typed)}
+    # In baseline.yaml's order, so that config.yaml and MLflow's params read as params/ does.
+    baseline = yaml.safe_load((PARAMS / "baseline.yaml").read_text())
+    assert [f.name for f in fields(typed) if f.name not in FINGERPRINTS] == list(baseline[section])
+
+
+def test_a_typed_config_hashes_and_reads_back_as_the_planner_s_dict(params: Params):
+    for profile in ("smoke", "cpu", "cifar10"):
+        for run, trials in params.plan(profile, params.table_names()).items():
+            cfg = params.resolve(profile, trials[0].row, trials[0].seed)
+            assert config_hash(cfg) == run
+            assert RunConfig.of(cfg.to_dict()) == cfg
+
+
+def test_a_value_outside_a_literal_is_named_with_its_allowed_values():
+    data = yaml.safe_load((PARAMS / "baseline.yaml").read_text())["data"]
+    with pytest.raises(
+        ConfigError, match=r"^data.loader = 'disk': must be one of auto, memory, stream$"
+    ):
+        DataConfig.of(data | {"loader": "disk"})
 
 
 def test_baseline_yaml_holds_every_key_the_schema_requires_and_no_other():
@@ -302,7 +326,7 @@ def test_a_source_record_spares_a_job_the_fingerprint(params: Params, tmp_path, 
     record.write_text('{"dataset": "cifar10", "source_sha256": "recorded"}')
     params.use_source_record("smoke", record)
     monkeypatch.setattr(data, "source_identity", lambda *_: pytest.fail("fingerprinted"))
-    assert params.resolve("smoke")["data"]["source_sha256"] == "recorded"
+    assert params.resolve("smoke").data.source_sha256 == "recorded"
     with pytest.raises(ConfigError, match=r"not found; run `simsiam source --profile smoke"):
         params.use_source_record("smoke", tmp_path / "none.json")
     record.write_text('{"dataset": "cifar100", "source_sha256": "x"}')

@@ -9,9 +9,10 @@ from simsiam_lab.evaluate import (
     LARC,
     centre_crop,
     collapse_std,
-    knn_accuracy,
+    knn_predict,
     linear_probe_accuracy,
     paper_linear_probe_accuracy,
+    top1,
     top_direction_share,
 )
 
@@ -46,14 +47,14 @@ def _separable(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 def test_knn_on_separable_features_is_perfect():
     bank, bank_y = _separable(50, 0)
     queries, query_y = _separable(20, 1)
-    assert knn_accuracy(bank, bank_y, queries, query_y, 4, k=20, temperature=0.1) == 100.0
+    assert top1(knn_predict(bank, bank_y, queries, 4, k=20, temperature=0.1), query_y) == 100.0
 
 
 def test_knn_on_random_labels_is_near_chance():
     bank, _ = _separable(50, 0)
     queries, query_y = _separable(20, 1)
     shuffled = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(2))
-    assert knn_accuracy(bank, shuffled, queries, query_y, 4, k=20) < 50.0
+    assert top1(knn_predict(bank, shuffled, queries, 4, k=20), query_y) < 50.0
 
 
 def test_linear_probe_learns_separable_features():

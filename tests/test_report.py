@@ -1,6 +1,6 @@
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from baseline import run_config
 from manifests import manifest
 
-from simsiam_lab.config import EVALUATION, ConfigError, Params, training_config
+from simsiam_lab.config import EVALUATION, ConfigError, Params
 from simsiam_lab.report import (
     RowResult,
     RunResult,
@@ -64,7 +65,7 @@ def _trial(
     history = [{"epoch": i + 1, "loss": loss} for i, loss in enumerate(losses)]
     for record, step_losses in zip(history, steps or [], strict=False):
         record["step_loss"] = list(step_losses)
-    config = {"seed": seed, "loss": {"similarity": similarity}, "optim": {"batch_size": batch}}
+    config = run_config(seed=seed, loss={"similarity": similarity}, optim={"batch_size": batch})
     return RunResult(config, metrics, history)
 
 
@@ -239,7 +240,7 @@ def _monitored(seed: int, knn: list[float], epochs: int = 24) -> RunResult:
     monitor = [{"epoch": e, "knn": v} for e, v in zip(range(0, epochs + 1, 6), knn, strict=True)]
     return replace(
         trial,
-        config=trial.config | {"optim": {"epochs": epochs, "batch_size": 64}},
+        config=trial.config.merged({"optim": {"epochs": epochs, "batch_size": 64}}, "test"),
         history=monitor,
     )
 
@@ -294,7 +295,7 @@ def test_once_per_epoch_is_tested_only_where_an_epoch_is_longer_than_the_other_i
             [
                 replace(
                     trial,
-                    config=trial.config | target | optim,
+                    config=trial.config.merged(target | optim, "test"),
                     metrics=trial.metrics | {"steps": steps},
                 )
             ],
@@ -415,8 +416,8 @@ def _write_run(trial: RunResult, root: Path) -> Path:
     """A run directory as pretrain and evaluate leave it."""
     run = RunDir(root)
     root.mkdir(parents=True)
-    run.config.write_text(yaml.safe_dump(training_config(trial.config)))
-    metrics = trial.metrics | {"config_hash": root.name, EVALUATION: trial.config[EVALUATION]}
+    run.config.write_text(yaml.safe_dump(trial.config.training()))
+    metrics = trial.metrics | {"config_hash": root.name, EVALUATION: asdict(trial.config.eval)}
     run.metrics.write_text(json.dumps(metrics))
     run.history.write_text(json.dumps(trial.history))
     return root
@@ -432,7 +433,7 @@ def test_the_runs_table_as_published_holds_every_number_the_verdicts_read(tmp_pa
     table = params.table("table3")
     rows = _table_runs(table, params, lambda row, seed: 40.0 + seed + (5 if row == "b" else 0))
     run_dirs = {
-        row_id: [_write_run(t, tmp_path / f"{row_id}-{t.config['seed']}") for t in row.trials]
+        row_id: [_write_run(t, tmp_path / f"{row_id}-{t.config.seed}") for t in row.trials]
         for row_id, row in rows.items()
     }
     read = read_rows(run_dirs, test_images=None)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from baseline import cifar_augment, data_spec
+from baseline import cifar_augment, data_config
 from PIL import Image
 
 from simsiam_lab import data, evaluate, stream
 from simsiam_lab.augment import augment, photometric
-from simsiam_lab.config import Params, deep_merge
+from simsiam_lab.config import Params, RunConfig, deep_merge
 from simsiam_lab.data import (
     FORMAT,
     INDEX_FORMAT,
@@ -63,7 +63,7 @@ def tree(tmp_path: Path) -> Path:
 
 def _prepare(tree: Path, out: Path, loader: str, **spec) -> Manifest:
     return prepare(
-        data_spec(dataset="imagefolder", source=str(tree), stored_size=24, loader=loader, **spec),
+        data_config(dataset="imagefolder", source=str(tree), stored_size=24, loader=loader, **spec),
         out,
     )
 
@@ -183,7 +183,7 @@ def test_a_class_list_keeps_its_classes_and_names_a_missing_one(tree: Path, tmp_
 
 def test_imagenet100_lists_100_distinct_wnids():
     cfg = PARAMS.resolve("imagenet100")
-    names = data.read_class_list(str(PARAMS.root / Path(cfg["data"]["class_list"]).name))
+    names = data.read_class_list(str(PARAMS.root / Path(cfg.data.class_list).name))
     assert len(names) == len(set(names)) == 100
     assert all(n.startswith("n") and len(n) == 9 for n in names)
 
@@ -288,15 +288,15 @@ def test_ranks_share_each_global_batch_exactly_once(world: int):
 def test_evaluation_views_the_centre_crop_unless_told_to_resize():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     cfg = PARAMS.resolve("cpu")  # image_size 24 of 32
-    assert cfg["data"]["test_view"] == "resize"
+    assert cfg.data.test_view == "resize"
     assert eval_view(cfg)(images).shape == (2, 3, 24, 24)
-    centre = deep_merge(cfg, {"data": {"test_view": "centre_crop"}}, "test")
+    centre = cfg.merged({"data": {"test_view": "centre_crop"}}, "test")
     expected = eval_view(cfg)(images[..., 4:28, 4:28])  # a 24 px input is only normalised
     assert torch.equal(eval_view(centre)(images), expected)
-    assert PARAMS.resolve("imagenet")["data"]["test_view"] == "centre_crop"
+    assert PARAMS.resolve("imagenet").data.test_view == "centre_crop"
 
 
-def _config(**overrides) -> dict:
+def _config(**overrides) -> RunConfig:
     cfg = PARAMS.resolve("smoke")
     small = {
         "data": {"image_size": 16, "stored_size": 24, "test_view": "centre_crop"},
@@ -304,7 +304,7 @@ def _config(**overrides) -> dict:
         "monitor": {"knn_every": 0},
         "eval": {"knn_k": 5, "linear_epochs": 2, "linear_batch_size": 16},
     }
-    return deep_merge(deep_merge(cfg, small, "test"), overrides, "test")
+    return cfg.merged(small, "test").merged(overrides, "test")
 
 
 def test_both_paths_evaluate_the_same_features(tree: Path, tmp_path: Path):

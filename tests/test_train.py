@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simsiam_lab.config import ConfigError, Params, deep_merge
+from simsiam_lab.config import ConfigError, Params, RunConfig
 from simsiam_lab.data import load_split
 from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.evaluate import KnnProbe, frozen_accuracies
@@ -33,9 +33,9 @@ def data(tmp_path: Path, write_prepared) -> Path:
     return write_prepared(tmp_path, classes=3, train_per_class=16, test_per_class=16)
 
 
-def _config(**optim) -> dict:
+def _config(**optim) -> RunConfig:
     cfg = PARAMS.resolve("smoke")
-    return deep_merge(cfg, {"optim": {"epochs": 2, "batch_size": 16, **optim}}, "test")
+    return cfg.merged({"optim": {"epochs": 2, "batch_size": 16, **optim}}, "test")
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
@@ -63,7 +63,7 @@ def test_a_run_with_fewer_steps_than_the_profile_can_test_is_skipped(tmp_path: P
 @pytest.mark.parametrize("protocol", ["cached", "paper"])
 def test_both_linear_probes_measure_a_network(data: Path, protocol: str):
     eval_ = {"linear_probe": protocol, "linear_epochs": 2, "linear_batch_size": 16}
-    cfg = deep_merge(_config(), {"eval": eval_}, "test")
+    cfg = _config().merged({"eval": eval_}, "test")
     probe = KnnProbe(cfg, load_split(data, "train"), load_split(data, "test"))
     found = frozen_accuracies(build_model(cfg), cfg, probe)
     assert set(found) == {"knn", "linear"}
@@ -117,7 +117,7 @@ def test_a_batch_larger_than_the_data_is_skipped_not_trained(tmp_path: Path, dat
 
 
 def test_freeze_predictor_keeps_it_at_init(tmp_path: Path):
-    cfg = deep_merge(_config(), {"optim": {"freeze_predictor": True}}, "test")
+    cfg = _config().merged({"optim": {"freeze_predictor": True}}, "test")
     model = build_model(cfg)
     opt = build_optimizer(model, cfg)
     before = [p.clone() for p in model.predictor.parameters()]
@@ -143,7 +143,7 @@ def test_freeze_predictor_keeps_it_at_init(tmp_path: Path):
     ids=["asymmetric-2x", "snapshot-epoch", "moving-average"],
 )
 def test_ablation_switches_train(tmp_path: Path, data: Path, overrides):
-    cfg = deep_merge(_config(), {"monitor": {"knn_every": 0}, **overrides}, "test")
+    cfg = _config().merged({"monitor": {"knn_every": 0}, **overrides}, "test")
     summary = pretrain(cfg, data, tmp_path / "run")
     assert summary["status"] == "ok" and math.isfinite(summary["final_loss"])
 
@@ -159,7 +159,7 @@ class _Killed(Exception):
     ids=["live", "moving-average"],
 )
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, data: Path, overrides):
-    cfg = deep_merge(_config(epochs=3), overrides, "test")
+    cfg = _config(epochs=3).merged(overrides, "test")
     pretrain(cfg, data, tmp_path / "whole")
 
     def kill_after_epoch_2(record):
@@ -229,14 +229,14 @@ def test_the_state_of_another_config_is_refused_not_discarded(tmp_path: Path, da
     state = _killed_run(_config(), data, tmp_path / "run")
     assert check_resumable(tmp_path / "run", _config())
     # Evaluation settings are not the run's: a resume may see new ones.
-    assert check_resumable(tmp_path / "run", deep_merge(_config(), {"eval": {"knn_k": 7}}, "t"))
+    assert check_resumable(tmp_path / "run", _config().merged({"eval": {"knn_k": 7}}, "t"))
     with pytest.raises(ConfigError) as err:
         check_resumable(tmp_path / "run", _config(base_lr=0.1))
     assert f"{state} holds an interrupted run of another config" in str(err.value)
     assert "\n" not in str(err.value) and state.is_file()
 
 
-def _one_step(cfg: dict, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, dict]:
+def _one_step(cfg: RunConfig, views: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, dict]:
     torch.manual_seed(0)
     model = build_model(cfg)
     fmt, dtype = fast_path(cfg, model, torch.device("cpu"))
@@ -256,8 +256,8 @@ def test_a_fast_path_switch_keeps_the_step_s_math(compute: dict, tol: float):
     off = {"channels_last": False, "precision": "fp32", "compile": False}
     torch.manual_seed(1)
     views = (torch.randn(16, 3, 16, 16), torch.randn(16, 3, 16, 16))
-    plain = deep_merge(_config(), {"compute": off}, "test")
-    fast = deep_merge(plain, {"compute": compute}, "test")
+    plain = _config().merged({"compute": off}, "test")
+    fast = plain.merged({"compute": compute}, "test")
     (loss_a, weights_a), (loss_b, weights_b) = _one_step(plain, views), _one_step(fast, views)
     assert loss_b == pytest.approx(loss_a, abs=tol)
     conv = weights_b["backbone.conv1.weight"]
@@ -279,7 +279,7 @@ def test_autocast_is_bf16_on_cuda_only_unless_asked():
 
 
 def test_a_compiled_model_keeps_its_checkpoint_keys():
-    cfg = deep_merge(_config(), {"compute": {"compile": True}}, "test")
+    cfg = _config().merged({"compute": {"compile": True}}, "test")
     eager = build_model(cfg).state_dict().keys()
     model = build_model(cfg)
     fast_path(cfg, model, torch.device("cpu"))

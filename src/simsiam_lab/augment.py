@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import RunConfig
+
 __all__ = [
-    "AugmentConfig",
+    "Augmentation",
     "augment",
-    "augment_config",
+    "augmentation",
     "normalize",
     "photometric",
     "sample_crop_params",
@@ -25,8 +27,8 @@ _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """The paper's augmentation. The first four come from a run's config (augment_config: its
+class Augmentation:
+    """The paper's augmentation. The first four come from a run's config (`augmentation`: its
     `augment` section and its dataset's statistics), so they have no defaults here; the rest
     are the paper's fixed recipe (main_simsiam.py), not config keys."""
 
@@ -49,13 +51,11 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def augment_config(cfg: dict) -> AugmentConfig:
+def augmentation(cfg: RunConfig) -> Augmentation:
     """A run config's augmentation, normalised with its dataset's channel statistics."""
-    mean, std = CIFAR_STATS if cfg["data"]["dataset"].startswith("cifar") else IMAGENET_STATS
-    aug = cfg["augment"]
-    return AugmentConfig(
-        crop_scale=(aug["crop_scale_min"], 1.0), blur_p=aug["blur_p"], mean=mean, std=std
-    )
+    mean, std = CIFAR_STATS if cfg.data.dataset.startswith("cifar") else IMAGENET_STATS
+    aug = cfg.augment
+    return Augmentation(crop_scale=(aug.crop_scale_min, 1.0), blur_p=aug.blur_p, mean=mean, std=std)
 
 
 # ---------------------------------------------------------------------------- randomness
@@ -122,7 +122,7 @@ def sample_crop_params(
     n: int,
     height: int,
     width: int,
-    cfg: AugmentConfig,
+    cfg: Augmentation,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     shard: BatchShard | None = None,
@@ -254,7 +254,7 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def _color_jitter(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, shard: BatchShard | None
+    x: torch.Tensor, cfg: Augmentation, generator: torch.Generator | None, shard: BatchShard | None
 ) -> torch.Tensor:
     n, device = x.shape[0], x.device
     apply = _bernoulli(n, cfg.jitter_p, generator, device, shard)
@@ -303,7 +303,7 @@ def _blur_kernel_size(size: int) -> int:
 
 
 def _random_blur(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None, shard: BatchShard | None
+    x: torch.Tensor, cfg: Augmentation, generator: torch.Generator | None, shard: BatchShard | None
 ) -> torch.Tensor:
     n, c, hgt, wid = x.shape
     apply = _bernoulli(n, cfg.blur_p, generator, x.device, shard)
@@ -322,7 +322,7 @@ def _random_blur(
 # ---------------------------------------------------------------------------- public API
 
 
-def _normalise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+def _normalise(x: torch.Tensor, cfg: Augmentation) -> torch.Tensor:
     mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -331,7 +331,7 @@ def _normalise(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 def augment(
     images: torch.Tensor,
     size: int,
-    cfg: AugmentConfig,
+    cfg: Augmentation,
     generator: torch.Generator | None = None,
     shard: BatchShard | None = None,
 ) -> torch.Tensor:
@@ -345,7 +345,7 @@ def augment(
 
 def photometric(
     crops: torch.Tensor,
-    cfg: AugmentConfig,
+    cfg: Augmentation,
     generator: torch.Generator | None = None,
     shard: BatchShard | None = None,
 ) -> torch.Tensor:
@@ -365,7 +365,7 @@ def photometric(
 def two_views(
     images: torch.Tensor,
     size: int,
-    cfg: AugmentConfig,
+    cfg: Augmentation,
     generator: torch.Generator | None = None,
     shard: BatchShard | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,7 +375,7 @@ def two_views(
 
 
 def normalize(
-    images_uint8: torch.Tensor, cfg: AugmentConfig, size: int | None = None
+    images_uint8: torch.Tensor, cfg: Augmentation, size: int | None = None
 ) -> torch.Tensor:
     """Deterministic eval-time transform: uint8 -> float, optional resize to size (bilinear,
     antialias), normalised with cfg.mean/std."""

@@ -10,8 +10,8 @@ from typing import Protocol
 
 import torch
 
-from .augment import BatchShard, augment_config, photometric, two_views
-from .config import Config
+from .augment import BatchShard, augmentation, photometric, two_views
+from .config import RunConfig
 from .data import MEMORY_SHARE, DataError, FileIndex, Split, device_memory, gigabytes
 from .stream import EpochLoader, TrainCrops, rank_batches
 
@@ -32,19 +32,19 @@ class BatchSource(Protocol):
 class _Layout:
     """What both sources share: the run's global batch and this process's rows of it."""
 
-    def __init__(self, cfg: Config, n: int, dev: torch.device, rank: int, world: int) -> None:
-        self.batch, self.dev, self.rank, self.world = cfg["optim"]["batch_size"], dev, rank, world
+    def __init__(self, cfg: RunConfig, n: int, dev: torch.device, rank: int, world: int) -> None:
+        self.batch, self.dev, self.rank, self.world = cfg.optim.batch_size, dev, rank, world
         self.local = self.batch // world
         self.shard = BatchShard(rank * self.local, self.batch) if world > 1 else None
         self.steps_per_epoch = n // self.batch  # drop_last, as the paper's loader
-        self.size, self.pairs = cfg["data"]["image_size"], cfg["loss"]["pairs"]
-        self.aug = augment_config(cfg)
+        self.size, self.pairs = cfg.data.image_size, cfg.loss.pairs
+        self.aug = augmentation(cfg)
 
 
 class MemoryBatches(_Layout):
     """Images held on the device; the epoch's order and every view are drawn from `gen`."""
 
-    def __init__(self, cfg: Config, train: Split, dev: torch.device, rank: int, world: int):
+    def __init__(self, cfg: RunConfig, train: Split, dev: torch.device, rank: int, world: int):
         super().__init__(cfg, len(train.images), dev, rank, world)
         _check_fits(train.images, dev)
         self.images = train.images.to(dev)
@@ -66,9 +66,9 @@ class StreamBatches(_Layout):
     """Files decoded and cropped in workers, by (seed, epoch, index); colour, blur and
     normalisation drawn from `gen` on the device, for the whole global batch."""
 
-    def __init__(self, cfg: Config, train: FileIndex, dev: torch.device, rank: int, world: int):
+    def __init__(self, cfg: RunConfig, train: FileIndex, dev: torch.device, rank: int, world: int):
         super().__init__(cfg, len(train.files), dev, rank, world)
-        self.seed = cfg["seed"]
+        self.seed = cfg.seed
         self.crops = TrainCrops(train, self.size, self.aug, 2 * self.pairs, self.seed)
         self.batches = EpochLoader(self.crops, self._keys)
 
@@ -85,7 +85,7 @@ class StreamBatches(_Layout):
 
 
 def batch_source(
-    cfg: Config, train: Split | FileIndex, dev: torch.device, rank: int, world: int
+    cfg: RunConfig, train: Split | FileIndex, dev: torch.device, rank: int, world: int
 ) -> BatchSource:
     if isinstance(train, FileIndex):
         return StreamBatches(cfg, train, dev, rank, world)

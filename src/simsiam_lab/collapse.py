@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
+from .config import RunConfig
 from .stability import FINAL_WINDOW_LOSS
 from .stats import threshold_flips
 
@@ -81,9 +82,9 @@ class Signals:
     gain_z: float | None  # ... in standard errors of that difference
 
     @classmethod
-    def of(cls, config: dict[str, Any], metrics: dict[str, Any]) -> Signals:
-        batch = config["optim"]["batch_size"]
-        lowest = lowest_loss(config["loss"]["similarity"], batch)
+    def of(cls, config: RunConfig, metrics: dict[str, Any]) -> Signals:
+        batch = config.optim.batch_size
+        lowest = lowest_loss(config.loss.similarity, batch)
         loss = metrics.get(FINAL_WINDOW_LOSS, metrics.get("final_loss"))
         gap = None if lowest is None or loss is None else loss - lowest
         gain, gain_z = None, None

@@ -12,11 +12,12 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, replace
-from functools import cached_property
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self, get_args, get_origin, get_type_hints
 
 import jsonschema
 import yaml
@@ -168,11 +169,196 @@ def training_config(cfg: Config) -> Config:
     return {key: value for key, value in cfg.items() if key != EVALUATION}
 
 
-def config_hash(cfg: Config) -> str:
+def config_hash(cfg: RunConfig | Config) -> str:
     """A run's identity: the hash of what its pretraining reads, so runs that differ only in
     how they are evaluated are one run."""
-    canonical = json.dumps(training_config(cfg), sort_keys=True, separators=(",", ":"))
+    as_dict = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    canonical = json.dumps(training_config(as_dict), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+# The run config, typed: one frozen dataclass a section of config.schema.yaml, each field a key
+# of it, with no defaults (params/baseline.yaml is the one place for those) and a Literal type
+# where the schema lists the allowed values (a test holds the two to the same keys and values).
+Dataset = Literal["cifar10", "cifar100", "imagefolder"]
+Loader = Literal["auto", "memory", "stream"]
+TestView = Literal["centre_crop", "resize"]
+Backbone = Literal["resnet18", "resnet34", "resnet50"]
+TargetMode = Literal["live", "snapshot", "moving_average"]
+Precision = Literal["auto", "bf16", "fp32"]
+LinearProbe = Literal["cached", "paper"]
+
+
+@cache
+def _literal_fields(section: type) -> dict[str, tuple[Any, ...]]:
+    hints = get_type_hints(section)
+    return {k: get_args(t) for k, t in hints.items() if get_origin(t) is Literal}
+
+
+class _Section:
+    """A section of a resolved run config."""
+
+    @classmethod
+    def of(cls, section: Mapping[str, Any]) -> Self:
+        return cls(**{field.name: section[field.name] for field in fields(cls)})
+
+    def __post_init__(self) -> None:
+        # A config from params/ passed the schema; one built in code did not.
+        name = type(self).__name__.removesuffix("Config").lower()
+        for key, allowed in _literal_fields(type(self)).items():
+            if (value := getattr(self, key)) not in allowed:
+                raise ConfigError(
+                    f"{name}.{key} = {value!r}: must be one of {', '.join(map(str, allowed))}"
+                )
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    dataset: Dataset
+    source: str | None  # ImageFolder tree or archive of one; None = $SIMSIAM_DATA / download
+    image_size: int  # training's crops and evaluation's views
+    stored_size: int  # `prepare` resizes (shorter side) and centre-crops to this
+    train_per_class: int | None  # stratified subset size per class (None = all)
+    test_per_class: int | None
+    subset_seed: int
+    loader: Loader  # "auto": memory up to memory_limit_gb, else stream (data.choose_loader)
+    memory_limit_gb: float
+    test_view: TestView
+    class_list: str | None  # file of class folder names to keep (None = all)
+    # The content fingerprints Params.resolve writes (None: not known yet, `prepare` takes it).
+    source_sha256: str | None
+    class_list_sha256: str | None
+
+    @classmethod
+    def of(cls, section: Mapping[str, Any]) -> DataConfig:
+        return super().of({key: None for key in FINGERPRINTS} | dict(section))
+
+    def prepared(self) -> Config:
+        """What `prepare` makes its directory from: every key but training's and evaluation's
+        view of the images (image_size, test_view)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("image_size", "test_view")}
+
+    def settings(self) -> Config:
+        """What a manifest records as it is: `prepared()` but where the data comes from."""
+        return {k: v for k, v in self.prepared().items() if k not in ("source", *FINGERPRINTS)}
+
+
+FINGERPRINTS = ("source_sha256", "class_list_sha256")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    backbone: Backbone
+    width: int
+    cifar_stem: bool
+    dim: int
+    projector_layers: Literal[2, 3]
+    projector_hidden_bn: bool
+    projector_output_bn: bool
+    projector_output_bn_affine: bool
+    predictor: bool
+    predictor_hidden_dim: int
+    predictor_hidden_bn: bool
+    predictor_output_bn: bool
+
+
+@dataclass(frozen=True)
+class LossConfig(_Section):
+    similarity: str  # a name of loss.SIMILARITIES: a new one is that module's and the schema's
+    stop_gradient: bool
+    symmetric: bool
+    pairs: Literal[1, 2]
+
+
+@dataclass(frozen=True)
+class TargetConfig(_Section):
+    mode: TargetMode
+    refresh_every: int | Literal["epoch"]
+    momentum: float
+
+
+@dataclass(frozen=True)
+class OptimConfig(_Section):
+    epochs: int
+    batch_size: int
+    base_lr: float
+    momentum: float
+    weight_decay: float
+    warmup_fraction: float
+    fix_pred_lr: bool
+    min_steps: int
+    freeze_predictor: bool
+
+
+@dataclass(frozen=True)
+class AugmentConfig(_Section):
+    crop_scale_min: float
+    blur_p: float
+
+
+@dataclass(frozen=True)
+class ComputeConfig(_Section):
+    channels_last: bool
+    precision: Precision
+    compile: bool
+
+
+@dataclass(frozen=True)
+class MonitorConfig(_Section):
+    knn_every: int
+    knn_k: int
+    knn_temperature: float
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    knn_k: int
+    knn_temperature: float
+    linear_probe: LinearProbe
+    linear_epochs: int
+    linear_lr: float
+    linear_batch_size: int
+    linear_weight_decay: float
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A fully resolved run config, as every job receives it: Params.resolve makes it, and
+    `RunConfig.of` reads one back from a run directory or a job's command line."""
+
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    target: TargetConfig
+    optim: OptimConfig
+    augment: AugmentConfig
+    compute: ComputeConfig
+    monitor: MonitorConfig
+    eval: EvalConfig
+
+    @classmethod
+    def of(cls, cfg: Mapping[str, Any]) -> RunConfig:
+        sections = {k: t for k, t in get_type_hints(cls).items() if k != "seed"}
+        return cls(seed=cfg["seed"], **{k: t.of(cfg[k]) for k, t in sections.items()})
+
+    def to_dict(self) -> Config:
+        """The config as params/ spells it, whose canonical JSON is the hash. A config without
+        a class list has no `class_list_sha256`, as before class lists existed: its hash, and
+        so its run directory, stay what they were."""
+        cfg = asdict(self)
+        if cfg["data"]["class_list_sha256"] is None:
+            del cfg["data"]["class_list_sha256"]
+        return cfg
+
+    def training(self) -> Config:
+        return training_config(self.to_dict())
+
+    def merged(self, overrides: Config, origin: str) -> RunConfig:
+        """This config with `overrides` deep-merged and checked (a benchmark's variant)."""
+        cfg = deep_merge(self.to_dict(), overrides, origin)
+        validate(cfg, origin)
+        return RunConfig.of(cfg)
 
 
 def flatten(cfg: Config, prefix: str = "") -> dict[str, Any]:
@@ -485,7 +671,8 @@ class Params:
         self, profile: str, row: Row | None = None, seed: int | None = None
     ) -> Config:
         """The config as params/ alone defines it: the baseline, the profile, the row and the
-        seed, without the data's fingerprints (so without reading the data)."""
+        seed, without the data's fingerprints (so without reading the data). A dict, not a
+        RunConfig: the keys it lacks are the fingerprints, and its hash is of what it holds."""
         origin = f"{self.root / 'profiles.yaml'}: profile '{profile}'"
         cfg = deep_merge(self.baseline, self.profile(profile), origin)
         if profile not in self._valid_profiles:  # blame the profile, not the row checked first
@@ -499,10 +686,13 @@ class Params:
         validate(cfg, origin)
         return cfg
 
-    def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> Config:
+    def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> RunConfig:
         """The config a run trains with; its hash is the run's identity, so it also holds
         the content fingerprints of the data source and of the class list, if any
         (`data.source_sha256`, `data.class_list_sha256`)."""
+        return RunConfig.of(self._fingerprinted(profile, row, seed))
+
+    def _fingerprinted(self, profile: str, row: Row | None, seed: int | None) -> Config:
         cfg = self.resolve_params(profile, row, seed)
         cfg["data"]["source_sha256"] = self.source_identity(
             cfg["data"]["dataset"], cfg["data"]["source"]
@@ -555,7 +745,7 @@ class Params:
         fingerprints are the same for every trial, so `read_data=False` (hashes of params/
         alone, for dvc.yaml, which must not depend on where the data is) groups the trials
         the same way."""
-        resolve = self.resolve if read_data else self.resolve_params
+        resolve = self._fingerprinted if read_data else self.resolve_params
         runs: dict[str, list[Trial]] = {}
         evaluations: dict[str, tuple[Trial, Config]] = {}
         for name in tables:
@@ -583,7 +773,7 @@ class Params:
             )
         return trials
 
-    def run_config(self, profile: str, run: str) -> Config:
+    def run_config(self, profile: str, run: str) -> RunConfig:
         """The resolved config of the run with this hash, eval settings included."""
         first = self.run_trials(profile, run)[0]
         return self.resolve(profile, first.row, first.seed)

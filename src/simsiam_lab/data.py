@@ -16,14 +16,15 @@ import shutil
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .config import DataConfig, Dataset, Loader
 from .progress import progress
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataError",
-    "DataSpec",
     "FileIndex",
     "Manifest",
     "Split",
@@ -47,9 +47,6 @@ __all__ = [
     "source_identity",
 ]
 
-Dataset = Literal["cifar10", "cifar100", "imagefolder"]
-Loader = Literal["auto", "memory", "stream"]
-DATASETS: tuple[str, ...] = get_args(Dataset)
 SPLITS = ("train", "test")
 ENV_VAR = "SIMSIAM_DATA"
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -61,7 +58,6 @@ CIFAR10_CLASSES = sorted(
 )
 FORMAT = "npy uint8 NCHW"
 INDEX_FORMAT = "file index: relative path and label per image"
-LOADERS: tuple[str, ...] = get_args(Loader)
 # In-memory data may take this share of the host's RAM (and of the GPU's memory, when training
 # on one); the rest is for the model, the loader, and whatever else the machine runs.
 MEMORY_SHARE = 0.5
@@ -75,49 +71,6 @@ T = TypeVar("T")
 
 class DataError(Exception):
     """A data source or prepared directory is unusable; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What `prepare` reads of a run config's `data` section (params/baseline.yaml is the one
-    place for its defaults)."""
-
-    dataset: Dataset
-    source: str | None  # ImageFolder tree or archive of one; None = $SIMSIAM_DATA / download
-    stored_size: int  # images are resized (shorter side) and centre-cropped to this
-    train_per_class: int | None  # stratified subset size per class (None = all)
-    test_per_class: int | None
-    subset_seed: int
-    loader: Loader  # "auto": memory up to memory_limit_gb, else stream (choose_loader)
-    memory_limit_gb: float  # auto keeps decoded arrays of at most this size in memory
-    class_list: str | None  # file of class folder names to keep (None = all)
-    source_sha256: str | None  # the source's fingerprint if known (None: prepare takes it)
-
-    @classmethod
-    def of(cls, data: Mapping[str, Any]) -> DataSpec:
-        """The spec of a resolved config's data section (which also holds training's keys)."""
-        return cls(**{field.name: data[field.name] for field in fields(cls)})
-
-    def settings(self) -> dict[str, Any]:
-        """Every field but where the data comes from (`source`, `source_sha256`): what a
-        manifest records as it is."""
-        return {k: v for k, v in asdict(self).items() if k not in ("source", "source_sha256")}
-
-    def __post_init__(self) -> None:
-        if self.loader not in LOADERS:
-            raise DataError(f"data.loader = {self.loader!r}; use one of {', '.join(LOADERS)}")
-        if self.dataset not in DATASETS:
-            raise DataError(
-                f"dataset {self.dataset!r} is unknown; use one of {', '.join(DATASETS)}"
-            )
-        if self.stored_size < 1:
-            raise DataError(f"stored_size = {self.stored_size}; use a positive number of pixels")
-        for split in SPLITS:
-            n = getattr(self, f"{split}_per_class")
-            if n is not None and n < 1:
-                raise DataError(f"{split}_per_class = {n}; use a positive count, or null for all")
-        if self.subset_seed < 0:
-            raise DataError(f"subset_seed = {self.subset_seed}; use a non-negative integer")
 
 
 @dataclass(frozen=True)
@@ -189,20 +142,18 @@ class Manifest:
     def streamed(self) -> bool:
         return self.format == INDEX_FORMAT
 
-    def check(self, data: Mapping[str, Any], prepared_dir: Path) -> None:
+    def check(self, data: DataConfig, prepared_dir: Path) -> None:
         """Is this what a resolved config's data section asks for? A mismatch means a stale
         directory: the error names the key and says to prepare again."""
         path = Path(prepared_dir) / MANIFEST
-        if self.source_sha256 != data["source_sha256"]:
+        if self.source_sha256 != data.source_sha256:
             raise DataError(
                 f"{path}: prepared from {self.source} ({str(self.source_sha256)[:12]}), but the "
-                f"config's data source is now {data['source'] or '$SIMSIAM_DATA'} "
-                f"({str(data['source_sha256'])[:12]}); re-run `simsiam prepare` for this profile"
+                f"config's data source is now {data.source or '$SIMSIAM_DATA'} "
+                f"({str(data.source_sha256)[:12]}); re-run `simsiam prepare` for this profile"
             )
-        # Every setting of the spec; the fingerprint above stands for the source.
-        expected = DataSpec.of(data).settings() | {
-            "class_list_sha256": data.get("class_list_sha256")
-        }
+        # Every setting; the fingerprint above stands for the source.
+        expected = data.settings() | {"class_list_sha256": data.class_list_sha256}
         for key, value in expected.items():
             if getattr(self, key) != value:
                 raise DataError(
@@ -211,7 +162,7 @@ class Manifest:
                 )
 
 
-def resolve_source(spec: DataSpec) -> str | None:
+def resolve_source(spec: DataConfig) -> str | None:
     """Path to read from: spec.source, else $SIMSIAM_DATA, else None (torchvision download)."""
     return _source_path(spec.source)
 
@@ -250,19 +201,16 @@ def source_identity(dataset: str, source: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def prepared_identity(data: Mapping[str, Any]) -> str:
+def prepared_identity(data: DataConfig) -> str:
     """What `prepare` makes from a resolved data section, as a short hash: the source by its
     content (not its path) and every key `prepare` reads. A build tool that keys the prepared
     directory by it never deletes one set's prepared data to make another's."""
-    identity = asdict(DataSpec.of(data)) | {
-        "source": None,  # the same bytes elsewhere are the same data
-        "class_list_sha256": data.get("class_list_sha256"),
-    }
+    identity = data.prepared() | {"source": None}  # the same bytes elsewhere are the same data
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def check_source(spec: DataSpec) -> None:
+def check_source(spec: DataConfig) -> None:
     """What `prepare` would refuse about a CIFAR copy's layout and classes, checked before
     anything runs, so that a wrong source costs nothing. Only for the datasets with a known
     class count: they are small enough to list at planning, while an ImageNet archive is
@@ -273,7 +221,7 @@ def check_source(spec: DataSpec) -> None:
     _check_class_count(spec, sorted(tree["train"]), source)
 
 
-def prepare(spec: DataSpec, out_dir: Path, download_root: Path | None = None) -> Manifest:
+def prepare(spec: DataConfig, out_dir: Path, download_root: Path | None = None) -> Manifest:
     """Decode the source once into out_dir/{train,test}_{images,labels}.npy and manifest.json.
 
     Returns the manifest. out_dir appears only complete: it is built in a temporary sibling
@@ -557,7 +505,7 @@ def _layout(source: _Source, label: str) -> dict[str, dict[str, list[str]]]:
 
 
 def _from_tree(
-    spec: DataSpec, source: _Source, label: str
+    spec: DataConfig, source: _Source, label: str
 ) -> tuple[list[str], dict[str, tuple[np.ndarray | list[str], np.ndarray]]]:
     """Per split (images, labels): decoded arrays, or on the streaming path the file names."""
     tree = _layout(source, label)
@@ -580,7 +528,7 @@ def _from_tree(
 
 
 def _decode_all(
-    spec: DataSpec, source: _Source, chosen: list[tuple[int, str]], split: str
+    spec: DataConfig, source: _Source, chosen: list[tuple[int, str]], split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     size = spec.stored_size
     rows = {name: i for i, (_, name) in enumerate(chosen)}
@@ -596,7 +544,7 @@ def _labels(chosen: list[tuple[int, T]]) -> np.ndarray:
 
 
 def _from_torchvision(
-    spec: DataSpec, root: Path
+    spec: DataConfig, root: Path
 ) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
     from torchvision import datasets  # slow import, needed only on this path
 
@@ -631,7 +579,7 @@ def _from_torchvision(
     return classes, arrays
 
 
-def _check_class_count(spec: DataSpec, classes: list[str], label: str) -> None:
+def _check_class_count(spec: DataConfig, classes: list[str], label: str) -> None:
     expected = KNOWN_CLASS_COUNTS.get(spec.dataset)
     fix = f"point the source at a copy of {spec.dataset}, or use dataset imagefolder"
     if expected is not None and len(classes) != expected:
@@ -673,7 +621,7 @@ def read_class_list(path: str) -> list[str]:
     return names
 
 
-def _restrict(by_class: dict[str, T], spec: DataSpec, label: str) -> dict[str, T]:
+def _restrict(by_class: dict[str, T], spec: DataConfig, label: str) -> dict[str, T]:
     """The classes data.class_list names (all when it is null)."""
     if spec.class_list is None:
         return by_class
@@ -740,7 +688,7 @@ def choose_loader(
     return "memory", f"data path: in-memory, {gigabytes(total_bytes)} of {gigabytes(ram)} RAM"
 
 
-def _data_path(spec: DataSpec, counts: dict[str, int]) -> str:
+def _data_path(spec: DataConfig, counts: dict[str, int]) -> str:
     per_image = 3 * spec.stored_size**2
     path, why = choose_loader(
         spec.loader,
@@ -759,7 +707,7 @@ def gigabytes(n: int) -> str:
 
 
 def _select(
-    by_class: dict[str, Sequence[T]], spec: DataSpec, split: str, label: str
+    by_class: dict[str, Sequence[T]], spec: DataConfig, split: str, label: str
 ) -> list[tuple[int, T]]:
     """(label, item) pairs in class order; a seeded stratified subset of up to n a class when
     the spec asks (the manifest's counts say what was taken)."""

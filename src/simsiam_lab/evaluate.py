@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentConfig, augment, augment_config, normalize
-from .config import MONITOR_PER_CLASS, Config
+from .augment import Augmentation, augment, augmentation, normalize
+from .config import MONITOR_PER_CLASS, RunConfig
 from .data import FileIndex, Split
 from .distributed import autocast_dtype
 from .model import SimSiam
@@ -92,17 +92,9 @@ def knn_predict(
     return torch.cat(preds)
 
 
-def knn_accuracy(
-    bank: torch.Tensor,
-    bank_labels: torch.Tensor,
-    queries: torch.Tensor,
-    query_labels: torch.Tensor,
-    num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
-) -> float:
-    preds = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
-    return round(100.0 * (preds == query_labels).float().mean().item(), 2)
+def top1(preds: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of predicted labels, to two decimals."""
+    return round(100.0 * (preds == labels).float().mean().item(), 2)
 
 
 def linear_probe_accuracy(
@@ -188,7 +180,7 @@ def paper_linear_probe_accuracy(
     backbone: nn.Module,
     train: Data,
     test: Data,
-    aug: AugmentConfig,
+    aug: Augmentation,
     size: int,
     epochs: int = 90,
     lr: float = 1.6,
@@ -242,7 +234,7 @@ def paper_linear_probe_accuracy(
 
 
 def _probe_views(
-    train: Data, aug: AugmentConfig, size: int, batch_size: int, seed: int, device: torch.device
+    train: Data, aug: Augmentation, size: int, batch_size: int, seed: int, device: torch.device
 ) -> Callable[[int], Batches]:
     """The linear probe's training batches of an epoch, in a seeded order: cropped from the
     stored images on the device, or from the full images in the streaming path's workers."""
@@ -270,16 +262,16 @@ def _probe_views(
     return in_memory
 
 
-def eval_view(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+def eval_view(cfg: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """Evaluation's view of uint8 images at their stored size (`data.test_view`): the central
     image_size pixels, as the paper's resize-256 centre-crop-224, or the whole image resized."""
-    aug, size = augment_config(cfg), cfg["data"]["image_size"]
-    if cfg["data"]["test_view"] == "centre_crop":
+    aug, size = augmentation(cfg), cfg.data.image_size
+    if cfg.data.test_view == "centre_crop":
         return lambda x: normalize(centre_crop(x, size), aug)
     return lambda x: normalize(x, aug, size)
 
 
-def encode(model: SimSiam, cfg: Config, split: Data, projected: bool = False) -> torch.Tensor:
+def encode(model: SimSiam, cfg: RunConfig, split: Data, projected: bool = False) -> torch.Tensor:
     """Frozen features of a split, preprocessed as at evaluation (no augmentation): the
     backbone's, or with `projected` z itself (backbone then projector) for the collapse check."""
     net = nn.Sequential(model.backbone, model.projector) if projected else model.backbone
@@ -291,7 +283,7 @@ class KnnProbe:
     """Weighted kNN on frozen backbone features, the test split queried against the train split:
     the paper's training-time monitor, the random-init control and the evaluation's kNN."""
 
-    cfg: Config
+    cfg: RunConfig
     train: Data
     test: Data
 
@@ -302,27 +294,20 @@ class KnnProbe:
         self, features: tuple[torch.Tensor, torch.Tensor], k: int, temperature: float
     ) -> float:
         bank, queries = features
-        dev = bank.device
-        return knn_accuracy(
-            bank,
-            self.train.labels.to(dev),
-            queries,
-            self.test.labels.to(dev),
-            len(self.train.classes),
-            k,
-            temperature,
-        )
+        labels = self.train.labels.to(bank.device)
+        preds = knn_predict(bank, labels, queries, len(self.train.classes), k, temperature)
+        return top1(preds, self.test.labels.to(bank.device))
 
     def __call__(self, model: SimSiam) -> float:
         """The monitor, at the monitor's k and temperature."""
-        monitor = self.cfg["monitor"]
-        return self.accuracy(self.features(model), monitor["knn_k"], monitor["knn_temperature"])
+        monitor = self.cfg.monitor
+        return self.accuracy(self.features(model), monitor.knn_k, monitor.knn_temperature)
 
 
 MONITOR_SEED = 0  # the monitor's subset: the same images for every run, so curves compare
 
 
-def monitor_probe(cfg: Config, train: Data, test: Data) -> KnnProbe:
+def monitor_probe(cfg: RunConfig, train: Data, test: Data) -> KnnProbe:
     """The kNN monitor of pretraining: over the splits themselves when they are in memory; on
     the streaming path, over a fixed subset of each (MONITOR_PER_CLASS), decoded once."""
     if not isinstance(train, FileIndex):
@@ -347,26 +332,26 @@ def _decoded_subset(split: FileIndex, per_class: int) -> Split:
     return Split(torch.cat(list(stored_images(subset))), subset.labels, split.classes)
 
 
-def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str, float]:
+def frozen_accuracies(model: SimSiam, cfg: RunConfig, probe: KnnProbe) -> dict[str, float]:
     """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
     same code, for its random init (the control every accuracy is read against)."""
-    ev = cfg["eval"]
-    lr = scaled_lr(ev["linear_lr"], ev["linear_batch_size"])
+    ev = cfg.eval
+    lr = scaled_lr(ev.linear_lr, ev.linear_batch_size)
     features = probe.features(model)
     train, test = probe.train, probe.test
-    if ev["linear_probe"] == "paper":
-        dtype = autocast_dtype(cfg["compute"]["precision"], next(model.parameters()).device)
+    if ev.linear_probe == "paper":
+        dtype = autocast_dtype(cfg.compute.precision, next(model.parameters()).device)
         linear = paper_linear_probe_accuracy(
             model.backbone,
             train,
             test,
-            augment_config(cfg),
-            cfg["data"]["image_size"],
-            ev["linear_epochs"],
+            augmentation(cfg),
+            cfg.data.image_size,
+            ev.linear_epochs,
             lr,
-            ev["linear_batch_size"],
-            ev["linear_weight_decay"],
-            cfg["seed"],
+            ev.linear_batch_size,
+            ev.linear_weight_decay,
+            cfg.seed,
             dtype,
         )
     else:
@@ -377,17 +362,17 @@ def frozen_accuracies(model: SimSiam, cfg: Config, probe: KnnProbe) -> dict[str,
             test_x,
             test.labels,
             len(train.classes),
-            ev["linear_epochs"],
+            ev.linear_epochs,
             lr,
-            ev["linear_batch_size"],
-            ev["linear_weight_decay"],
-            cfg["seed"],
+            ev.linear_batch_size,
+            ev.linear_weight_decay,
+            cfg.seed,
         )
-    return {"knn": probe.accuracy(features, ev["knn_k"], ev["knn_temperature"]), "linear": linear}
+    return {"knn": probe.accuracy(features, ev.knn_k, ev.knn_temperature), "linear": linear}
 
 
 def evaluation_metrics(
-    model: SimSiam, cfg: Config, train: Data, test: Data, initial: dict[str, torch.Tensor]
+    model: SimSiam, cfg: RunConfig, train: Data, test: Data, initial: dict[str, torch.Tensor]
 ) -> dict[str, float]:
     """What `evaluate` records of a trained model: its kNN and linear accuracy, the same for
     the weights it started from (`initial`), z's top-direction share on the test images and

@@ -8,25 +8,25 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 
 from .config import (
     EVALUATION,
-    Config,
     ConfigError,
     Params,
     ReportError,
     Row,
+    RunConfig,
     Trial,
     config_hash,
     flatten,
     load_yaml,
-    training_config,
     validate,
 )
-from .data import DataError, DataSpec, Manifest, check_source, open_split, prepare
+from .data import DataError, Manifest, check_source, open_split, prepare
 from .rundir import IndexFiles, ReportFiles, RunDir, make_writable_dir
 
 # What `evaluate` adds to a pretraining's summary (None where training did not end ok).
@@ -34,7 +34,7 @@ EVALUATED = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "
 
 
 def prepare_data(params: Params, profile: str, out: Path, download_root: Path) -> None:
-    manifest = prepare(DataSpec.of(params.resolve(profile)["data"]), out, download_root)
+    manifest = prepare(params.resolve(profile).data, out, download_root)
     counts = {split: manifest.images(split) for split in manifest.counts}
     print(f"prepared {manifest.dataset} into {out}: {counts}")
 
@@ -43,13 +43,12 @@ def record_source(params: Params, profile: str, out: Path) -> None:
     """Writes the profile's data source by its content (what DVC's prepare stage depends on)."""
     from .data import resolve_source
 
-    data = params.resolve(profile)["data"]
-    spec = DataSpec.of(data)
-    path = resolve_source(spec)
+    data = params.resolve(profile).data
+    path = resolve_source(data)
     # Content only, no path: the same archive elsewhere is the same data.
-    record = {"dataset": data["dataset"], "source_sha256": data["source_sha256"]}
+    record = {"dataset": data.dataset, "source_sha256": data.source_sha256}
     if not out.is_file() or json.loads(out.read_text()) != record:
-        check_source(spec)  # before DVC's prepare deletes the data it has
+        check_source(data)  # before DVC's prepare deletes the data it has
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     where = Path(path).resolve() if path else "torchvision"
@@ -71,13 +70,13 @@ def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
     return {"engine": engine} | ({"engine.experiment": experiment} if experiment else {})
 
 
-def _run_name(cfg: Config, cfg_hash: str, trials: list[Trial], row: Row) -> str:
+def _run_name(cfg: RunConfig, cfg_hash: str, trials: list[Trial], row: Row) -> str:
     """The config's name, whichever engine trains it: every row that trains it, over the tables
     sorted by name (`similarity-cosine+table3-c-seed0-…`), so a shared config is not named
     after one table only, nor after the row it was asked for (DVC asks by a row, Snakemake by
     the hash). A config that no table plans (a --seed beyond the row's trials) is its row's."""
     rows = [trial.row for trial in trials] or [row]
-    return f"{'+'.join(f'{r.table}-{r.id}' for r in rows)}-seed{cfg['seed']}-{cfg_hash[:6]}"
+    return f"{'+'.join(f'{r.table}-{r.id}' for r in rows)}-seed{cfg.seed}-{cfg_hash[:6]}"
 
 
 def encoder_artifact(params: Params, flag: str | None) -> bool:
@@ -102,7 +101,7 @@ def _make_out_dir(root: Path) -> bool:
     return new
 
 
-def handed_over(params: Params, resolved: str, run: str | None) -> tuple[Config, list[Trial]]:
+def handed_over(params: Params, resolved: str, run: str | None) -> tuple[RunConfig, list[Trial]]:
     """The config and trials that the planner resolved for run `run` (`--resolved`, JSON), so
     that a job neither rebuilds the plan nor fingerprints the data again; its hash is checked."""
     try:
@@ -118,7 +117,7 @@ def handed_over(params: Params, resolved: str, run: str | None) -> tuple[Config,
             "pass the two from the same plan (rerun snakemake)"
         )
     validate(cfg, "--resolved")
-    return cfg, [params.trial(ref) for ref in refs]
+    return RunConfig.of(cfg), [params.trial(ref) for ref in refs]
 
 
 def _what_to_train(
@@ -128,7 +127,7 @@ def _what_to_train(
     row_ref: str | None,
     seed: int | None,
     resolved: str | None,
-) -> tuple[Config, list[Trial], Row]:
+) -> tuple[RunConfig, list[Trial], Row]:
     """The config a pretraining trains, the trials over every table that share it (its MLflow
     run's table tags and name), and the row it was asked for."""
     if resolved:
@@ -172,7 +171,7 @@ def pretrain_run(
     cfg, trials, row = _what_to_train(params, profile, run, row_ref, seed, resolved)
     cfg_hash = config_hash(cfg)
     manifest = Manifest.read(data)
-    manifest.check(cfg["data"], data)
+    manifest.check(cfg.data, data)
     rundir = RunDir(out)
     check_finished(rundir.root, cfg)
     new = _make_out_dir(rundir.root)
@@ -194,7 +193,7 @@ def pretrain_run(
             experiment_name(profile),
             _run_name(cfg, cfg_hash, trials, row),
             _run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
-            flatten(training_config(cfg)),
+            flatten(cfg.training()),
             manifest,
             description=experiment_description(params.description(profile)),
         )
@@ -204,13 +203,13 @@ def pretrain_run(
         raise
     began = f"resumed from {rundir.state}" if resuming else "started"
     say(
-        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg['seed']} [{cfg_hash}]: "
+        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg.seed} [{cfg_hash}]: "
         f"{began}, MLflow run {tracked.run_id} ==="
     )
     if tracked.abandoned:
         say(f"the earlier attempt's MLflow run {tracked.abandoned} ended as FAILED (abandoned)")
 
-    epochs = progress(total=cfg["optim"]["epochs"], desc="pretrain", unit="epoch")
+    epochs = progress(total=cfg.optim.epochs, desc="pretrain", unit="epoch")
 
     def log_epoch(record: dict) -> None:
         step = int(record["epoch"])
@@ -237,12 +236,12 @@ def pretrain_run(
     }
     history = json.loads(rundir.history.read_text())
     # What training read; `evaluate` takes the evaluation settings from params/ at its time.
-    rundir.config.write_text(yaml.safe_dump(training_config(cfg), sort_keys=False))
+    rundir.config.write_text(yaml.safe_dump(cfg.training(), sort_keys=False))
     artifacts = [rundir.config, rundir.history]
     if summary["status"] != "skipped":
         from .report import plot_curves  # matplotlib and scipy: only once training is done
 
-        plot_curves([(f"{row.ref} seed {cfg['seed']}", cfg, history)], rundir.curves)
+        plot_curves([(f"{row.ref} seed {cfg.seed}", cfg, history)], rundir.curves)
         artifacts.append(rundir.curves)
     # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
     with tempfile.TemporaryDirectory() as scratch:
@@ -280,8 +279,9 @@ def evaluate_run(
     if settings:
         evaluation = json.loads(settings)
     else:
-        evaluation = params.run_config(profile, config_hash(trained_with))[EVALUATION]
-    cfg = trained_with | {EVALUATION: evaluation}
+        evaluation = asdict(params.run_config(profile, config_hash(trained_with)).eval)
+    validate(trained_with | {EVALUATION: evaluation}, f"{rundir.config} with its eval settings")
+    cfg = RunConfig.of(trained_with | {EVALUATION: evaluation})
     summary = json.loads(rundir.summary.read_text())
     metrics = dict(summary) | dict.fromkeys(EVALUATED)
     if summary["status"] == "ok":

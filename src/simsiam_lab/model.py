@@ -6,42 +6,19 @@ each BN switch of the paper's Table 3 (and the predictor of Table 1) is a constr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from itertools import pairwise
-from typing import Literal
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-Backbone = Literal["resnet18", "resnet34", "resnet50"]
+from .config import Backbone, ModelConfig
+
 _DEPTHS: dict[Backbone, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """A run config's `model` section; params/baseline.yaml is the one place for defaults."""
-
-    backbone: Backbone
-    width: int
-    cifar_stem: bool
-    dim: int
-    projector_layers: Literal[2, 3]
-    projector_hidden_bn: bool
-    projector_output_bn: bool
-    projector_output_bn_affine: bool
-    predictor: bool
-    predictor_hidden_dim: int
-    predictor_hidden_bn: bool
-    predictor_output_bn: bool
-
-    @classmethod
-    def from_dict(cls, cfg: dict) -> ModelConfig:
-        return cls(**{f.name: cfg[f.name] for f in fields(cls)})
 
 
 class ResNetTrunk(ResNet):

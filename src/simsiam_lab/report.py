@@ -39,6 +39,7 @@ from .config import (
     REFERENCE,
     Config,
     ReportError,
+    RunConfig,
     Table,
     claim_kind,
     flatten,
@@ -149,7 +150,7 @@ RULES = [
 class RunResult:
     """One trial: its resolved config, final metrics and per-epoch history."""
 
-    config: Config
+    config: RunConfig
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     run_dir: Path | None = None  # where it was read from (None: made in memory, by a test)
@@ -210,7 +211,7 @@ def read_trial(run_dir: Path, test_images: int | None = None) -> RunResult:
     metrics.setdefault("test_images", test_images)
     # Runs evaluated before metrics.json recorded its settings were evaluated as configured.
     evaluation = metrics.pop(EVALUATION, None) or config.get(EVALUATION)
-    config = training_config(config) | {EVALUATION: evaluation}
+    config = RunConfig.of(training_config(config) | {EVALUATION: evaluation})
     return RunResult(config, metrics, _read(run.history, json.loads, "pretrain"), run.root)
 
 
@@ -230,7 +231,7 @@ def runs_table(table: str, rows: dict[str, RowResult]) -> pd.DataFrame:
         [
             {"table": table, "row": row.id, "run_dir": str(trial.run_dir)}
             | trial.metrics
-            | flatten(trial.config)
+            | flatten(trial.config.to_dict())
             for row in rows.values()
             for trial in row.trials
         ]
@@ -249,7 +250,7 @@ class RowResult:
 
     def by_seed(self, metric: str) -> dict[int, float]:
         return {
-            t.config["seed"]: t.metrics[metric]
+            t.config.seed: t.metrics[metric]
             for t in self.trials
             if t.metrics.get(metric) is not None
         }
@@ -422,14 +423,14 @@ def _fmt_values(values: list[float | None], digits: int) -> str:
 
 def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
     config = row.trials[0].config
-    batch = config["optim"]["batch_size"]
+    batch = config.optim.batch_size
     evidence = (
         f"{row.id}: {row.status}, std(z)·√d {_fmt_trials(row, 'final_z_std_ratio', 3)} "
         f"(BN floor {batch_norm_std_floor(batch):.3f}, bound {RULE.std_bound(batch):.3f}), "
         f"top-direction share {_fmt_trials(row, 'z_top_share', 4)} (bound {RULE.share}), "
         f"final loss {_fmt_trials(row, FINAL_WINDOW_LOSS, 3)} ({_final_read(row)})"
     )
-    if (lowest := lowest_loss(config["loss"]["similarity"], batch)) is not None:
+    if (lowest := lowest_loss(config.loss.similarity, batch)) is not None:
         evidence += f" (bound {lowest + RULE.loss_gap:.3f})"
     gains = [s.gain for s in signals]
     if any(g is not None for g in gains):
@@ -459,14 +460,14 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
         f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
     )
     disagree = [
-        f"seed {t.config['seed']}: {s.disagreement(RULE)}"
+        f"seed {t.config.seed}: {s.disagreement(RULE)}"
         for t, s, o in zip(row.trials, signals, outcomes, strict=True)
         if o == DISAGREE
     ]
     if disagree:
         evidence += f"; signals disagree in {len(disagree)} ({'; '.join(disagree)})"
     found = flips(kind, signals)
-    batch = row.trials[0].config["optim"]["batch_size"]
+    batch = row.trials[0].config.optim.batch_size
     sensitivity = "by threshold: " + (
         ", ".join(describe_flip(f, batch) for f in found) if found else "no change in any range"
     )
@@ -484,13 +485,11 @@ def _collapse_verdict(kind: str, row: RowResult) -> Verdict:
 
 
 def _instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
-    noise = {t.config["seed"]: stability.step_noise(t.history) for t in reference.trials}
+    noise = {t.config.seed: stability.step_noise(t.history) for t in reference.trials}
     known = [v for v in noise.values() if v is not None]
     typical = statistics.fmean(known) if known else None
     trials = [
-        stability.Trial.of(
-            t.config["seed"], t.status, t.history, noise.get(t.config["seed"]) or typical
-        )
+        stability.Trial.of(t.config.seed, t.status, t.history, noise.get(t.config.seed) or typical)
         for t in row.trials
     ]
     rule = stability.RULE
@@ -533,18 +532,18 @@ def refresh_steps(row: RowResult) -> int | None:
     """SGD steps between the target's refreshes (1 for SimSiam's own, live target); an
     `epoch` interval is the profile's steps an epoch, None where the run's steps are unknown."""
     config = row.trials[0].config
-    if config["target"]["mode"] != "snapshot":
+    if config.target.mode != "snapshot":
         return 1
-    every, steps = config["target"]["refresh_every"], row.trials[0].metrics.get("steps")
+    every, steps = config.target.refresh_every, row.trials[0].metrics.get("steps")
     if every != "epoch":
         return every
-    return None if steps is None else int(steps) // config["optim"]["epochs"]
+    return None if steps is None else int(steps) // config.optim.epochs
 
 
 def monitor_slope(trial: RunResult) -> float | None:
     """The kNN monitor's least-squares slope over the second half of training, in points an
     epoch; None with fewer than two monitor points there."""
-    half = trial.config["optim"]["epochs"] / 2
+    half = trial.config.optim.epochs / 2
     points = [(r["epoch"], r["knn"]) for r in trial.history if "knn" in r and r["epoch"] >= half]
     if len(points) < 2:
         return None
@@ -567,7 +566,7 @@ def _improving_verdict(row: RowResult) -> Verdict:
             "training, in at least 2 trials (monitor.knn_every)",
         )
     epochs = [r["epoch"] for r in trained[0].history if "knn" in r]
-    start = min(e for e in epochs if e >= trained[0].config["optim"]["epochs"] / 2)
+    start = min(e for e in epochs if e >= trained[0].config.optim.epochs / 2)
     level = 1 - 2 * ALPHA
     evidence = (
         f"{row.id}: kNN monitor {_monitor_at(row, epochs[0])} at epoch {epochs[0]}, "
@@ -709,7 +708,7 @@ def power(
 def _trial_summary(trial: RunResult) -> dict[str, Any]:
     keep = ("status", "knn_acc", "linear_acc", "random_init_knn", "random_init_linear")
     return (
-        {"seed": trial.config["seed"]}
+        {"seed": trial.config.seed}
         | {k: trial.metrics.get(k) for k in keep}
         | {
             "collapsed": trial.collapsed,
@@ -775,7 +774,7 @@ def build_context(
         if row.paper_note:  # under the table, numbered, so the row table reads in a terminal
             paper_notes.append(row.paper_note)
         result = rows[row_id]
-        flat = flatten(result.trials[0].config)
+        flat = flatten(result.trials[0].config.to_dict())
         table_rows.append(
             {
                 "id": row_id,
@@ -845,18 +844,18 @@ def build_context(
         "table": table,
         "profile": profile,
         "judged": judged,
-        "dataset": first["data"]["dataset"],
+        "dataset": first.data.dataset,
         "counts": {split: manifest.images(split) for split in manifest.counts},
         "classes": len(manifest.classes),
         "source": Path(manifest.source).name,
         "source_sha256": str(manifest.source_sha256)[:12],
-        "image_size": first["data"]["image_size"],
-        "backbone": f"{first['model']['backbone']} (width {first['model']['width']}"
-        + (", CIFAR stem)" if first["model"]["cifar_stem"] else ")"),
-        "dim": first["model"]["dim"],
-        "epochs": first["optim"]["epochs"],
-        "batch_size": first["optim"]["batch_size"],
-        "linear_probe": first[EVALUATION]["linear_probe"],
+        "image_size": first.data.image_size,
+        "backbone": f"{first.model.backbone} (width {first.model.width}"
+        + (", CIFAR stem)" if first.model.cifar_stem else ")"),
+        "dim": first.model.dim,
+        "epochs": first.optim.epochs,
+        "batch_size": first.optim.batch_size,
+        "linear_probe": first.eval.linear_probe,
         "wall_min": sum(distinct.values()) / 60,
         "elapsed_min": _elapsed_min([t.metrics for r in rows.values() for t in r.trials]),
         "n_runs": len(distinct),
@@ -906,7 +905,7 @@ def plot_table_curves(table: Table, rows: dict[str, RowResult], path: Path) -> N
     )
 
 
-def plot_curves(series: list[tuple[str, Config, list[dict]]], path: Path) -> None:
+def plot_curves(series: list[tuple[str, RunConfig, list[dict]]], path: Path) -> None:
     """The paper's Figure 2 panels for each (label, config, history): loss, std of
     l2-normalised z, kNN accuracy."""
     import matplotlib
@@ -917,7 +916,7 @@ def plot_curves(series: list[tuple[str, Config, list[dict]]], path: Path) -> Non
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     dims = set()
     for label, config, history in series:
-        dims.add(config["model"]["dim"])
+        dims.add(config.model.dim)
         for ax, key in zip(axes, ("loss", "z_std", "knn"), strict=True):
             points = [(r["epoch"], r[key]) for r in history if key in r]
             if points:
@@ -931,7 +930,7 @@ def plot_curves(series: list[tuple[str, Config, list[dict]]], path: Path) -> Non
         _label_line(axes[1], f"1/√{d}", 1 / math.sqrt(d))
     # The lowest std the affine-free BN on z allows at the first series' batch (see RULES).
     first = series[0][1]
-    batch, d = first["optim"]["batch_size"], first["model"]["dim"]
+    batch, d = first.optim.batch_size, first.model.dim
     floor = batch_norm_std_floor(batch) / math.sqrt(d)
     axes[1].axhline(floor, color="grey", linestyle=":", linewidth=0.8)
     _label_line(axes[1], f"BN floor at B = {batch}", floor)

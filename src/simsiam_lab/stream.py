@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .augment import AugmentConfig, sample_crop_params
+from .augment import Augmentation, sample_crop_params
 from .data import DataError, FileIndex, archive_name, fit, open_rgb
 
 __all__ = [
@@ -108,7 +108,7 @@ class TrainCrops(Dataset):
     drawn by augment.sample_crop_params over the full decoded image, resized to `size`."""
 
     def __init__(
-        self, index: FileIndex, size: int, cfg: AugmentConfig, views: int, seed: int
+        self, index: FileIndex, size: int, cfg: Augmentation, views: int, seed: int
     ) -> None:
         self.index, self.size, self.cfg, self.views, self.seed = index, size, cfg, views, seed
         self.read = _Reader(index.source)

@@ -19,7 +19,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .config import Config
+from .config import RunConfig
 from .model import SimSiam
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -108,12 +108,12 @@ class MovingAverageTarget:
 
 
 def build_target(
-    cfg: Config, model: SimSiam, n_images: int, steps_per_epoch: int, device: torch.device
+    cfg: RunConfig, model: SimSiam, n_images: int, steps_per_epoch: int, device: torch.device
 ) -> Target:
-    target = cfg["target"]
-    if target["mode"] == "snapshot":
-        every = target["refresh_every"]
+    target = cfg.target
+    if target.mode == "snapshot":
+        every = target.refresh_every
         return SnapshotTarget(model, steps_per_epoch if every == "epoch" else every)
-    if target["mode"] == "moving_average":
-        return MovingAverageTarget(n_images, cfg["model"]["dim"], target["momentum"], device)
+    if target.mode == "moving_average":
+        return MovingAverageTarget(n_images, cfg.model.dim, target.momentum, device)
     return LiveTarget()

@@ -26,22 +26,22 @@ from torch import nn
 
 from . import distributed
 from .batches import Views, batch_source
-from .config import Config, ConfigError, training_config
+from .config import ComputeConfig, ConfigError, RunConfig, training_config
 from .data import FileIndex, Split, open_split
 from .evaluate import monitor_probe, scaled_lr, z_std
 from .loss import SimSiamLoss
-from .model import ModelConfig, SimSiam
+from .model import SimSiam
 from .rundir import STEP, STEP_LOSS, RunDir
 from .target import Batch, Target, build_target
 
 
-def build_model(cfg: Config) -> SimSiam:
-    return SimSiam(ModelConfig.from_dict(cfg["model"]))
+def build_model(cfg: RunConfig) -> SimSiam:
+    return SimSiam(cfg.model)
 
 
-def build_criterion(cfg: Config) -> SimSiamLoss:
-    loss = cfg["loss"]
-    return SimSiamLoss(loss["similarity"], loss["stop_gradient"], loss["symmetric"])
+def build_criterion(cfg: RunConfig) -> SimSiamLoss:
+    loss = cfg.loss
+    return SimSiamLoss(loss.similarity, loss.stop_gradient, loss.symmetric)
 
 
 def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
@@ -69,28 +69,28 @@ def set_learning_rates(
     return lr
 
 
-def peak_lr(cfg: Config) -> float:
+def peak_lr(cfg: RunConfig) -> float:
     """The paper's linear scaling rule: lr = base_lr * batch / 256."""
-    return scaled_lr(cfg["optim"]["base_lr"], cfg["optim"]["batch_size"])
+    return scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size)
 
 
-def build_optimizer(model: SimSiam, cfg: Config) -> torch.optim.SGD:
-    optim = cfg["optim"]
-    if optim["freeze_predictor"]:
+def build_optimizer(model: SimSiam, cfg: RunConfig) -> torch.optim.SGD:
+    optim = cfg.optim
+    if optim.freeze_predictor:
         model.predictor.requires_grad_(False)
     head = {id(p) for p in model.predictor.parameters()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) not in head], "fix_pred_lr": False},
         {
             "params": [p for p in model.predictor.parameters() if p.requires_grad],
-            "fix_pred_lr": optim["fix_pred_lr"],
+            "fix_pred_lr": optim.fix_pred_lr,
         },
     ]
     return torch.optim.SGD(
         [g for g in groups if g["params"]],
         lr=peak_lr(cfg),
-        momentum=optim["momentum"],
-        weight_decay=optim["weight_decay"],
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
     )
 
 
@@ -103,21 +103,21 @@ def _channels_last(views: Views) -> Views:
     return x1, x2
 
 
-def view_format(compute: dict) -> Callable[[Views], Views]:
+def view_format(compute: ComputeConfig) -> Callable[[Views], Views]:
     """What the views go through before the step: NHWC when the model is channels_last."""
-    return _channels_last if compute["channels_last"] else _as_is
+    return _channels_last if compute.channels_last else _as_is
 
 
 def fast_path(
-    cfg: Config, model: SimSiam, dev: torch.device
+    cfg: RunConfig, model: SimSiam, dev: torch.device
 ) -> tuple[Callable[[Views], Views], torch.dtype | None]:
     """Apply the `compute` switches to the model; returns the view formatter and autocast dtype."""
-    compute = cfg["compute"]
-    if compute["channels_last"]:
+    compute = cfg.compute
+    if compute.channels_last:
         model.to(memory_format=torch.channels_last)
-    if compute["compile"]:
+    if compute.compile:
         model.compile()  # in place: state_dict keys stay those of the eager model
-    return view_format(compute), distributed.autocast_dtype(compute["precision"], dev)
+    return view_format(compute), distributed.autocast_dtype(compute.precision, dev)
 
 
 def sgd_step(
@@ -191,7 +191,7 @@ def _epoch_record(
 
 
 def pretrain(
-    cfg: Config, data_dir: Path, out_dir: Path, log_epoch=lambda record: None
+    cfg: RunConfig, data_dir: Path, out_dir: Path, log_epoch=lambda record: None
 ) -> dict[str, Any]:
     """Train one config into out_dir; returns the run's summary (status, wall time, finals).
 
@@ -206,7 +206,7 @@ def pretrain(
     rank, world = distributed.init_from_env(dev)
     try:
         check_data_parallel(cfg, world)
-        torch.manual_seed(cfg["seed"])
+        torch.manual_seed(cfg.seed)
         train, test = open_split(data_dir, "train"), open_split(data_dir, "test")
         model = build_model(cfg).to(dev)
         clock = Stopwatch()
@@ -241,17 +241,17 @@ def pretrain(
     }
 
 
-def scale_mismatch(cfg: Config, n_images: int) -> str | None:
+def scale_mismatch(cfg: RunConfig, n_images: int) -> str | None:
     """Why this profile's data cannot test the run's config, or None when it can."""
-    optim = cfg["optim"]
-    batch = optim["batch_size"]
+    optim = cfg.optim
+    batch = optim.batch_size
     if batch > n_images:
         return f"batch {batch} > {n_images} training images"
-    steps = optim["epochs"] * (n_images // batch)
-    if steps < optim["min_steps"]:
+    steps = optim.epochs * (n_images // batch)
+    if steps < optim.min_steps:
         return (
-            f"{steps} SGD steps ({optim['epochs']} epochs of {n_images // batch}) < the "
-            f"profile's optim.min_steps = {optim['min_steps']}: too few to test a claim"
+            f"{steps} SGD steps ({optim.epochs} epochs of {n_images // batch}) < the "
+            f"profile's optim.min_steps = {optim.min_steps}: too few to test a claim"
         )
     return None
 
@@ -268,9 +268,9 @@ def save_encoder(checkpoint: Path, out_dir: Path) -> Path:
     return path
 
 
-def initial_weights(cfg: Config) -> dict[str, torch.Tensor]:
+def initial_weights(cfg: RunConfig) -> dict[str, torch.Tensor]:
     """The weights pretraining starts from (seeded as it is)."""
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     return build_model(cfg).state_dict()
 
 
@@ -283,18 +283,18 @@ def _read_state(path: Path, dev: torch.device | str) -> dict[str, Any] | None:
         return None
 
 
-def _load_state(out_dir: Path, cfg: Config, dev: torch.device) -> dict[str, Any] | None:
+def _load_state(out_dir: Path, cfg: RunConfig, dev: torch.device) -> dict[str, Any] | None:
     """The resumable state of an interrupted run of this very config, if there is one."""
     state = _read_state(RunDir(out_dir).state, dev)
     return state if state is not None and _same_training(state, cfg) else None
 
 
-def _same_training(state: dict[str, Any], cfg: Config) -> bool:
+def _same_training(state: dict[str, Any], cfg: RunConfig) -> bool:
     # Evaluation settings may change between a kill and its resume: they are not the run's.
-    return training_config(state.get("config", {})) == training_config(cfg)
+    return training_config(state.get("config", {})) == cfg.training()
 
 
-def check_resumable(out_dir: Path, cfg: Config, say: Callable[[str], None] = print) -> bool:
+def check_resumable(out_dir: Path, cfg: RunConfig, say: Callable[[str], None] = print) -> bool:
     """Whether out_dir holds an interrupted run of cfg to resume. An unreadable state.pt is
     moved aside (said in one line, through `say`) so that the run starts over instead of
     failing on every rerun; the state of another config is refused, since training here would
@@ -316,7 +316,7 @@ def check_resumable(out_dir: Path, cfg: Config, say: Callable[[str], None] = pri
     return True
 
 
-def check_finished(out_dir: Path, cfg: Config) -> None:
+def check_finished(out_dir: Path, cfg: RunConfig) -> None:
     """A finished run of another config in out_dir is refused, as an interrupted one is:
     training here would overwrite it. (The same config retrains: the user asked for it.)"""
     path = RunDir(out_dir).config
@@ -326,23 +326,23 @@ def check_finished(out_dir: Path, cfg: Config) -> None:
         trained = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
         trained = None
-    if not isinstance(trained, dict) or training_config(trained) != training_config(cfg):
+    if not isinstance(trained, dict) or training_config(trained) != cfg.training():
         raise ConfigError(
             f"{out_dir} holds a finished run of another config ({path}); to train this one, "
             f"pick another --out or delete {out_dir}"
         )
 
 
-def check_data_parallel(cfg: Config, world: int) -> None:
+def check_data_parallel(cfg: RunConfig, world: int) -> None:
     if world == 1:
         return
-    batch = cfg["optim"]["batch_size"]
+    batch = cfg.optim.batch_size
     if batch % world:
         raise ConfigError(
             f"optim.batch_size {batch} does not split into {world} processes: "
             f"use a multiple of {world} (the global batch is kept, each process takes 1/{world})"
         )
-    if cfg["target"]["mode"] == "moving_average":
+    if cfg.target.mode == "moving_average":
         raise ConfigError(
             "target.mode moving_average keeps one vector per image in one process: "
             "run it without torchrun"
@@ -350,7 +350,7 @@ def check_data_parallel(cfg: Config, world: int) -> None:
 
 
 def _train(
-    cfg: Config,
+    cfg: RunConfig,
     model: SimSiam,
     train: Split | FileIndex,
     test: Split | FileIndex,
@@ -364,17 +364,17 @@ def _train(
     """
     dev = next(model.parameters()).device
     rank, world = distributed.rank_and_world()
-    gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
     source = batch_source(cfg, train, dev, rank, world)
-    optim, dim = cfg["optim"], cfg["model"]["dim"]
+    optim, dim = cfg.optim, cfg.model.dim
     criterion = build_criterion(cfg)
     opt = build_optimizer(model, cfg)
     peak = peak_lr(cfg)
     steps_per_epoch = source.steps_per_epoch
-    total = optim["epochs"] * steps_per_epoch
-    warmup = round(optim["warmup_fraction"] * total)
+    total = optim.epochs * steps_per_epoch
+    warmup = round(optim.warmup_fraction * total)
     monitor = monitor_probe(cfg, train, test)
-    every = cfg["monitor"]["knn_every"]
+    every = cfg.monitor.knn_every
     target = build_target(cfg, model, len(train.labels), steps_per_epoch, dev)
     fmt, dtype = fast_path(cfg, model, dev)
 
@@ -394,7 +394,7 @@ def _train(
         history.append({"epoch": 0, "knn": monitor(model)})
         log_epoch(history[-1])
     net = distributed.data_parallel(model, dev) if world > 1 else model
-    for epoch in range(first_epoch, optim["epochs"] + 1):
+    for epoch in range(first_epoch, optim.epochs + 1):
         net.train()
         std_sum = torch.zeros((), device=dev)
         losses = []
@@ -418,13 +418,13 @@ def _train(
             history.append(record)
             log_epoch(record)
             return "diverged", history, step, {"model": weights, "epoch": epoch - 1}
-        if every and rank == 0 and (epoch % every == 0 or epoch == optim["epochs"]):
+        if every and rank == 0 and (epoch % every == 0 or epoch == optim.epochs):
             record["knn"] = monitor(model)
         history.append(record)
         if rank == 0:
             atomic_save(
                 {
-                    "config": cfg,
+                    "config": cfg.to_dict(),  # a dict: state.pt outlives a renamed class
                     "epoch": epoch,
                     "step": step,
                     "history": history,
@@ -438,4 +438,4 @@ def _train(
                 RunDir(out_dir).state,
             )
         log_epoch(record)
-    return "ok", history, step, {"model": model.state_dict(), "epoch": optim["epochs"]}
+    return "ok", history, step, {"model": model.state_dict(), "epoch": optim.epochs}

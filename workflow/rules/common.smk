@@ -1,9 +1,10 @@
 # The plan: every distinct resolved config of the requested tables, computed by the library
 # from params/ (the single source of truth shared with dvc.yaml).
 import json
+from dataclasses import asdict
 
-from simsiam_lab.config import EVALUATION, ConfigError, Params
-from simsiam_lab.data import DataError, DataSpec, check_source, prepared_identity
+from simsiam_lab.config import ConfigError, Params
+from simsiam_lab.data import DataError, check_source, prepared_identity
 from simsiam_lab.sources import rendering_code
 from simsiam_lab.rundir import IndexFiles, ReportFiles, RunDir
 from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
@@ -55,7 +56,7 @@ try:
         PARAMS.table(table)  # an unknown name: one line listing the tables there are
     # Reports can be asked for any table in params/tables, not only those `all` builds.
     PLAN = PARAMS.plan(PROFILE, PARAMS.table_names())
-    PROFILE_DATA = PARAMS.resolve(PROFILE)["data"]  # what `prepare` makes, fingerprints included
+    PROFILE_DATA = PARAMS.resolve(PROFILE).data  # what `prepare` makes, fingerprints included
     RESOURCES = PARAMS.resources(PROFILE)  # what each job asks a cluster for, at this scale
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"params: {err}") from None
@@ -64,7 +65,7 @@ except (ConfigError, DataError) as err:
 PREPARED = f"data/prepared/{PROFILE}-{prepared_identity(PROFILE_DATA)}"
 if not os.path.isfile(f"{PREPARED}/manifest.json"):  # a prepared source has been checked
     try:
-        check_source(DataSpec.of(PROFILE_DATA))
+        check_source(PROFILE_DATA)
     except DataError as err:
         raise WorkflowError(f"profile {PROFILE}'s data: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
@@ -73,14 +74,14 @@ RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
 RESOLVED = {
     run: PARAMS.resolve(PROFILE, trials[0].row, trials[0].seed) for run, trials in PLAN.items()
 }
-EVALUATION_OF = {run: cfg[EVALUATION] for run, cfg in RESOLVED.items()}
+EVALUATION_OF = {run: asdict(cfg.eval) for run, cfg in RESOLVED.items()}
 
 
 def handed_over(wildcards, output):
     """pretrain's --resolved: the run's config and trials. A function of the output, which
     Snakemake's params trigger skips: adding a table that shares a config retrains nothing."""
     trials = [trial.ref for trial in PLAN[wildcards.run]]
-    return json.dumps({"config": RESOLVED[wildcards.run], "trials": trials})
+    return json.dumps({"config": RESOLVED[wildcards.run].to_dict(), "trials": trials})
 
 
 def settings_json(wildcards, output):
