@@ -20,7 +20,7 @@ import torch
 from mlflow_writers import free_port
 from project import copy_project, use_dvc_profile
 
-from simsiam_lab.config import Params, config_hash, flatten, training_config
+from simsiam_lab.config import Params, config_hash, flatten
 from simsiam_lab.data import read_class_list
 
 ROOT = e2e.ROOT
@@ -117,7 +117,7 @@ def test_snakemake_smoke_dag(project: Path):
     assert trials.groupby("run_dir")["linear_acc"].nunique().max() <= 1  # a shared run, once
     runs = e2e.mlflow_runs(project)
     assert len(runs) == len(params.plan("smoke", tables))  # a shared config is one run
-    n_keys = len(flatten(training_config(params.resolve("smoke"))))
+    n_keys = len(flatten(params.resolve("smoke").training()))
     assert all(r.info.status == "FINISHED" and len(r.data.params) == n_keys for r in runs)
     assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
     # The project copy is a fresh `git init` with no commit: there is none to name.

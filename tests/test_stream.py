@@ -19,7 +19,8 @@ from baseline import cifar_augment, data_config
 from PIL import Image
 
 from simsiam_lab import data, evaluate, stream
-from simsiam_lab.augment import augment, photometric
+from simsiam_lab.augment import augment, augmentation, photometric, sample_crop_params
+from simsiam_lab.batches import StreamBatches
 from simsiam_lab.config import Params, RunConfig, deep_merge
 from simsiam_lab.data import (
     FORMAT,
@@ -234,13 +235,37 @@ def test_randomness_is_a_function_of_seed_epoch_and_index(tmp_path: Path):
     assert not torch.equal(stream.epoch_order(0, 5, 100), stream.epoch_order(0, 6, 100))
 
 
-def test_batches_do_not_depend_on_the_number_of_workers(tree: Path, tmp_path: Path):
+def test_finished_views_are_the_crops_finished_by_the_same_generator(tmp_path: Path):
+    index = _single_image(tmp_path, _ramp(40, 30))
+    aug = cifar_augment()
+    views, _ = TrainCrops(index, 16, aug, 2, seed=3, finished=True)[(1, 0)]
+    crops, _ = TrainCrops(index, 16, aug, 2, seed=3)[(1, 0)]
+    gen = torch.Generator().manual_seed(stream.derived_seed(3, stream._CROP, 1, 0))
+    sample_crop_params(2, 30, 40, aug, gen)  # the crops' draws come first
+    assert views.dtype == torch.float32 and views.shape == (2, 3, 16, 16)
+    assert torch.equal(views, photometric(crops, aug, gen))
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["cropped", "finished"])
+def test_batches_do_not_depend_on_the_number_of_workers(tree: Path, tmp_path: Path, finished):
     _prepare(tree, tmp_path / "out", "stream")
-    crops = TrainCrops(open_split(tmp_path / "out", "train"), 16, cifar_augment(), 2, seed=0)
+    train = open_split(tmp_path / "out", "train")
+    crops = TrainCrops(train, 16, cifar_augment(), 2, seed=0, finished=finished)
     keys = rank_batches(len(crops), 8, seed=0, epoch=1)[:3]
     batches = {n: list(loader(crops, keys, num_workers=n)) for n in (0, 2)}
     for (a, ia), (b, ib) in zip(batches[0], batches[2], strict=True):
         assert torch.equal(a, b) and torch.equal(ia, ib)
+
+
+def test_training_on_a_cpu_takes_the_views_the_workers_finished(tree: Path, tmp_path: Path):
+    _prepare(tree, tmp_path / "out", "stream")
+    train = open_split(tmp_path / "out", "train")
+    cfg = _config(loss={"symmetric": False, "pairs": 2})
+    source = StreamBatches(cfg, train, torch.device("cpu"), rank=0, world=1)
+    idx, pairs = next(source.epoch(1, torch.Generator().manual_seed(0)))
+    finished = TrainCrops(train, 16, augmentation(cfg), 4, cfg.seed, finished=True)
+    first = int(idx[0])
+    assert torch.equal(torch.stack([v[0] for pair in pairs for v in pair]), finished[(1, first)][0])
 
 
 class _WhoLoads(torch.utils.data.Dataset):

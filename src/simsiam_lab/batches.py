@@ -63,13 +63,17 @@ class MemoryBatches(_Layout):
 
 
 class StreamBatches(_Layout):
-    """Files decoded and cropped in workers, by (seed, epoch, index); colour, blur and
-    normalisation drawn from `gen` on the device, for the whole global batch."""
+    """Files decoded and cropped in workers, by (seed, epoch, index). On a GPU, colour, blur and
+    normalisation are drawn from `gen` on the device, for the whole global batch. On a CPU the
+    workers finish the views as well, drawn by (seed, epoch, index) as the crops are: in the
+    training process that half had one core to itself and set the pace (benchmarks/run.py's
+    streaming section times both layouts)."""
 
     def __init__(self, cfg: RunConfig, train: FileIndex, dev: torch.device, rank: int, world: int):
         super().__init__(cfg, len(train.files), dev, rank, world)
-        self.seed = cfg.seed
-        self.crops = TrainCrops(train, self.size, self.aug, 2 * self.pairs, self.seed)
+        self.seed, views = cfg.seed, 2 * self.pairs
+        self.finished = dev.type == "cpu"
+        self.crops = TrainCrops(train, self.size, self.aug, views, self.seed, self.finished)
         self.batches = EpochLoader(self.crops, self._keys)
 
     def _keys(self, epoch: int) -> list[list[tuple[int, int]]]:
@@ -78,10 +82,11 @@ class StreamBatches(_Layout):
     def epoch(self, epoch: int, gen: torch.Generator) -> Iterator[Step]:
         for crops, idx in self.batches(epoch):
             crops = crops.to(self.dev, non_blocking=True)
-            views = [
-                photometric(crops[:, v], self.aug, gen, self.shard) for v in range(2 * self.pairs)
-            ]
+            views = [self._finish(crops[:, v], gen) for v in range(2 * self.pairs)]
             yield idx.to(self.dev), list(zip(views[::2], views[1::2], strict=True))
+
+    def _finish(self, crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return crops if self.finished else photometric(crops, self.aug, gen, self.shard)
 
 
 def batch_source(

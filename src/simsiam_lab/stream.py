@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .augment import Augmentation, sample_crop_params
+from .augment import Augmentation, photometric, sample_crop_params
 from .data import DataError, FileIndex, archive_name, fit, open_rgb
 
 __all__ = [
@@ -104,13 +104,22 @@ def _chw(img: Image.Image) -> torch.Tensor:
 
 
 class TrainCrops(Dataset):
-    """Item (epoch, index) -> (uint8 (views, 3, size, size), index): RandomResizedCrop and flip
-    drawn by augment.sample_crop_params over the full decoded image, resized to `size`."""
+    """Item (epoch, index) -> (views, index): RandomResizedCrop and flip drawn by
+    augment.sample_crop_params over the full decoded image, resized to `size`, as uint8
+    (views, 3, size, size); with `finished`, also colour, grayscale, blur and normalisation
+    (augment.photometric), drawn from the same generator: float32, the views a step takes."""
 
     def __init__(
-        self, index: FileIndex, size: int, cfg: Augmentation, views: int, seed: int
+        self,
+        index: FileIndex,
+        size: int,
+        cfg: Augmentation,
+        views: int,
+        seed: int,
+        finished: bool = False,
     ) -> None:
         self.index, self.size, self.cfg, self.views, self.seed = index, size, cfg, views, seed
+        self.finished = finished
         self.read = _Reader(index.source)
 
     def __len__(self) -> int:
@@ -121,7 +130,8 @@ class TrainCrops(Dataset):
         img = self.read.image(self.index.files[i])
         gen = torch.Generator().manual_seed(derived_seed(self.seed, _CROP, epoch, i))
         params = sample_crop_params(self.views, img.height, img.width, self.cfg, gen)
-        return torch.stack([self._view(img, params, v) for v in range(self.views)]), i
+        crops = torch.stack([self._view(img, params, v) for v in range(self.views)])
+        return (photometric(crops, self.cfg, gen) if self.finished else crops), i
 
     def _view(self, img: Image.Image, params: dict[str, torch.Tensor], v: int) -> torch.Tensor:
         # The parameters are whole pixels as fractions of the side: round back to pixels.
