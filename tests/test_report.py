@@ -593,6 +593,17 @@ def test_the_header_gives_training_time_summed_over_runs_and_the_real_elapsed_ti
         "| elapsed | 31.0 min, from the first pretraining's start to the last evaluation"
         in markdown
     )
+    # Row d re-measured two days later (11 min): 21 + 11 min, not the days between.
+    later = 2 * 86400
+    for trial in runs["d"].trials:
+        trial.metrics.update(config_hash="h-later", started_at=1_000_000.0 + later)
+        trial.metrics["evaluated_at"] = 1_000_000.0 + later + 600 + 30 * trial.config.seed
+    markdown = render(build_context(table, "cpu", runs, MANIFEST, "abc", judged=True))
+    assert (
+        "| elapsed | 32.0 min in 2 sittings, each from its first pretraining's start to its "
+        "last evaluation's end (pauses of over 10 min with no run in progress left out; 2891.0 "
+        "min from the first start to the last end) |"
+    ) in markdown
     # Runs from before these times were recorded: said, not guessed.
     del next(iter(runs.values())).trials[0].metrics["started_at"]
     context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True)

@@ -319,14 +319,36 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-def _elapsed_min(trials: list[dict]) -> float | None:
-    """Minutes from the first pretraining's start to the last evaluation's end; None where a
-    run predates these times (they were recorded from pretrain.json's `started_at` on)."""
-    started = [m.get("started_at") for m in trials]
-    ended = [m.get("evaluated_at") for m in trials]
-    if not trials or None in started or None in ended:
+# A pause longer than this with no run of a table in progress ends a sitting: the table's runs
+# were trained on another day (a re-measured row beside rows reused from before), and the
+# calendar time between the sittings is no part of how long the table took.
+SITTING_GAP_S = 600
+
+
+@dataclass(frozen=True)
+class Elapsed:
+    """The wall time a table's runs took: minutes in sittings, from each sitting's first
+    pretraining start to its last evaluation end, and from the first start to the last end."""
+
+    minutes: float
+    sittings: int
+    span_minutes: float
+
+
+def elapsed(trials: list[dict]) -> Elapsed | None:
+    """None where a run predates these times (recorded from pretrain.json's `started_at` on)."""
+    spans = [(m.get("started_at"), m.get("evaluated_at")) for m in trials]
+    if not spans or any(None in span for span in spans):
         return None
-    return (max(ended) - min(started)) / 60
+    spans.sort()
+    sittings = [list(spans[0])]
+    for start, end in spans[1:]:
+        if start - sittings[-1][1] > SITTING_GAP_S:
+            sittings.append([start, end])
+        else:
+            sittings[-1][1] = max(sittings[-1][1], end)
+    busy = sum(end - start for start, end in sittings)
+    return Elapsed(busy / 60, len(sittings), (sittings[-1][1] - spans[0][0]) / 60)
 
 
 @dataclass(frozen=True)
@@ -857,7 +879,8 @@ def build_context(
         "batch_size": first.optim.batch_size,
         "linear_probe": first.eval.linear_probe,
         "wall_min": sum(distinct.values()) / 60,
-        "elapsed_min": _elapsed_min([t.metrics for r in rows.values() for t in r.trials]),
+        "elapsed": elapsed([t.metrics for r in rows.values() for t in r.trials]),
+        "sitting_gap_min": SITTING_GAP_S // 60,
         "n_runs": len(distinct),
         "commit": commit,
         "columns": list(table.columns),
