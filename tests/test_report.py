@@ -601,8 +601,8 @@ def test_the_header_gives_training_time_summed_over_runs_and_the_real_elapsed_ti
     markdown = render(build_context(table, "cpu", runs, MANIFEST, "abc", judged=True))
     assert (
         "| elapsed | 32.0 min in 2 sittings, each from its first pretraining's start to its "
-        "last evaluation's end (pauses of over 10 min with no run in progress left out; 2891.0 "
-        "min from the first start to the last end) |"
+        "last evaluation's end (pauses of over 3 h with none of its runs in progress left out; "
+        "2891.0 min from the first start to the last end) |"
     ) in markdown
     # Runs from before these times were recorded: said, not guessed.
     del next(iter(runs.values())).trials[0].metrics["started_at"]
