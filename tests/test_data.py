@@ -343,10 +343,10 @@ def test_known_dataset_with_wrong_class_count(tree: Path, tmp_path: Path):
 
 
 def test_resolve_source_precedence(tree: Path, monkeypatch: pytest.MonkeyPatch):
-    assert resolve_source(data_config(dataset="cifar10")) is None
+    assert resolve_source(data_config(dataset="cifar10").source) is None
     monkeypatch.setenv("SIMSIAM_DATA", str(tree))
-    assert resolve_source(data_config(dataset="cifar10")) == str(tree)
-    assert resolve_source(data_config(dataset="cifar10", source="given")) == "given"
+    assert resolve_source(data_config(dataset="cifar10").source) == str(tree)
+    assert resolve_source(data_config(dataset="cifar10", source="given").source) == "given"
 
 
 def test_env_pointing_at_missing_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -190,9 +190,13 @@ LinearProbe = Literal["cached", "paper"]
 
 
 @cache
+def _hints(typed: type) -> dict[str, Any]:
+    return get_type_hints(typed)
+
+
+@cache
 def _literal_fields(section: type) -> dict[str, tuple[Any, ...]]:
-    hints = get_type_hints(section)
-    return {k: get_args(t) for k, t in hints.items() if get_origin(t) is Literal}
+    return {k: get_args(t) for k, t in _hints(section).items() if get_origin(t) is Literal}
 
 
 class _Section:
@@ -339,7 +343,7 @@ class RunConfig:
 
     @classmethod
     def of(cls, cfg: Mapping[str, Any]) -> RunConfig:
-        sections = {k: t for k, t in get_type_hints(cls).items() if k != "seed"}
+        sections = {k: t for k, t in _hints(cls).items() if k != "seed"}
         return cls(seed=cfg["seed"], **{k: t.of(cfg[k]) for k, t in sections.items()})
 
     def to_dict(self) -> Config:

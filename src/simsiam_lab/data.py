@@ -162,12 +162,9 @@ class Manifest:
                 )
 
 
-def resolve_source(spec: DataConfig) -> str | None:
-    """Path to read from: spec.source, else $SIMSIAM_DATA, else None (torchvision download)."""
-    return _source_path(spec.source)
-
-
-def _source_path(source: str | None) -> str | None:
+def resolve_source(source: str | None) -> str | None:
+    """Path to read from: a config's data.source, else $SIMSIAM_DATA, else None (torchvision
+    download)."""
     if source:
         return source
     env = os.environ.get(ENV_VAR)
@@ -185,7 +182,7 @@ def source_identity(dataset: str, source: str | None) -> str | None:
     """What the data comes from, by content, for a run's identity: the sha256 of an archive,
     of a tree's file names and sizes, or `torchvision:<dataset>` for a download (None when a
     dataset has no source: `prepare` says what to set)."""
-    path = _source_path(source)
+    path = resolve_source(source)
     if path is None:
         return f"torchvision:{dataset}" if dataset in KNOWN_CLASS_COUNTS else None
     root = Path(path)
@@ -215,7 +212,7 @@ def check_source(spec: DataConfig) -> None:
     anything runs, so that a wrong source costs nothing. Only for the datasets with a known
     class count: they are small enough to list at planning, while an ImageNet archive is
     listed once, by `prepare`."""
-    if spec.dataset not in KNOWN_CLASS_COUNTS or (source := resolve_source(spec)) is None:
+    if spec.dataset not in KNOWN_CLASS_COUNTS or (source := resolve_source(spec.source)) is None:
         return
     tree = _layout(_open_source(Path(source)), source)
     _check_class_count(spec, sorted(tree["train"]), source)
@@ -227,7 +224,7 @@ def prepare(spec: DataConfig, out_dir: Path, download_root: Path | None = None) 
     Returns the manifest. out_dir appears only complete: it is built in a temporary sibling
     and renamed into place, so a build tool never mistakes a failed run's output for a result.
     """
-    source = resolve_source(spec)
+    source = resolve_source(spec.source)
     if source is None and spec.dataset not in KNOWN_CLASS_COUNTS:
         raise DataError(
             f"dataset {spec.dataset} needs a source; set data.source or {ENV_VAR} "

@@ -44,7 +44,7 @@ def record_source(params: Params, profile: str, out: Path) -> None:
     from .data import resolve_source
 
     data = params.resolve(profile).data
-    path = resolve_source(data)
+    path = resolve_source(data.source)
     # Content only, no path: the same archive elsewhere is the same data.
     record = {"dataset": data.dataset, "source_sha256": data.source_sha256}
     if not out.is_file() or json.loads(out.read_text()) != record:
@@ -280,8 +280,9 @@ def evaluate_run(
         evaluation = json.loads(settings)
     else:
         evaluation = asdict(params.run_config(profile, config_hash(trained_with)).eval)
-    validate(trained_with | {EVALUATION: evaluation}, f"{rundir.config} with its eval settings")
-    cfg = RunConfig.of(trained_with | {EVALUATION: evaluation})
+    evaluated = trained_with | {EVALUATION: evaluation}
+    validate(evaluated, f"{rundir.config} with its eval settings")
+    cfg = RunConfig.of(evaluated)
     summary = json.loads(rundir.summary.read_text())
     metrics = dict(summary) | dict.fromkeys(EVALUATED)
     if summary["status"] == "ok":

@@ -326,21 +326,12 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 SITTING_GAP_S = 3 * 3600
 
 
-@dataclass(frozen=True)
-class Elapsed:
-    """The wall time a table's runs took: minutes in sittings, from each sitting's first
-    pretraining start to its last evaluation end, and from the first start to the last end."""
-
-    minutes: float
-    sittings: int
-    span_minutes: float
-
-
-def elapsed(trials: list[dict]) -> Elapsed | None:
-    """None where a run predates these times (recorded from pretrain.json's `started_at` on)."""
+def elapsed(trials: list[dict]) -> str:
+    """The wall time a table's runs took, in words: from the first pretraining's start to the
+    last evaluation's end, or where they were trained in several sittings, each sitting's."""
     spans = [(m.get("started_at"), m.get("evaluated_at")) for m in trials]
     if not spans or any(None in span for span in spans):
-        return None
+        return "not recorded (these runs predate pretrain.json's start and end times)"
     spans.sort()
     sittings = [list(spans[0])]
     for start, end in spans[1:]:
@@ -348,8 +339,15 @@ def elapsed(trials: list[dict]) -> Elapsed | None:
             sittings.append([start, end])
         else:
             sittings[-1][1] = max(sittings[-1][1], end)
-    busy = sum(end - start for start, end in sittings)
-    return Elapsed(busy / 60, len(sittings), (sittings[-1][1] - spans[0][0]) / 60)
+    busy = sum(end - start for start, end in sittings) / 60
+    if len(sittings) == 1:
+        return f"{busy:.1f} min, from the first pretraining's start to the last evaluation's end"
+    span = (sittings[-1][1] - spans[0][0]) / 60
+    return (
+        f"{busy:.1f} min in {len(sittings)} sittings, each from its first pretraining's start "
+        f"to its last evaluation's end (pauses of over {SITTING_GAP_S // 3600} h with none of "
+        f"its runs in progress left out; {span:.1f} min from the first start to the last end)"
+    )
 
 
 @dataclass(frozen=True)
@@ -881,7 +879,6 @@ def build_context(
         "linear_probe": first.eval.linear_probe,
         "wall_min": sum(distinct.values()) / 60,
         "elapsed": elapsed([t.metrics for r in rows.values() for t in r.trials]),
-        "sitting_gap_h": SITTING_GAP_S // 3600,
         "n_runs": len(distinct),
         "commit": commit,
         "columns": list(table.columns),
