@@ -115,7 +115,7 @@ def plan_of(source: Path, record: Path) -> tuple[str, str, str, float]:
     """A run hash, its --resolved JSON and its first trial for the source, and what planning
     took (once per pipeline run, in Snakemake); writes the source's record as DVC's stage does."""
     os.environ["SIMSIAM_DATA"] = str(source)
-    from simsiam_lab.config import Params
+    from simsiam_lab.study import Params
 
     params = Params(ROOT / "params")
     started = time.perf_counter()

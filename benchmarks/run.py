@@ -40,12 +40,13 @@ from jinja2 import Environment, FileSystemLoader
 
 from simsiam_lab.augment import augmentation, photometric, two_views
 from simsiam_lab.batches import MemoryBatches, StreamBatches
-from simsiam_lab.config import Params, RunConfig
+from simsiam_lab.config import RunConfig
 from simsiam_lab.data import Split, load_split, open_split, prepare
 from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.evaluate import knn_predict, top1
 from simsiam_lab.model import ResNetTrunk
 from simsiam_lab.stream import ENV_WORKERS, EpochLoader, TrainCrops, rank_batches
+from simsiam_lab.study import Params
 from simsiam_lab.target import LiveTarget, build_target
 from simsiam_lab.train import (
     build_criterion,

@@ -8,7 +8,7 @@ from baseline import model_config
 from manifests import manifest
 
 from simsiam_lab.config import ModelConfig
-from simsiam_lab.data import source_identity
+from simsiam_lab.datasource import source_identity
 from simsiam_lab.model import SimSiam
 
 

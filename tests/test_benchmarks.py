@@ -17,10 +17,11 @@ from baseline import model_config
 from PIL import Image
 
 from simsiam_lab.augment import CIFAR_STATS, augmentation
-from simsiam_lab.config import Params, deep_merge
+from simsiam_lab.config import deep_merge
 from simsiam_lab.data import CIFAR10_CLASSES, load_split
 from simsiam_lab.loss import SimSiamLoss
 from simsiam_lab.model import ResNetTrunk, SimSiam
+from simsiam_lab.study import Params
 from simsiam_lab.train import pretrain
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

@@ -8,21 +8,21 @@ from baseline import run_config
 from PIL import Image
 from torch import nn
 
-from simsiam_lab.collapse import (
+from simsiam_lab.data import open_split, prepare
+from simsiam_lab.evaluate import collapse_std, evaluation_metrics
+from simsiam_lab.loss import batch_norm_std_floor
+from simsiam_lab.study import Params
+from simsiam_lab.train import build_model, initial_weights, pretrain
+from simsiam_lab.verdicts.collapse import (
     COLLAPSED,
     DISAGREE,
     NOT_COLLAPSED,
     RULE,
     Signals,
-    batch_norm_std_floor,
     claim_result,
     describe_flip,
     flips,
 )
-from simsiam_lab.config import Params
-from simsiam_lab.data import open_split, prepare
-from simsiam_lab.evaluate import collapse_std, evaluation_metrics
-from simsiam_lab.train import build_model, initial_weights, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,15 +8,9 @@ from typing import Literal, get_args, get_origin, get_type_hints
 import pytest
 import yaml
 
-from simsiam_lab.config import (
-    FINGERPRINTS,
-    RUN_SCHEMA,
-    ConfigError,
-    DataConfig,
-    Params,
-    RunConfig,
-    config_hash,
-)
+from simsiam_lab.config import FINGERPRINTS, RUN_SCHEMA, DataConfig, RunConfig, config_hash
+from simsiam_lab.errors import ConfigError
+from simsiam_lab.study import Params
 
 PARAMS = Path(__file__).parents[1] / "params"
 
@@ -320,12 +314,12 @@ def test_baseline_yaml_holds_every_key_the_schema_requires_and_no_other():
 
 
 def test_a_source_record_spares_a_job_the_fingerprint(params: Params, tmp_path, monkeypatch):
-    import simsiam_lab.data as data
+    import simsiam_lab.study as study
 
     record = tmp_path / "smoke.source.json"
     record.write_text('{"dataset": "cifar10", "source_sha256": "recorded"}')
     params.use_source_record("smoke", record)
-    monkeypatch.setattr(data, "source_identity", lambda *_: pytest.fail("fingerprinted"))
+    monkeypatch.setattr(study, "source_identity", lambda *_: pytest.fail("fingerprinted"))
     assert params.resolve("smoke").data.source_sha256 == "recorded"
     with pytest.raises(ConfigError, match=r"not found; run `simsiam source --profile smoke"):
         params.use_source_record("smoke", tmp_path / "none.json")

@@ -20,7 +20,9 @@ from PIL import Image
 
 from simsiam_lab import data
 from simsiam_lab.config import DataConfig
-from simsiam_lab.data import DataError, Manifest, load_split, prepare, resolve_source
+from simsiam_lab.data import Manifest, load_split, prepare
+from simsiam_lab.datasource import resolve_source
+from simsiam_lab.errors import DataError
 
 REAL_ARCHIVE = Path(__file__).parents[2] / "shared/datasets/cifar10-jpeg.tar.gz"
 CLASSES = ["blue", "green", "red"]  # sorted, so label i is CLASSES[i]
@@ -193,8 +195,8 @@ def test_subset_decodes_only_the_chosen_images(
     tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     calls = []
-    decode = data._decode
-    monkeypatch.setattr(data, "_decode", lambda *a: calls.append(a[2]) or decode(*a))
+    decode = data.decode
+    monkeypatch.setattr(data, "decode", lambda *a: calls.append(a[2]) or decode(*a))
     prepare(
         _spec(_tar(tree, tmp_path / "t.tar"), train_per_class=2, test_per_class=1), tmp_path / "o"
     )

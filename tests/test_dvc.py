@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from project import copy_project
 
-from simsiam_lab.config import Params
+from simsiam_lab.study import Params
 
 ROOT = Path(__file__).parents[1]
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"

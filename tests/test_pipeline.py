@@ -20,8 +20,9 @@ import torch
 from mlflow_writers import free_port
 from project import copy_project, use_dvc_profile
 
-from simsiam_lab.config import Params, config_hash, flatten
-from simsiam_lab.data import read_class_list
+from simsiam_lab.config import config_hash, flatten
+from simsiam_lab.datasource import read_class_list
+from simsiam_lab.study import Params
 
 ROOT = e2e.ROOT
 # The README's query for Table 3's runs, one per config, as Snakemake trained them.

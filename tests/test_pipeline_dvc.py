@@ -11,7 +11,7 @@ import pytest
 import readme
 from project import copy_project, use_dvc_profile
 
-from simsiam_lab.config import Params
+from simsiam_lab.study import Params
 
 pytestmark = e2e.MARKS
 

@@ -11,26 +11,24 @@ import yaml
 from baseline import run_config
 from manifests import manifest
 
-from simsiam_lab.config import EVALUATION, ConfigError, Params
-from simsiam_lab.report import (
-    RowResult,
-    RunResult,
+from simsiam_lab.config import EVALUATION
+from simsiam_lab.errors import ConfigError
+from simsiam_lab.rundir import RunDir
+from simsiam_lab.study import Params
+from simsiam_lab.verdicts.index import index_json, render_index
+from simsiam_lab.verdicts.judge import verdict
+from simsiam_lab.verdicts.page import (
     accuracy_bars,
     build_context,
     curves_by_row,
-    index_json,
-    monitor_slope,
-    plot_accuracy_bars,
-    read_rows,
     render,
-    render_index,
-    runs_table,
     summary_json,
     table_metrics,
-    verdict,
 )
-from simsiam_lab.rundir import RunDir
-from simsiam_lab.stability import FINAL_WINDOW_LOSS
+from simsiam_lab.verdicts.plots import plot_accuracy_bars
+from simsiam_lab.verdicts.results import RowResult, RunResult, read_rows, runs_table
+from simsiam_lab.verdicts.stability import FINAL_WINDOW_LOSS
+from simsiam_lab.verdicts.votes import monitor_slope
 
 ROOT = Path(__file__).resolve().parents[1]
 

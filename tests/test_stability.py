@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from simsiam_lab.stability import (
+from simsiam_lab.verdicts.stability import (
     RULE,
     STABLE,
     UNKNOWN,

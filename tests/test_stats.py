@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simsiam_lab.stats import (
+from simsiam_lab.verdicts.stats import (
     Interval,
     claim_p_value,
     decide,

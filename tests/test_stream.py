@@ -21,11 +21,10 @@ from PIL import Image
 from simsiam_lab import data, evaluate, stream
 from simsiam_lab.augment import augment, augmentation, photometric, sample_crop_params
 from simsiam_lab.batches import StreamBatches
-from simsiam_lab.config import Params, RunConfig, deep_merge
+from simsiam_lab.config import RunConfig, deep_merge
 from simsiam_lab.data import (
     FORMAT,
     INDEX_FORMAT,
-    DataError,
     FileIndex,
     Manifest,
     Split,
@@ -33,8 +32,10 @@ from simsiam_lab.data import (
     open_split,
     prepare,
 )
+from simsiam_lab.errors import DataError
 from simsiam_lab.evaluate import KnnProbe, encode, eval_view, frozen_accuracies
 from simsiam_lab.stream import EpochLoader, TrainCrops, loader, rank_batches, workers
+from simsiam_lab.study import Params
 from simsiam_lab.train import build_model, pretrain
 
 PARAMS = Params(Path(__file__).parents[1] / "params")

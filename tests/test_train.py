@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from simsiam_lab.config import ConfigError, Params, RunConfig
+from simsiam_lab.config import RunConfig
 from simsiam_lab.data import load_split
 from simsiam_lab.distributed import autocast_dtype
+from simsiam_lab.errors import ConfigError
 from simsiam_lab.evaluate import KnnProbe, frozen_accuracies
 from simsiam_lab.loss import SimSiamLoss
+from simsiam_lab.study import Params
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
     build_model,

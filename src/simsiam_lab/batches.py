@@ -12,7 +12,8 @@ import torch
 
 from .augment import BatchShard, augmentation, photometric, two_views
 from .config import RunConfig
-from .data import MEMORY_SHARE, DataError, FileIndex, Split, device_memory, gigabytes
+from .data import MEMORY_SHARE, FileIndex, Split, device_memory, gigabytes
+from .errors import DataError
 from .stream import EpochLoader, TrainCrops, rank_batches
 
 __all__ = ["BatchSource", "Views", "batch_source"]

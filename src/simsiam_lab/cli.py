@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from . import jobs
-from .config import ConfigError, Params, PlacementError, ReportError
-from .data import DataError
+from .errors import ConfigError, DataError, PlacementError, ReportError
+from .study import Params
 from .track import TrackingError
 
 
@@ -21,7 +22,14 @@ def _params(args: argparse.Namespace) -> Params:
     return params
 
 
-# Each command's job (jobs.py), from its parsed arguments.
+def _report() -> ModuleType:
+    """The report commands' module: scipy, pandas and matplotlib, only where a report is made."""
+    from .verdicts import report
+
+    return report
+
+
+# Each command's job (jobs.py, verdicts/report.py), from its parsed arguments.
 COMMANDS = {
     "prepare": lambda a: jobs.prepare_data(
         _params(a), a.profile, Path(a.out), Path(a.download_root)
@@ -43,10 +51,10 @@ COMMANDS = {
     "evaluate": lambda a: jobs.evaluate_run(
         _params(a), a.profile, Path(a.run), Path(a.data), a.settings
     ),
-    "report": lambda a: jobs.report_table(
+    "report": lambda a: _report().report_table(
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
     ),
-    "index": lambda a: jobs.report_index([Path(s) for s in a.summaries], Path(a.out)),
+    "index": lambda a: _report().report_index([Path(s) for s in a.summaries], Path(a.out)),
     "init-tracking": lambda a: jobs.init_tracking(Params(a.params), a.profile),
 }
 

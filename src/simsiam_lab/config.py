@@ -1,7 +1,8 @@
-"""Run configs: the baseline, deep-merged with a scale profile and a table row's overrides.
+"""Run configs: the baseline, deep-merged with a scale profile and a table row's overrides,
+checked against the schema and typed as a RunConfig.
 
-A run is identified by the hash of its fully resolved config, so rows of different tables that
-resolve to the same config share one training run.
+A run is identified by the hash of its fully resolved config (what pretraining reads), so rows
+of different tables that resolve to the same config share one training run.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ import copy
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
-from functools import cache, cached_property
+from dataclasses import asdict, dataclass, fields
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self, get_args, get_origin, get_type_hints
@@ -22,21 +22,9 @@ from typing import Any, Literal, Self, get_args, get_origin, get_type_hints
 import jsonschema
 import yaml
 
+from .errors import ConfigError
+
 Config = dict[str, Any]
-
-
-class ConfigError(ValueError):
-    """A bad params file or value; the message is one line naming the key, value and fix."""
-
-
-class PlacementError(RuntimeError):
-    """No device is free for this process; here, not in distributed.py, so the CLI can catch it
-    without importing torch (seconds per job that does not train)."""
-
-
-class ReportError(ValueError):
-    """A report step's input (a run directory, a table's JSON) that is missing or unreadable;
-    defined here, not in report.py, so the CLI can catch it without importing scipy."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -114,7 +102,11 @@ def _require_every_key(node: Config) -> Config:
 
 RUN_SCHEMA = _require_every_key(_load_schema("config.schema.yaml"))
 _VALIDATOR = _STRICT(RUN_SCHEMA)
-_TABLE_VALIDATOR = _STRICT(_load_schema("table.schema.yaml"))
+
+
+def schema_validator(name: str) -> jsonschema.protocols.Validator:
+    """The strict validator of another of the package's schemas (a table's)."""
+    return _STRICT(_load_schema(name))
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -134,7 +126,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def _check_schema(validator: jsonschema.protocols.Validator, doc: Any, origin: str) -> None:
+def check_schema(validator: jsonschema.protocols.Validator, doc: Any, origin: str) -> None:
     """One line for the most relevant schema error: the key, its value and what it must be."""
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is None:
@@ -152,7 +144,7 @@ def _check_schema(validator: jsonschema.protocols.Validator, doc: Any, origin: s
 
 
 def validate(cfg: Config, origin: str) -> None:
-    _check_schema(_VALIDATOR, cfg, origin)
+    check_schema(_VALIDATOR, cfg, origin)
     if cfg["target"]["mode"] == "moving_average" and cfg["loss"]["symmetric"]:
         raise ConfigError(
             f"{origin}: target.mode = 'moving_average' needs loss.symmetric = false "
@@ -173,7 +165,12 @@ def config_hash(cfg: RunConfig | Config) -> str:
     """A run's identity: the hash of what its pretraining reads, so runs that differ only in
     how they are evaluated are one run."""
     as_dict = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
-    canonical = json.dumps(training_config(as_dict), sort_keys=True, separators=(",", ":"))
+    return digest(training_config(as_dict))
+
+
+def digest(value: Any) -> str:
+    """A short content hash of a JSON-able value, independent of its keys' order."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -375,409 +372,9 @@ def flatten(cfg: Config, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-@dataclass(frozen=True)
-class Row:
-    table: str
-    id: str
-    label: str
-    overrides: Config
-    paper: float | str
-    paper_note: str = ""
-    seeds: tuple[int, ...] = ()  # the row's own trials; empty: the profile's count
-    claimed: bool = False  # a claim names it, so its verdict rests on its seed noise
-
-    @property
-    def ref(self) -> str:
-        return f"{self.table}:{self.id}"
-
-    def trials(self, count: int = 1) -> list[Trial]:
-        """The row's seeds, else seeds 0..count-1 when a claim names the row, else seed 0: a
-        difference needs an interval, and a collapse verdict from one seed can be luck."""
-        seeds = self.seeds or tuple(range(count if self.claimed else 1))
-        return [Trial(self, seed) for seed in seeds]
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One training run of a row: the row's config with this seed."""
-
-    row: Row
-    seed: int
-
-    @property
-    def ref(self) -> str:
-        return f"{self.row.ref}@{self.seed}"
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    title: str
-    section: str
-    paper_setting: str
-    columns: dict[str, str]
-    rows: dict[str, Row]
-    claims: list[Config]
-
-
-# A claim's check: one kind naming a row, plus the other row for comparisons.
-CHECKS = {
-    "collapsed": None,
-    "not_collapsed": None,
-    "unstable": None,
-    "improving": None,
-    "better": "than",
-    "not_worse": "than",
-    "similar": "to",
-    "loss_above": "than",
-}
-
-
-def claim_kind(check: Config) -> str:
-    """The one CHECKS kind a (validated) claim's check names; CHECKS[kind] is its other row's
-    key for a comparison, None for a collapse or instability claim."""
-    return next(k for k in CHECKS if k in check)
-
-
-# The equivalence or non-inferiority margin is part of the claim, so the table must state it:
-# in accuracy points (`margin`), or as a share of what the reference row learned over its random
-# init at the profile (`margin_of_gain`), a unit that carries from one scale to another.
-MARGIN_REQUIRED = ("not_worse", "similar")
-MARGINS = ("margin", "margin_of_gain")
-# Kinds outside the comparisons' family that still name a reference row: a run's step noise
-# is judged against the reference's (stability.py).
-REFERENCE = {"unstable": "than"}
-# A claim about a target refreshed less often than another row's holds only at a scale where
-# its interval in SGD steps is the longer (§5.2's "once per epoch" against k = 100).
-LONGER_THAN = "refresh_longer_than"
-
-
-def _parse_table(name: str, raw: Any, path: Path) -> Table:
-    _check_schema(_TABLE_VALIDATOR, raw, str(path))
-    rows = {}
-    for row_id, spec in raw["rows"].items():
-        rows[str(row_id)] = Row(
-            table=name,
-            id=str(row_id),
-            label=spec.get("label", str(row_id)),
-            overrides=spec["overrides"],
-            paper=spec["paper"],
-            paper_note=spec.get("paper_note", ""),
-            seeds=tuple(spec.get("seeds") or ()),
-        )
-    claims = raw.get("claims") or []
-    for i, claim in enumerate(claims):
-        _check_claim(claim, rows, f"{path}: claims[{i}]")
-    row_keys = {key for kind, other in CHECKS.items() for key in (kind, other) if key}
-    claimed = {row for claim in claims for key, row in claim["check"].items() if key in row_keys}
-    rows = {row_id: replace(row, claimed=row_id in claimed) for row_id, row in rows.items()}
-    return Table(
-        name=name,
-        title=raw.get("title", name),
-        section=raw.get("section", ""),
-        paper_setting=raw.get("paper_setting", ""),
-        columns=raw.get("columns") or {},
-        rows=rows,
-        claims=claims,
-    )
-
-
-def _check_claim(claim: Any, rows: dict[str, Row], where: str) -> None:
-    check = claim["check"]
-    kinds = [k for k in CHECKS if k in check]
-    if len(kinds) != 1:
-        raise ConfigError(
-            f"{where}: expected {{text: ..., check: {{KIND: ROW, ...}}}} with one KIND of "
-            f"{', '.join(CHECKS)}"
-        )
-    other = CHECKS[kinds[0]] or REFERENCE.get(kinds[0])
-    keys = (kinds[0], other, *MARGINS, LONGER_THAN)
-    if unknown := sorted(set(check) - set(keys)):
-        allowed = ", ".join(k for k in keys if k)
-        raise ConfigError(f"{where}: unknown key 'check.{unknown[0]}' (allowed here: {allowed})")
-    named = [check[kinds[0]]] + ([check.get(other)] if other else [])
-    named += [check[LONGER_THAN]] if LONGER_THAN in check else []
-    if unknown := [r for r in named if r not in rows]:
-        missing = f"the '{kinds[0]}' check needs '{other}: ROW'; " if unknown[0] is None else ""
-        raise ConfigError(f"{where}: {missing}unknown row {unknown[0]!r} (rows: {', '.join(rows)})")
-    _check_margin(check, kinds[0], claim, where)
-
-
-def _check_margin(check: Config, kind: str, claim: Config, where: str) -> None:
-    given = [k for k in MARGINS if k in check]
-    if kind in MARGIN_REQUIRED and not given:
-        raise ConfigError(
-            f"{where}: a '{kind}' check needs a margin: 'margin_of_gain: 0.015' (a share of "
-            "what its reference row learned over random init) or 'margin: 1.0' (accuracy points)"
-        )
-    if len(given) > 1:
-        raise ConfigError(f"{where}: give one of margin and margin_of_gain, not both")
-    key = given[0] if given else None
-    value = check.get(key)
-    if key and (isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0):
-        raise ConfigError(
-            f"{where}: {key} = {value!r}: must be a number >= 0 (accuracy points)"
-            if key == "margin"
-            else f"{where}: margin_of_gain = {value!r}: must be a share >= 0 (0.015 is 1.5%)"
-        )
-    if key == "margin_of_gain" and value >= 1:
-        raise ConfigError(
-            f"{where}: margin_of_gain = {value!r}: a share of the learned gain, below 1 "
-            "(0.015 is 1.5%); for accuracy points use 'margin'"
-        )
-    if (key is None) != ("margin_reason" not in claim):
-        raise ConfigError(
-            f"{where}: a margin needs its reason beside it, and a reason its margin: "
-            "{text: ..., check: {..., margin_of_gain: 0.015}, margin_reason: why 1.5%}"
-        )
-
-
 # The training-time kNN monitor on the streaming path: up to this many images a class of each
 # split, decoded once. Decoding every image at every monitor would cost ImageNet-1k an estimated
 # 20 minutes a time (not measured here); these are 25,000 images there (forward passes only).
 # Not a config key: the monitor's curve is a view of training, not part of it, so it must not
 # change a run's hash.
 MONITOR_PER_CLASS = {"train": 20, "test": 5}
-
-# A profile's jobs and what each asks of a cluster, with each value's least: threads, memory
-# (MB), time limit (minutes), GPUs.
-JOBS = ("prepare", "pretrain", "evaluate")
-RESOURCES = {"cpus": 1, "mem_mb": 1, "runtime": 1, "gpu": 0}
-
-
-def _source_key(dataset: str, source: str | None) -> tuple[str, str | None, str | None]:
-    """What a data fingerprint is of: the dataset, the config's source and $SIMSIAM_DATA."""
-    from .data import ENV_VAR
-
-    return dataset, source, os.environ.get(ENV_VAR)
-
-
-class Params:
-    """The params/ directory: baseline.yaml, profiles.yaml and tables/<name>.yaml."""
-
-    def __init__(self, root: Path | str = "params") -> None:
-        self.root = Path(root)
-        self._sources: dict[tuple, str | None] = {}
-        self._valid_profiles: set[str] = set()
-
-    @cached_property
-    def baseline(self) -> Config:
-        path = self.root / "baseline.yaml"
-        cfg = load_yaml(path)
-        validate(cfg, str(path))
-        return cfg
-
-    @cached_property
-    def profiles(self) -> dict[str, Config]:
-        path = self.root / "profiles.yaml"
-        raw = load_yaml(path)
-        if not isinstance(raw, dict) or not raw:
-            raise ConfigError(f"{path}: expected a mapping of profile names")
-        return raw
-
-    def profile(self, name: str) -> Config:
-        if name not in self.profiles:
-            raise ConfigError(
-                f"unknown profile '{name}' (available: {', '.join(self.profiles)}; "
-                f"defined in {self.root / 'profiles.yaml'})"
-            )
-        return self.profiles[name].get("overrides") or {}
-
-    def description(self, profile: str) -> str:
-        """What the profile is for (params/profiles.yaml: `description`)."""
-        self.profile(profile)
-        return str(self.profiles[profile].get("description") or "")
-
-    def trials(self, profile: str) -> int:
-        """Seeds per claimed row at this profile (params/profiles.yaml: `trials`)."""
-        self.profile(profile)
-        count = self.profiles[profile].get("trials", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(
-                f"{self.root / 'profiles.yaml'}: {profile}.trials = {count!r}: must be an "
-                "integer >= 1 (seeds per row that a claim names)"
-            )
-        return count
-
-    def resources(self, profile: str) -> dict[str, dict[str, int]]:
-        """What one job of each kind (prepare, pretrain, evaluate) asks of a cluster at this
-        profile's scale
-        (params/profiles.yaml: `resources`): {job: {cpus, mem_mb, runtime (minutes), gpu}}."""
-        self.profile(profile)
-        found = self.profiles[profile].get("resources")
-        where = f"{self.root / 'profiles.yaml'}: {profile}.resources"
-        example = "{prepare: {cpus: 1, mem_mb: 3000, runtime: 30, gpu: 0}, pretrain: ..., ...}"
-        if not isinstance(found, dict) or set(found) != set(JOBS):
-            raise ConfigError(f"{where}: expected one entry per job, {example}")
-        for job, asked in found.items():
-            if not isinstance(asked, dict) or set(asked) != set(RESOURCES):
-                keys = ", ".join(RESOURCES)
-                raise ConfigError(f"{where}.{job} = {asked!r}: expected keys {keys}")
-            for key, least in RESOURCES.items():
-                value = asked[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                    raise ConfigError(
-                        f"{where}.{job}.{key} = {value!r}: must be an integer >= {least}"
-                    )
-        return found
-
-    def verdicts(self, profile: str) -> bool:
-        """Whether the profile's runs can test the paper's claims (params/profiles.yaml:
-        `verdicts`, true unless a plumbing profile says false): its reports judge none."""
-        self.profile(profile)
-        judged = self.profiles[profile].get("verdicts", True)
-        if not isinstance(judged, bool):
-            raise ConfigError(
-                f"{self.root / 'profiles.yaml'}: {profile}.verdicts = {judged!r}: must be true "
-                "or false (false: a profile that checks plumbing, whose reports judge no claim)"
-            )
-        return judged
-
-    def row_trials(self, profile: str, row: Row) -> list[Trial]:
-        return row.trials(self.trials(profile))
-
-    def table_names(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / "tables").glob("*.yaml"))
-
-    def table(self, name: str) -> Table:
-        path = self.root / "tables" / f"{name}.yaml"
-        if not path.is_file():
-            available = ", ".join(self.table_names())
-            raise ConfigError(f"unknown table '{name}' (available: {available}; in {path.parent})")
-        table = _parse_table(name, load_yaml(path), path)
-        keys = flatten(self.baseline)
-        for header, key in table.columns.items():
-            if key not in keys:
-                near = ", ".join(k for k in keys if k.split(".")[0] == key.split(".")[0])
-                raise ConfigError(
-                    f"{path}: columns.{header} = {key!r}: not a config key "
-                    f"(keys of that section: {near or ', '.join(self.baseline)})"
-                )
-        return table
-
-    def row(self, ref: str) -> Row:
-        table, sep, row_id = ref.partition(":")
-        rows = self.table(table).rows
-        if not sep or row_id not in rows:
-            raise ConfigError(
-                f"unknown row '{ref}' (expected TABLE:ROW; rows of {table}: {', '.join(rows)})"
-            )
-        return rows[row_id]
-
-    def trial(self, ref: str) -> Trial:
-        """A trial by its ref, TABLE:ROW@SEED (Trial.ref)."""
-        row, at, seed = ref.rpartition("@")
-        if not at or not seed.isdigit():
-            raise ConfigError(f"trial {ref!r}: expected TABLE:ROW@SEED, e.g. table3:c@0")
-        return Trial(self.row(row), int(seed))
-
-    def resolve_params(
-        self, profile: str, row: Row | None = None, seed: int | None = None
-    ) -> Config:
-        """The config as params/ alone defines it: the baseline, the profile, the row and the
-        seed, without the data's fingerprints (so without reading the data). A dict, not a
-        RunConfig: the keys it lacks are the fingerprints, and its hash is of what it holds."""
-        origin = f"{self.root / 'profiles.yaml'}: profile '{profile}'"
-        cfg = deep_merge(self.baseline, self.profile(profile), origin)
-        if profile not in self._valid_profiles:  # blame the profile, not the row checked first
-            validate(cfg, origin)
-            self._valid_profiles.add(profile)
-        if row is not None:
-            origin = f"profile '{profile}' + row {row.ref}"
-            cfg = deep_merge(cfg, row.overrides, f"params/tables/{row.table}.yaml: {row.id}")
-        if seed is not None:
-            cfg["seed"] = seed
-        validate(cfg, origin)
-        return cfg
-
-    def resolve(self, profile: str, row: Row | None = None, seed: int | None = None) -> RunConfig:
-        """The config a run trains with; its hash is the run's identity, so it also holds
-        the content fingerprints of the data source and of the class list, if any
-        (`data.source_sha256`, `data.class_list_sha256`)."""
-        return RunConfig.of(self._fingerprinted(profile, row, seed))
-
-    def _fingerprinted(self, profile: str, row: Row | None, seed: int | None) -> Config:
-        cfg = self.resolve_params(profile, row, seed)
-        cfg["data"]["source_sha256"] = self.source_identity(
-            cfg["data"]["dataset"], cfg["data"]["source"]
-        )
-        if cfg["data"]["class_list"]:
-            from .data import class_list_identity
-
-            cfg["data"]["class_list_sha256"] = class_list_identity(cfg["data"]["class_list"])
-        return cfg
-
-    def source_identity(self, dataset: str, source: str | None) -> str | None:
-        """data.source_identity, once per source for this Params (a plan resolves ~70 configs,
-        and fingerprinting a large tree walks all of it)."""
-        from .data import source_identity  # imports torch: only where it is needed
-
-        key = _source_key(dataset, source)
-        if key not in self._sources:
-            self._sources[key] = source_identity(dataset, source)
-        return self._sources[key]
-
-    def use_source_record(self, profile: str, record: Path) -> None:
-        """The profile's data fingerprint as `simsiam source` recorded it (DVC's source stage,
-        which runs first in every `dvc repro`): the jobs after it then read it instead of
-        fingerprinting the source again (minutes a job for an ImageNet archive)."""
-        try:
-            found = json.loads(Path(record).read_text())
-            dataset, fingerprint = found["dataset"], found["source_sha256"]
-        except FileNotFoundError:
-            raise ConfigError(
-                f"--source-record {record}: not found; run `simsiam source --profile {profile} "
-                f"--out {record}` (DVC's source stage) first"
-            ) from None
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ConfigError(
-                f"--source-record {record}: unreadable ({err}); run `simsiam source` again"
-            ) from None
-        data = self.resolve_params(profile)["data"]
-        if dataset != data["dataset"]:
-            raise ConfigError(
-                f"--source-record {record} is {dataset}'s, but profile {profile} trains on "
-                f"{data['dataset']}; run `simsiam source --profile {profile}` again"
-            )
-        self._sources[_source_key(dataset, data["source"])] = fingerprint
-
-    def plan(
-        self, profile: str, tables: list[str], read_data: bool = True
-    ) -> dict[str, list[Trial]]:
-        """Distinct configs (by hash) of the tables' trials, each with the trials that use it,
-        in table order: a config's first trial names it. Within one profile the data's
-        fingerprints are the same for every trial, so `read_data=False` (hashes of params/
-        alone, for dvc.yaml, which must not depend on where the data is) groups the trials
-        the same way."""
-        resolve = self._fingerprinted if read_data else self.resolve_params
-        runs: dict[str, list[Trial]] = {}
-        evaluations: dict[str, tuple[Trial, Config]] = {}
-        for name in tables:
-            for row in self.table(name).rows.values():
-                for trial in self.row_trials(profile, row):
-                    cfg = resolve(profile, row, trial.seed)
-                    run = config_hash(cfg)
-                    first, evaluation = evaluations.setdefault(run, (trial, cfg[EVALUATION]))
-                    if cfg[EVALUATION] != evaluation:
-                        raise ConfigError(
-                            f"rows {first.ref} and {trial.ref} train the same config but "
-                            f"evaluate it differently ({EVALUATION} settings); one run has one "
-                            "evaluation: set eval in the profile, not in a row"
-                        )
-                    runs.setdefault(run, []).append(trial)
-        return runs
-
-    def run_trials(self, profile: str, run: str) -> list[Trial]:
-        """The trials, over every table, that train the config with this hash."""
-        trials = self.plan(profile, self.table_names()).get(run)
-        if not trials:
-            raise ConfigError(
-                f"no row of {self.root / 'tables'} resolves to config {run} at profile "
-                f"{profile}; `snakemake -n` lists the configs a profile trains"
-            )
-        return trials
-
-    def run_config(self, profile: str, run: str) -> RunConfig:
-        """The resolved config of the run with this hash, eval settings included."""
-        first = self.run_trials(profile, run)[0]
-        return self.resolve(profile, first.row, first.seed)

@@ -2,57 +2,45 @@
 directly, or, when those would not fit in memory, an index of its files (path and label) that
 they stream from (stream.py).
 
-Sources: an ImageFolder tree, an archive of one (read in place), or a torchvision CIFAR download.
+Sources: an ImageFolder tree or an archive of one, read in place (datasource.py), or a
+torchvision CIFAR download.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .config import DataConfig, Dataset, Loader
+from .config import DataConfig, Dataset, Loader, digest
+from .datasource import (
+    ENV_VAR,
+    KNOWN_CLASS_COUNTS,
+    Source,
+    class_list_identity,
+    decode,
+    fit,
+    layout,
+    open_source,
+    read_class_list,
+    resolve_source,
+    source_identity,
+)
+from .errors import DataError, reason
 from .progress import progress
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "DataError",
-    "FileIndex",
-    "Manifest",
-    "Split",
-    "check_source",
-    "choose_loader",
-    "fit",
-    "load_split",
-    "open_rgb",
-    "open_split",
-    "prepare",
-    "prepared_identity",
-    "resolve_source",
-    "source_identity",
-]
-
 SPLITS = ("train", "test")
-ENV_VAR = "SIMSIAM_DATA"
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
-TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-# A local copy of a known dataset must have its class count; catches SIMSIAM_DATA at the wrong set.
-KNOWN_CLASS_COUNTS = {"cifar10": 10, "cifar100": 100}
 CIFAR10_CLASSES = sorted(
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 )
@@ -62,15 +50,7 @@ INDEX_FORMAT = "file index: relative path and label per image"
 # on one); the rest is for the model, the loader, and whatever else the machine runs.
 MEMORY_SHARE = 0.5
 
-# tarfile/zipfile/gzip report damage through all of these, depending on where the damage lies.
-_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError)
-_IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
-
 T = TypeVar("T")
-
-
-class DataError(Exception):
-    """A data source or prepared directory is unusable; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +106,7 @@ class Manifest:
                 f"{path} not found; run `simsiam prepare` to create {prepared_dir}"
             ) from None
         except (OSError, ValueError) as e:
-            raise DataError(f"{path} is unreadable ({_reason(e)}); re-run `simsiam prepare`") from e
+            raise DataError(f"{path} is unreadable ({reason(e)}); re-run `simsiam prepare`") from e
         except (KeyError, TypeError) as e:
             raise DataError(
                 f"{path} lacks {e} (written by an older version); re-run `simsiam prepare`"
@@ -162,49 +142,11 @@ class Manifest:
                 )
 
 
-def resolve_source(source: str | None) -> str | None:
-    """Path to read from: a config's data.source, else $SIMSIAM_DATA, else None (torchvision
-    download)."""
-    if source:
-        return source
-    env = os.environ.get(ENV_VAR)
-    if not env:
-        return None
-    if not Path(env).exists():
-        raise DataError(
-            f"{ENV_VAR}={env} does not exist; point it at an archive or ImageFolder tree, "
-            "or unset it"
-        )
-    return env
-
-
-def source_identity(dataset: str, source: str | None) -> str | None:
-    """What the data comes from, by content, for a run's identity: the sha256 of an archive,
-    of a tree's file names and sizes, or `torchvision:<dataset>` for a download (None when a
-    dataset has no source: `prepare` says what to set)."""
-    path = resolve_source(source)
-    if path is None:
-        return f"torchvision:{dataset}" if dataset in KNOWN_CLASS_COUNTS else None
-    root = Path(path)
-    if not root.is_dir():
-        _check_archive(root)  # at planning, not at the first job
-        with root.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    # Hashing every image's bytes would cost as much as decoding; names + sizes catch
-    # added, removed and re-encoded files.
-    digest = hashlib.sha256()
-    for name in sorted(_DirSource(root).files):
-        digest.update(f"{name}\0{(root / name).stat().st_size}\n".encode())
-    return digest.hexdigest()
-
-
 def prepared_identity(data: DataConfig) -> str:
     """What `prepare` makes from a resolved data section, as a short hash: the source by its
     content (not its path) and every key `prepare` reads. A build tool that keys the prepared
     directory by it never deletes one set's prepared data to make another's."""
-    identity = data.prepared() | {"source": None}  # the same bytes elsewhere are the same data
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return digest(data.prepared() | {"source": None})  # the same bytes elsewhere: the same data
 
 
 def check_source(spec: DataConfig) -> None:
@@ -214,7 +156,7 @@ def check_source(spec: DataConfig) -> None:
     listed once, by `prepare`."""
     if spec.dataset not in KNOWN_CLASS_COUNTS or (source := resolve_source(spec.source)) is None:
         return
-    tree = _layout(_open_source(Path(source)), source)
+    tree = layout(open_source(Path(source)), source)
     _check_class_count(spec, sorted(tree["train"]), source)
 
 
@@ -237,7 +179,7 @@ def prepare(spec: DataConfig, out_dir: Path, download_root: Path | None = None) 
             root = Path(download_root) if download_root else out_dir.parent / "downloads"
             classes, arrays = _from_torchvision(spec, root)
         else:
-            classes, arrays = _from_tree(spec, _open_source(Path(source)), source)
+            classes, arrays = _from_tree(spec, open_source(Path(source)), source)
         streamed = any(isinstance(images, list) for images, _ in arrays.values())
         manifest = Manifest(
             **spec.settings(),
@@ -283,7 +225,7 @@ def open_split(prepared_dir: Path, split: str) -> Split | FileIndex:
         labels = np.load(Path(prepared_dir) / f"{split}_labels.npy")
     except (OSError, ValueError) as e:
         raise DataError(
-            f"{prepared_dir} is unreadable ({_reason(e)}); re-run `simsiam prepare`"
+            f"{prepared_dir} is unreadable ({reason(e)}); re-run `simsiam prepare`"
         ) from e
     if labels.shape != (len(files),):
         raise DataError(
@@ -321,7 +263,7 @@ def _load_arrays(prepared_dir: Path, split: str, classes: list[str]) -> Split:
         images, labels = (np.load(p) for p in paths)
     except (OSError, ValueError) as e:
         raise DataError(
-            f"{prepared_dir} is unreadable ({_reason(e)}); re-run `simsiam prepare`"
+            f"{prepared_dir} is unreadable ({reason(e)}); re-run `simsiam prepare`"
         ) from e
     if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (len(images),):
         raise DataError(
@@ -333,186 +275,21 @@ def _load_arrays(prepared_dir: Path, split: str, classes: list[str]) -> Split:
     return Split(torch.from_numpy(images), torch.from_numpy(labels), classes)
 
 
-# ---------------------------------------------------------------------------- sources
-
-
-class _Source(Protocol):
-    files: list[str]  # relative, '/'-separated
-    dirs: set[str]
-
-    def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]: ...
-
-    def where(self, name: str) -> str: ...
-
-
-class _DirSource:
-    def __init__(self, root: Path) -> None:
-        self.root, self.files, self.dirs = root, [], set()
-        for here, subdirs, names in os.walk(root, followlinks=True):
-            rel = Path(here).relative_to(root).as_posix()
-            prefix = "" if rel == "." else f"{rel}/"
-            self.dirs.update(prefix + d for d in subdirs)
-            self.files.extend(prefix + n for n in names)
-
-    def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
-        for name in names:
-            try:
-                yield name, (self.root / name).read_bytes()
-            except OSError as e:
-                raise DataError(f"cannot read {self.root / name} ({_reason(e)})") from e
-
-    def where(self, name: str) -> str:
-        return str(self.root / name)
-
-
-def archive_name(member: str) -> str:
-    """An archive member's path as the file index names it (no ./ prefix, no trailing /)."""
-    return member.removeprefix("./").rstrip("/")
-
-
-class _ArchiveSource:
-    def __init__(self, path: Path) -> None:
-        self.path, self.dirs = path, set()
-        self.is_tar = path.name.lower().endswith(TAR_SUFFIXES)
-        self.members: dict[str, tarfile.TarInfo | zipfile.ZipInfo] = {}
-        try:
-            if self.is_tar:
-                with tarfile.open(path, "r:*") as tar:
-                    listing = [(m.name, m, m.isdir(), m.isfile()) for m in tar.getmembers()]
-            else:
-                with zipfile.ZipFile(path) as archive:
-                    listing = [
-                        (i.filename, i, i.is_dir(), not i.is_dir()) for i in archive.infolist()
-                    ]
-        except _ARCHIVE_ERRORS as e:
-            raise self._damaged(e) from e
-        for raw, member, is_dir, is_file in listing:
-            name = archive_name(raw)
-            if is_dir:
-                self.dirs.add(name)
-            elif is_file:
-                self.members[name] = member
-        self.files = list(self.members)
-
-    def read(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
-        try:
-            if self.is_tar:
-                # A gzip stream seeks forward cheaply and backward by restarting, so read
-                # the members in archive order; TarInfos from the listing locate the data.
-                with tarfile.open(self.path, "r:*") as tar:
-                    for name in sorted(names, key=lambda n: self.members[n].offset):
-                        yield name, tar.extractfile(self.members[name]).read()
-            else:
-                with zipfile.ZipFile(self.path) as archive:
-                    for name in names:
-                        yield name, archive.read(self.members[name])
-        except _ARCHIVE_ERRORS as e:
-            raise self._damaged(e) from e
-
-    def where(self, name: str) -> str:
-        return f"{name} in archive {self.path}"
-
-    def _damaged(self, e: BaseException) -> DataError:
-        return DataError(
-            f"cannot read archive {self.path} ({_reason(e)}); re-download or rebuild it"
-        )
-
-
-def _check_archive(path: Path) -> None:
-    """A source that is not a directory must be an archive we read (by its name: its content
-    is read by `prepare`)."""
-    if not path.exists():
-        raise DataError(f"data source {path} does not exist; fix data.source or {ENV_VAR}")
-    if not path.name.lower().endswith((*TAR_SUFFIXES, ".zip")):
-        raise DataError(
-            f"data source {path} is not a directory or a .tar.gz/.tgz/.tar/.zip archive; "
-            "point it at an ImageFolder tree or an archive of one"
-        )
-
-
-def _open_source(path: Path) -> _Source:
-    if path.is_dir():
-        return _DirSource(path)
-    _check_archive(path)
-    return _ArchiveSource(path)
-
-
-def _hidden(path: str) -> bool:
-    # Editor/OS litter (.DS_Store, __MACOSX/ in zips made on macOS) is not data.
-    return any(part.startswith(".") or part == "__MACOSX" for part in path.split("/"))
-
-
-def _layout(source: _Source, label: str) -> dict[str, dict[str, list[str]]]:
-    """split -> class -> sorted image names, for a tree at the top or under one wrapper folder."""
-    files = [f for f in source.files if not _hidden(f)]
-    folders = {d for d in source.dirs if not _hidden(d)}
-    for parent in {f.rpartition("/")[0] for f in files}:  # archives may omit directory entries
-        while parent:
-            folders.add(parent)
-            parent = parent.rpartition("/")[0]
-    top = sorted(d for d in folders if "/" not in d)
-    expected = "expected <root>/train/<class>/<image> and <root>/test/<class>/<image> (or val/)"
-    if "train" in folders:
-        root = ""
-    elif len(top) == 1 and f"{top[0]}/train" in folders:
-        root = f"{top[0]}/"
-    else:
-        found = ", ".join(f"{d}/" for d in top) or "nothing"
-        raise DataError(f"{label}: no train/ folder (top level holds {found}); {expected}")
-    test = next((s for s in ("test", "val") if root + s in folders), None)
-    if test is None:
-        raise DataError(
-            f"{label}: {root}train/ has no sibling {root}test/ or {root}val/; {expected}"
-        )
-
-    tree = {}
-    for split, folder in (("train", f"{root}train/"), ("test", f"{root}{test}/")):
-        by_class: dict[str, list[str]] = {
-            d[len(folder) :].split("/")[0]: [] for d in folders if d.startswith(folder)
-        }
-        for f in files:
-            if f.startswith(folder) and f.lower().endswith(IMAGE_EXTENSIONS):
-                cls, nested, _ = f[len(folder) :].partition("/")
-                if nested:
-                    by_class[cls].append(f)
-        if not by_class:
-            raise DataError(f"{label}: {folder} has no class folders; {expected}")
-        for cls, names in by_class.items():
-            if not names:
-                raise DataError(
-                    f"{label}: class folder {folder}{cls}/ has no images "
-                    f"({'/'.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
-                )
-            names.sort()
-        tree[split] = by_class
-    if len(tree["train"]) < 2:
-        raise DataError(
-            f"{label}: {root}train/ has {len(tree['train'])} class folder; accuracy needs at "
-            "least 2 classes (one folder per class)"
-        )
-    if extra := sorted(tree["train"].keys() ^ tree["test"].keys()):
-        only = ", ".join(f"{c} (only in {'train' if c in tree['train'] else test})" for c in extra)
-        raise DataError(
-            f"{label}: train/ and {test}/ class folders differ: {only}; make them match"
-        )
-    return tree
-
-
 # ---------------------------------------------------------------------------- decoding
 
 
 def _from_tree(
-    spec: DataConfig, source: _Source, label: str
+    spec: DataConfig, source: Source, label: str
 ) -> tuple[list[str], dict[str, tuple[np.ndarray | list[str], np.ndarray]]]:
     """Per split (images, labels): decoded arrays, or on the streaming path the file names."""
-    tree = _layout(source, label)
+    tree = layout(source, label)
     _check_class_count(spec, sorted(tree["train"]), label)
     tree = {split: _restrict(by_class, spec, label) for split, by_class in tree.items()}
     classes = sorted(tree["train"])
     chosen = {split: _select(tree[split], spec, split, label) for split in SPLITS}
     counts = {split: len(items) for split, items in chosen.items()}
     if _data_path(spec, counts) == "stream":
-        if isinstance(source, _ArchiveSource) and source.is_tar:
+        if not source.random_access:
             raise DataError(
                 f"{label}: the streaming data path reads images one at a time, which a tar "
                 "archive cannot do; extract it first and point data.source or "
@@ -525,14 +302,14 @@ def _from_tree(
 
 
 def _decode_all(
-    spec: DataConfig, source: _Source, chosen: list[tuple[int, str]], split: str
+    spec: DataConfig, source: Source, chosen: list[tuple[int, str]], split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     size = spec.stored_size
     rows = {name: i for i, (_, name) in enumerate(chosen)}
     images = np.empty((len(chosen), 3, size, size), np.uint8)
     decoding = progress(source.read(list(rows)), total=len(rows), desc=split, unit="img")
     for name, data in decoding:
-        images[rows[name]] = _decode(data, size, source.where(name))
+        images[rows[name]] = decode(data, size, source.where(name))
     return images, _labels(chosen)
 
 
@@ -552,7 +329,7 @@ def _from_torchvision(
             ds = factory(root=str(root), train=split == "train", download=True)
         except (OSError, RuntimeError) as e:
             raise DataError(
-                f"no local copy of {spec.dataset} and download failed ({_reason(e)}); set "
+                f"no local copy of {spec.dataset} and download failed ({reason(e)}); set "
                 f"{ENV_VAR} to an archive or ImageFolder tree, e.g. "
                 f"{ENV_VAR}=../shared/datasets/cifar10-jpeg.tar.gz"
             ) from e
@@ -589,33 +366,6 @@ def _check_class_count(spec: DataConfig, classes: list[str], label: str) -> None
             f"{label} has classes {', '.join(sorted(classes)[:4])}, ..., not CIFAR-10's "
             f"({', '.join(CIFAR10_CLASSES[:4])}, ...); {fix}"
         )
-
-
-def class_list_identity(path: str | None) -> str | None:
-    """The sha256 of a data.class_list file (None without one, or where it cannot be read:
-    `prepare` then says why): the list's content, not its path, is part of a run's identity."""
-    if path is None or not Path(path).is_file():
-        return None
-    with Path(path).open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def read_class_list(path: str) -> list[str]:
-    """The class folder names a `data.class_list` file keeps: one a line, # starts a comment."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise DataError(
-            f"data.class_list = {path}: cannot read it ({_reason(e)}); give a file of class "
-            "folder names, one a line, or null for every class"
-        ) from e
-    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise DataError(
-            f"data.class_list = {path}: {len(names)} names, {len(set(names))} distinct; list at "
-            "least 2 distinct class folder names, one a line"
-        )
-    return names
 
 
 def _restrict(by_class: dict[str, T], spec: DataConfig, label: str) -> dict[str, T]:
@@ -718,34 +468,3 @@ def _select(
             items = [items[i] for i in np.sort(rng.choice(len(items), n, replace=False))]
         chosen.extend((index, item) for item in items)
     return chosen
-
-
-def _decode(data: bytes, size: int, where: str) -> np.ndarray:
-    return fit(open_rgb(data, where), size)
-
-
-def open_rgb(data: bytes, where: str) -> Image.Image:
-    """An encoded image, decoded to RGB; `where` names it in the error."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
-    except _IMAGE_ERRORS as e:
-        # PIL's own message for an unknown format names only an in-memory buffer.
-        reason = "not a format PIL reads" if isinstance(e, UnidentifiedImageError) else _reason(e)
-        raise DataError(f"cannot decode image {where} ({reason}); replace or remove it") from e
-
-
-def fit(img: Image.Image, size: int) -> np.ndarray:
-    """A 3 x size x size array, as torchvision Resize(size) + CenterCrop(size) would give."""
-    w, h = img.size
-    if (w, h) != (size, size):
-        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        # PIL's bilinear filter widens with the scale factor, i.e. it antialiases.
-        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-        left, top = round((nw - size) / 2), round((nh - size) / 2)
-        img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img).transpose(2, 0, 1)
-
-
-def _reason(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

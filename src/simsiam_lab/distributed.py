@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import PlacementError
+from .errors import PlacementError
 
 
 @functools.cache

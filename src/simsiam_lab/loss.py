@@ -7,6 +7,7 @@ one entry of SIMILARITIES here and its name in the config schema's `loss.similar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,10 +32,17 @@ def cross_entropy(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class Similarity:
     """A distance D(p, z) to minimise, and the lowest loss a batch of B reaches through the
     affine-free BN that ends the projector, where one is derived (the collapse rule's loss
-    signal, collapse.py; None: that rule goes without it)."""
+    signal, verdicts/collapse.py; None: that rule goes without it)."""
 
     distance: Distance
     lowest: Callable[[int], float] | None
+
+
+def batch_norm_std_floor(batch: int) -> float:
+    """std(z)·√d of a batch whose outputs are identical but for one image, as close to
+    constant as an affine-free BN on z lets a batch be (each channel keeps batch variance 1):
+    0.25 at B = 64, 0.09 at the paper's 512."""
+    return 2 / math.sqrt(batch)
 
 
 # Cosine: identical outputs but for one image are as near constant as a batch whose channels

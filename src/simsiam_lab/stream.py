@@ -18,7 +18,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import Augmentation, photometric, sample_crop_params
-from .data import DataError, FileIndex, archive_name, fit, open_rgb
+from .data import FileIndex
+from .datasource import archive_name, fit, open_rgb
+from .errors import DataError
 
 __all__ = [
     "ENV_WORKERS",

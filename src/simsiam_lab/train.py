@@ -26,8 +26,9 @@ from torch import nn
 
 from . import distributed
 from .batches import Views, batch_source
-from .config import ComputeConfig, ConfigError, RunConfig, training_config
+from .config import ComputeConfig, RunConfig, training_config
 from .data import FileIndex, Split, open_split
+from .errors import ConfigError
 from .evaluate import monitor_probe, scaled_lr, z_std
 from .loss import SimSiamLoss
 from .model import SimSiam

@@ -3,9 +3,11 @@
 import json
 from dataclasses import asdict
 
-from simsiam_lab.config import ConfigError, Params
-from simsiam_lab.data import DataError, check_source, prepared_identity
-from simsiam_lab.sources import rendering_code
+from simsiam_lab.errors import ConfigError
+from simsiam_lab.study import Params
+from simsiam_lab.data import check_source, prepared_identity
+from simsiam_lab.errors import DataError
+from simsiam_lab.codedeps import rendering_code
 from simsiam_lab.rundir import IndexFiles, ReportFiles, RunDir
 from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
 

@@ -26,15 +26,17 @@ from pathlib import Path
 
 import yaml
 
-from simsiam_lab.config import EVALUATION, ConfigError, Params, Trial
+from simsiam_lab.codedeps import rendering_code, training_code
+from simsiam_lab.config import EVALUATION
+from simsiam_lab.errors import ConfigError
 from simsiam_lab.rundir import CURVES, IndexFiles, ReportFiles, RunDir
-from simsiam_lab.sources import rendering_code, training_code
+from simsiam_lab.study import Params, Trial
 
 HEADER = "# Generated from params/ by `python workflow/scripts/dvc_yaml.py`; do not edit.\n"
 PROFILE_LINE = "# Profile: {}\n"
 SWITCH = "python workflow/scripts/dvc_yaml.py --profile {}"
 LIBRARY = "src/simsiam_lab"
-# What the training and the report stages depend on, from the library's imports (sources.py)
+# What the training and the report stages depend on, from the library's imports (codedeps.py)
 TRAINING_CODE = [f"src/{path}" for path in training_code()]
 REPORT_CODE = [f"src/{path}" for path in rendering_code()]
 # The page `dvc plots show` renders into, with Vega inlined (.dvc/config: plots.html_template)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from simsiam_lab.data import ENV_VAR
+from simsiam_lab.datasource import ENV_VAR
 from simsiam_lab.track import check_tracking_uri
 
 

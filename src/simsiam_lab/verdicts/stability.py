@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .rundir import STEP_LOSS
+from ..rundir import STEP_LOSS
 from .stats import threshold_flips
 
 FINAL_WINDOW = 0.05  # the share of SGD steps the final loss is read over

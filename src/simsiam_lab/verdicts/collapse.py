@@ -26,25 +26,17 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from .config import RunConfig
+from ..config import RunConfig
+from ..loss import SIMILARITIES, batch_norm_std_floor
 from .stability import FINAL_WINDOW_LOSS
 from .stats import threshold_flips
 
 COLLAPSED, NOT_COLLAPSED, DISAGREE = "collapsed", "not collapsed", "signals disagree"
 
 
-def batch_norm_std_floor(batch: int) -> float:
-    """std(z)·√d of a batch whose outputs are identical but for one image, as close to
-    constant as an affine-free BN on z lets a batch be (each channel keeps batch variance 1):
-    0.25 at B = 64, 0.09 at the paper's 512."""
-    return 2 / math.sqrt(batch)
-
-
 def lowest_loss(similarity: str, batch: int) -> float | None:
     """The lowest loss a BN'd batch of B reaches under a similarity (loss.SIMILARITIES); None
     where none is derived, and the loss signal is absent and the other two decide."""
-    from .loss import SIMILARITIES  # torch: only once a verdict is computed
-
     lowest = SIMILARITIES[similarity].lowest
     return None if lowest is None else lowest(batch)
 

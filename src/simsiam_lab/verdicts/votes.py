@@ -1,0 +1,205 @@
+"""The verdicts that are votes of a row's trials: collapse, instability against a reference row,
+and whether the kNN monitor keeps improving."""
+
+from __future__ import annotations
+
+import statistics
+
+from . import stability
+from .collapse import (
+    COLLAPSED,
+    DISAGREE,
+    NAMES,
+    RULE,
+    Signals,
+    batch_norm_std_floor,
+    claim_result,
+    describe_flip,
+    flips,
+    lowest_loss,
+)
+from .results import RowResult, RunResult
+from .stability import FINAL_WINDOW_LOSS
+from .stats import mean_interval, rate_bound
+from .verdict import ALPHA, Verdict, fmt_trials, fmt_values
+
+# How the index names each choice a verdict can hang on
+CHOICES = NAMES | {
+    "margin": "margin",
+    "slope": "slope required (points an epoch)",
+    "rise": "loss rise",
+    "noise_factor": "step-noise ratio",
+}
+
+
+def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
+    config = row.trials[0].config
+    batch = config.optim.batch_size
+    evidence = (
+        f"{row.id}: {row.status}, std(z)·√d {fmt_trials(row, 'final_z_std_ratio', 3)} "
+        f"(BN floor {batch_norm_std_floor(batch):.3f}, bound {RULE.std_bound(batch):.3f}), "
+        f"top-direction share {fmt_trials(row, 'z_top_share', 4)} (bound {RULE.share}), "
+        f"final loss {fmt_trials(row, FINAL_WINDOW_LOSS, 3)} ({_final_read(row)})"
+    )
+    if (lowest := lowest_loss(config.loss.similarity, batch)) is not None:
+        evidence += f" (bound {lowest + RULE.loss_gap:.3f})"
+    gains = [s.gain for s in signals]
+    if any(g is not None for g in gains):
+        evidence += (
+            f", linear gain over random init {fmt_values(gains, 1)} points "
+            f"({fmt_values([s.gain_z for s in signals], 1)} SE, bound {RULE.gain_z:.2f})"
+        )
+    return evidence
+
+
+def _final_read(row: RowResult) -> str:
+    """How the trials' final losses were read, e.g. 'median of the last 47 steps'."""
+    reads = {t.final[1] for t in row.trials if t.final}
+    return " / ".join(sorted(reads)) or "none"
+
+
+def collapse_verdict(kind: str, row: RowResult) -> Verdict:
+    signals = [t.signals for t in row.trials]
+    if row.unstable or None in signals:
+        return Verdict("inconclusive", _collapse_evidence(row, [s for s in signals if s]))
+    evidence = _collapse_evidence(row, signals)
+    outcomes = [s.outcome(RULE) for s in signals]
+    collapsed = outcomes.count(COLLAPSED)
+    bound = rate_bound(collapsed, len(outcomes), ALPHA)
+    evidence += (
+        f"; {collapsed} of {len(outcomes)} trials collapsed (collapse rate "
+        f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
+    )
+    disagree = [
+        f"seed {t.config.seed}: {s.disagreement(RULE)}"
+        for t, s, o in zip(row.trials, signals, outcomes, strict=True)
+        if o == DISAGREE
+    ]
+    if disagree:
+        evidence += f"; signals disagree in {len(disagree)} ({'; '.join(disagree)})"
+    found = flips(kind, signals)
+    batch = row.trials[0].config.optim.batch_size
+    sensitivity = "by threshold: " + (
+        ", ".join(describe_flip(f, batch) for f in found) if found else "no change in any range"
+    )
+    return Verdict(
+        claim_result(kind, signals),
+        evidence,
+        rate_bound=bound,
+        sensitivity=sensitivity,
+        thresholds={
+            name: {"rule": rule, "flips_at": at, "to": f.to}
+            for f in found
+            for name, rule, at in [f.reading(batch)]
+        },
+    )
+
+
+def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
+    noise = {t.config.seed: stability.step_noise(t.history) for t in reference.trials}
+    known = [v for v in noise.values() if v is not None]
+    typical = statistics.fmean(known) if known else None
+    trials = [
+        stability.Trial.of(t.config.seed, t.status, t.history, noise.get(t.config.seed) or typical)
+        for t in row.trials
+    ]
+    rule = stability.RULE
+    unstable = sum(t.outcome(rule) == stability.UNSTABLE for t in trials)
+    bound = rate_bound(unstable, len(trials), ALPHA)
+    diverged = sum(t.diverged for t in trials)
+    evidence = (
+        f"{row.id}: {diverged} of {len(trials)} trials diverged; loss rise over its lowest "
+        f"epoch {fmt_values([t.rise for t in trials], 3)} (rule {rule.rise}); step noise "
+        f"{fmt_values([t.noise for t in trials], 4)} against {reference.id}'s "
+        f"{fmt_values(known, 4)}, ratio {fmt_values([t.noise_ratio for t in trials], 2)} "
+        f"(rule {rule.noise_factor:g}); {unstable} of {len(trials)} trials unstable (rate "
+        f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
+    )
+    if unmeasured := [t.seed for t in trials if t.noise_ratio is None and not t.diverged]:
+        evidence += (
+            f"; step noise not measured for seed {', '.join(map(str, unmeasured))} (a run "
+            "that predates the per-step loss, or its reference's)"
+        )
+    found = stability.flips(trials)
+    sensitivity = "by threshold: " + (
+        ", ".join(
+            f"{to} at {CHOICES[n]} {at:.3f} (rule {getattr(rule, n):g})"
+            for n, (at, to) in found.items()
+        )
+        or "no change in any range"
+    )
+    return Verdict(
+        stability.claim_result(trials),
+        evidence,
+        rate_bound=bound,
+        sensitivity=sensitivity,
+        thresholds={
+            n: {"rule": getattr(rule, n), "flips_at": at, "to": to} for n, (at, to) in found.items()
+        },
+    )
+
+
+def refresh_steps(row: RowResult) -> int | None:
+    """SGD steps between the target's refreshes (1 for SimSiam's own, live target); an
+    `epoch` interval is the profile's steps an epoch, None where the run's steps are unknown."""
+    config = row.trials[0].config
+    if config.target.mode != "snapshot":
+        return 1
+    every, steps = config.target.refresh_every, row.trials[0].metrics.get("steps")
+    if every != "epoch":
+        return every
+    return None if steps is None else int(steps) // config.optim.epochs
+
+
+def monitor_slope(trial: RunResult) -> float | None:
+    """The kNN monitor's least-squares slope over the second half of training, in points an
+    epoch; None with fewer than two monitor points there."""
+    half = trial.config.optim.epochs / 2
+    points = [(r["epoch"], r["knn"]) for r in trial.history if "knn" in r and r["epoch"] >= half]
+    if len(points) < 2:
+        return None
+    return statistics.linear_regression(*zip(*points, strict=True)).slope
+
+
+def _monitor_at(row: RowResult, epoch: int) -> str:
+    values = [r["knn"] for t in row.trials for r in t.history if r["epoch"] == epoch and "knn" in r]
+    return fmt_values(values, 1)
+
+
+def improving_verdict(row: RowResult) -> Verdict:
+    trained = [t for t in row.trials if t.status == "ok"]
+    slopes = [s for t in trained if (s := monitor_slope(t)) is not None]
+    interval = mean_interval(slopes, ALPHA, f"t over {len(slopes)} seeds")
+    if interval is None:
+        return Verdict(
+            "inconclusive",
+            f"{row.id}: needs the kNN monitor at 2 or more epochs of the second half of "
+            "training, in at least 2 trials (monitor.knn_every)",
+        )
+    epochs = [r["epoch"] for r in trained[0].history if "knn" in r]
+    start = min(e for e in epochs if e >= trained[0].config.optim.epochs / 2)
+    level = 1 - 2 * ALPHA
+    evidence = (
+        f"{row.id}: kNN monitor {_monitor_at(row, epochs[0])} at epoch {epochs[0]}, "
+        f"{_monitor_at(row, start)} at {start}, {_monitor_at(row, epochs[-1])} at {epochs[-1]}; "
+        f"slope over epochs {start} to {epochs[-1]} {interval.estimate:+.3f} points an epoch, "
+        f"{level:.0%} CI [{interval.lo:+.3f}, {interval.hi:+.3f}] ({interval.test})"
+    )
+    if interval.lo > 0:
+        result, flips = "reproduced", interval.lo
+        sensitivity = f"by slope required: reproduced up to {interval.lo:+.3f} points an epoch"
+    elif interval.hi < 0:
+        result, flips = "not reproduced", interval.hi
+        sensitivity = f"by slope required: not reproduced down to {interval.hi:+.3f}"
+    else:
+        result, flips = "inconclusive", None
+        sensitivity = "the interval holds 0: the monitor may have stopped improving"
+    return Verdict(
+        result,
+        evidence,
+        interval,
+        level=level,
+        flips_at=flips,
+        flips_to=None if flips is None else "inconclusive",
+        sensitivity=sensitivity,
+    )
