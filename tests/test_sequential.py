@@ -1,0 +1,122 @@
+"""The group-sequential design: its boundaries pinned to published tables, its decisions, and a
+Monte-Carlo run of the whole procedure (looks and futility included) for its error rate and
+power, which is what shows the design valid."""
+
+import math
+
+import pytest
+
+from simsiam_lab.verdicts.sequential import (
+    DECIDED,
+    FUTILE,
+    SPENT,
+    WAITING,
+    Design,
+    crossing_probabilities,
+    obrien_fleming_spent,
+    pocock_spent,
+    sequential_verdict,
+    simulate,
+    spending_bounds,
+    t_bounds,
+)
+
+EQUAL = (0.25, 0.5, 0.75, 1.0)
+
+
+def _upper_total(bounds: list[float]) -> float:
+    """A symmetric two-sided design's chance of crossing its upper boundary with no effect."""
+    return sum(crossing_probabilities(bounds, EQUAL, [-b for b in bounds]))
+
+
+def test_the_normal_boundaries_match_published_tables():
+    # gsDesign(k = 4, test.type = 1, alpha = 0.025, sfu = sfLDOF): 4.3326 2.9631 2.3590 2.0141
+    assert spending_bounds(EQUAL, 0.025) == pytest.approx(
+        (4.3326, 2.9631, 2.3590, 2.0141), abs=1e-3
+    )
+    # Jennison & Turnbull (2000), Tables 2.1 and 2.3, K = 4, two-sided 0.05: Pocock's constant
+    # 2.361, O'Brien & Fleming's 2.024 (boundaries 4.05, 2.86, 2.34, 2.02).
+    assert _upper_total([2.361] * 4) == pytest.approx(0.025, abs=2e-4)
+    obf = [2.024 * math.sqrt(4 / k) for k in range(1, 5)]
+    assert _upper_total(obf) == pytest.approx(0.025, abs=2e-4)
+    # Four unadjusted looks at 1.96 cross the upper boundary 6.3% of the time (gsDesign's tests).
+    assert _upper_total([1.96] * 4) == pytest.approx(0.063, abs=5e-4)
+
+
+def test_the_spending_functions_spend_alpha_by_the_last_look():
+    for spent in (obrien_fleming_spent, pocock_spent):
+        shares = [spent(t, 0.05) for t in (0.0, *EQUAL)]
+        assert shares[0] == 0 and shares[-1] == pytest.approx(0.05)
+        assert shares == sorted(shares)
+    assert obrien_fleming_spent(0.25, 0.05) < 1e-3 < pocock_spent(0.25, 0.05)
+
+
+def test_one_look_s_t_boundary_is_student_s_quantile():
+    # t tables: 1.796 at 11 df (one-sided 0.05), 2.776 at 4 df (0.025); the simulation's error
+    # at this many paths is about 0.005.
+    assert t_bounds((12,), 0.05, "pocock")[0] == pytest.approx(1.796, abs=0.012)
+    assert t_bounds((5,), 0.025, "pocock")[0] == pytest.approx(2.776, abs=0.03)
+
+
+def test_a_claim_waits_for_its_next_look_and_stops_where_it_is_decided():
+    design = Design()
+    big = [5.0, 5.2, 4.9, 5.1, 5.0]
+    found = sequential_verdict("better", big, 0.0, design)
+    assert (found.result, found.stopped, found.looks, found.seeds) == ("reproduced", DECIDED, 1, 3)
+    noisy = [0.5, -0.4, 0.3, 0.1]
+    found = sequential_verdict("better", noisy, 0.0, design)
+    assert (found.result, found.stopped, found.looks, found.seeds) == (
+        "inconclusive",
+        WAITING,
+        1,
+        3,
+    )
+    assert found.seeds_needed > 5
+
+
+def test_a_claim_the_budget_cannot_decide_stops_as_futile_and_says_what_it_needs():
+    # An equivalence margin far below the seed noise: thousands of seeds.
+    diffs = [0.9, -1.1, 0.4, -0.2, 1.5, -0.8, 0.3, -1.4]
+    found = sequential_verdict("similar", diffs, 0.05, Design())
+    assert found.stopped == FUTILE and found.looks == 2 and found.seeds == 5
+    assert found.seeds_needed > 8 * 12
+    # The same noise with no futility stop: undecided at every look, the budget spent.
+    noise = [1.0, -1.0] * 6
+    found = sequential_verdict("better", noise, 0.0, Design(futility=math.inf))
+    assert (found.stopped, found.looks, found.seeds) == (SPENT, 4, 12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha", [0.05, 0.05 / 7])
+@pytest.mark.parametrize(
+    ("kind", "margin", "null"),
+    [("better", 0.0, 0.0), ("not_worse", 0.3, -0.3), ("similar", 0.3, 0.3)],
+)
+def test_with_no_effect_the_procedure_reproduces_at_most_alpha(kind, margin, null, alpha):
+    """Thousands of simulated studies at the edge of each claim's null hypothesis (the effect
+    at the margin, seed SD 1: the t statistics do not depend on it): the rate of 'reproduced',
+    looks and futility included, stays within alpha plus three Monte-Carlo errors; and so does
+    'not reproduced' where its null holds too (the margin for better and not worse)."""
+    studies = 12_000
+    found = simulate(Design(alpha=alpha), kind, null, 1.0, margin, studies, seed=7)
+    slack = 3 * math.sqrt(alpha * (1 - alpha) / studies)
+    assert found.reproduced <= alpha + slack
+    if kind != "similar":
+        assert found.not_reproduced <= alpha + slack
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha", [0.05, 0.05 / 7])
+def test_with_the_effect_it_states_the_procedure_decides_at_its_power(alpha):
+    """At the difference the design states it detects 80% of the time (from the last look on
+    the whole budget), the whole procedure reproduces the claim at least that often, within
+    three Monte-Carlo errors, and says the opposite as often for the opposite effect."""
+    design, studies = Design(alpha=alpha), 6_000
+    shift = design.detects(1.8)  # the largest seed SD of the cpu study
+    slack = 3 * math.sqrt(design.power * (1 - design.power) / studies)
+    assert simulate(design, "better", shift, 1.8, 0.0, studies, seed=8).reproduced >= (
+        design.power - slack
+    )
+    assert simulate(
+        design, "not_worse", -0.3 - shift, 1.8, 0.3, studies, seed=9
+    ).not_reproduced >= (design.power - slack)
