@@ -16,13 +16,13 @@ from simsiam_lab.augment import (
     _hsv_to_rgb,
     _rgb_to_hsv,
     augment,
-    normalize,
+    deterministic_view,
     sample_crop_params,
     two_views,
 )
 
 CFG = cifar_augment()
-# Every random op off and the crop pinned to the full image: augment should be normalize.
+# Every random op off and the crop pinned to the full image: augment is the deterministic view.
 IDENTITY = replace(
     CFG, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0
 )
@@ -61,7 +61,7 @@ def test_shape_dtype_device(size: int) -> None:
 def test_non_square_input() -> None:
     images = torch.randint(0, 256, (3, 3, 20, 50), generator=_gen(0), dtype=torch.uint8)
     assert augment(images, 16, CFG, _gen(0)).shape == (3, 3, 16, 16)
-    assert normalize(images, CFG, size=16).shape == (3, 3, 16, 16)
+    assert deterministic_view(images, CFG, size=16).shape == (3, 3, 16, 16)
 
 
 def test_normalize_maps_mean_colour_to_zero() -> None:
@@ -69,8 +69,8 @@ def test_normalize_maps_mean_colour_to_zero() -> None:
     images = colour.view(1, 3, 1, 1).expand(2, 3, 32, 32).contiguous()
     # Half a uint8 step divided by the smallest std bounds the rounding error.
     tol = 0.5 / 255 / min(CFG.std) + 1e-6
-    assert normalize(images, CFG).abs().max() <= tol
-    resized = normalize(images, CFG, size=16)
+    assert deterministic_view(images, CFG).abs().max() <= tol
+    resized = deterministic_view(images, CFG, size=16)
     assert resized.shape == (2, 3, 16, 16)
     assert resized.abs().max() <= tol
 
@@ -78,7 +78,7 @@ def test_normalize_maps_mean_colour_to_zero() -> None:
 def test_normalize_unit_std() -> None:
     images = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
     expected = torch.tensor([(1 - m) / s for m, s in zip(CFG.mean, CFG.std, strict=True)])
-    torch.testing.assert_close(normalize(images, CFG)[0, :, 0, 0], expected)
+    torch.testing.assert_close(deterministic_view(images, CFG)[0, :, 0, 0], expected)
 
 
 def test_same_seed_same_output_different_seed_differs() -> None:
@@ -99,16 +99,16 @@ def test_two_views_differ() -> None:
     assert (per_image > 1e-3).all()
 
 
-def test_identity_geometry_matches_normalize() -> None:
+def test_identity_geometry_matches_the_deterministic_view() -> None:
     images = _images(4, 32)
     out = augment(images, 32, IDENTITY, _gen(0))
-    torch.testing.assert_close(out, normalize(images, IDENTITY), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, deterministic_view(images, IDENTITY), atol=1e-5, rtol=0)
 
 
 def test_flip_mirrors_width() -> None:
     images = _images(4, 16)
     out = augment(images, 16, replace(IDENTITY, flip_p=1.0), _gen(0))
-    torch.testing.assert_close(out, normalize(images, CFG).flip(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, deterministic_view(images, CFG).flip(-1), atol=1e-5, rtol=0)
 
 
 def test_crop_params_stay_inside_image() -> None:
@@ -196,7 +196,7 @@ def test_flip_and_grayscale_rates_match_torchvision() -> None:
     n = 4000
     images = _images(n, 8, seed=5)
     ours_flip = augment(images, 8, replace(IDENTITY, flip_p=CFG.flip_p), _gen(6))
-    flipped = (ours_flip - normalize(images, CFG).flip(-1)).flatten(1).abs().amax(1) < 1e-5
+    flipped = (ours_flip - deterministic_view(images, CFG).flip(-1)).flatten(1).abs().amax(1) < 1e-5
     ours_gray = _unnormalise(augment(images, 8, replace(IDENTITY, grayscale_p=0.2), _gen(7)), CFG)
     gray = (ours_gray[:, 0] - ours_gray[:, 1]).flatten(1).abs().amax(1) < 1e-5
     torch.manual_seed(8)
@@ -229,7 +229,7 @@ def test_jitter_probability() -> None:
     cfg = replace(IDENTITY, jitter_p=0.8)
     images = _images(4000, 8, seed=3)
     out = augment(images, 8, cfg, _gen(4))
-    changed = (out - normalize(images, cfg)).flatten(1).abs().amax(dim=1) > 1e-4
+    changed = (out - deterministic_view(images, cfg)).flatten(1).abs().amax(dim=1) > 1e-4
     assert abs(float(changed.float().mean()) - 0.8) < 0.03
 
 
@@ -239,7 +239,7 @@ def test_each_jitter_op_changes_image(field: str) -> None:
     cfg = replace(IDENTITY, jitter_p=1.0, **{**off, field: getattr(CFG, field)})
     images = _images(16, 8)
     out = augment(images, 8, cfg, _gen(5))
-    changed = (out - normalize(images, cfg)).flatten(1).abs().amax(dim=1) > 1e-4
+    changed = (out - deterministic_view(images, cfg)).flatten(1).abs().amax(dim=1) > 1e-4
     assert changed.all()
     x = _unnormalise(out, cfg)
     assert x.min() >= -1e-5

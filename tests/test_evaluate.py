@@ -7,6 +7,7 @@ from baseline import cifar_augment
 from simsiam_lab.data import Split
 from simsiam_lab.evaluate import (
     LARC,
+    ProbeSchedule,
     centre_crop,
     collapse_std,
     knn_predict,
@@ -57,19 +58,27 @@ def test_knn_on_random_labels_is_near_chance():
     assert top1(knn_predict(bank, shuffled, queries, 4, k=20), query_y) < 50.0
 
 
+def _schedule(epochs: int) -> ProbeSchedule:
+    """The cached probe's schedule as the cpu profile has it, but for the epochs."""
+    return ProbeSchedule(epochs, lr=0.1, batch_size=256, weight_decay=0.0, seed=0)
+
+
 def test_linear_probe_learns_separable_features():
     train_x, train_y = _separable(50, 0)
     test_x, test_y = _separable(20, 1)
-    assert linear_probe_accuracy(train_x, train_y, test_x, test_y, 4, epochs=50) == 100.0
+    assert linear_probe_accuracy(train_x, train_y, test_x, test_y, 4, _schedule(epochs=50)) == 100.0
 
 
 def test_linear_probe_is_deterministic_for_a_seed():
     train_x, train_y = _separable(50, 0)
     test_x, test_y = _separable(20, 1)
     noisy = test_x + 8 * torch.randn(test_x.shape, generator=torch.Generator().manual_seed(3))
-    runs = [linear_probe_accuracy(train_x, train_y, noisy, test_y, 4, epochs=3) for _ in range(2)]
+    runs = [
+        linear_probe_accuracy(train_x, train_y, noisy, test_y, 4, _schedule(epochs=3))
+        for _ in range(2)
+    ]
     torch.rand(5)  # the probe must not depend on the global RNG's position
-    runs.append(linear_probe_accuracy(train_x, train_y, noisy, test_y, 4, epochs=3))
+    runs.append(linear_probe_accuracy(train_x, train_y, noisy, test_y, 4, _schedule(epochs=3)))
     assert runs[0] == runs[1] == runs[2]
 
 
@@ -103,7 +112,9 @@ def test_the_paper_probe_learns_and_leaves_the_backbone_frozen(small_simsiam):
     # A random-init backbone's features are small (about 0.1), and LARC scales each step by
     # the classifier's own small norm: so few images need a high lr to train in 30 epochs.
     train, test = Split(train_x, train_y, ["r", "b"]), Split(test_x, test_y, ["r", "b"])
-    accuracy = paper_linear_probe_accuracy(backbone, train, test, cifar_augment(), 32, 30, 16.0, 16)
+    accuracy = paper_linear_probe_accuracy(
+        backbone, train, test, cifar_augment(), 32, ProbeSchedule(30, 16.0, 16, 0.0, 0)
+    )
     assert accuracy >= 90.0
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included

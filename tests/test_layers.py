@@ -35,6 +35,7 @@ LAYERS = {
         "loss.py",
         "distributed.py",
         "curves.py",
+        "schedule.py",
         "track.py",
     ],
     "study": ["study.py", "claims.py"],

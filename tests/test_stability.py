@@ -7,7 +7,7 @@ from simsiam_lab.verdicts.stability import (
     STABLE,
     UNKNOWN,
     UNSTABLE,
-    Trial,
+    Signals,
     claim_result,
     final_loss,
     loss_rise,
@@ -58,12 +58,12 @@ def test_loss_rise_is_the_last_epoch_above_the_lowest_and_skips_a_non_finite_end
 @pytest.mark.parametrize(
     "trial, outcome",
     [
-        (Trial(0, True, None, None, None), UNSTABLE),
-        (Trial(0, False, 0.2, 0.01, 0.01), UNSTABLE),
-        (Trial(0, False, 0.0, 0.03, 0.01), UNSTABLE),
-        (Trial(0, False, 0.0, 0.015, 0.01), STABLE),
-        (Trial(0, False, 0.0, None, 0.01), UNKNOWN),
-        (Trial(0, False, 0.0, 0.01, None), UNKNOWN),
+        (Signals(0, True, None, None, None), UNSTABLE),
+        (Signals(0, False, 0.2, 0.01, 0.01), UNSTABLE),
+        (Signals(0, False, 0.0, 0.03, 0.01), UNSTABLE),
+        (Signals(0, False, 0.0, 0.015, 0.01), STABLE),
+        (Signals(0, False, 0.0, None, 0.01), UNKNOWN),
+        (Signals(0, False, 0.0, 0.01, None), UNKNOWN),
     ],
 )
 def test_each_trial_is_unstable_stable_or_not_measured(trial, outcome):
@@ -71,7 +71,7 @@ def test_each_trial_is_unstable_stable_or_not_measured(trial, outcome):
 
 
 def test_one_unstable_trial_makes_training_unstable_and_unmeasured_ones_decide_nothing():
-    stable, unknown = Trial(0, False, 0.0, 0.01, 0.01), Trial(1, False, 0.0, None, 0.01)
-    assert claim_result([stable, Trial(1, True, None, None, None)]) == "reproduced"
+    stable, unknown = Signals(0, False, 0.0, 0.01, 0.01), Signals(1, False, 0.0, None, 0.01)
+    assert claim_result([stable, Signals(1, True, None, None, None)]) == "reproduced"
     assert claim_result([stable, stable]) == "not reproduced"
     assert claim_result([stable, unknown]) == "inconclusive"

@@ -13,6 +13,7 @@ from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.errors import ConfigError
 from simsiam_lab.evaluate import KnnProbe, frozen_accuracies
 from simsiam_lab.loss import SimSiamLoss
+from simsiam_lab.schedule import learning_rate
 from simsiam_lab.study import Params
 from simsiam_lab.target import LiveTarget
 from simsiam_lab.train import (
@@ -22,7 +23,6 @@ from simsiam_lab.train import (
     fast_path,
     fix_pred_lr_schedule,
     initial_weights,
-    learning_rate,
     pretrain,
     sgd_step,
 )

@@ -17,7 +17,7 @@ __all__ = [
     "Augmentation",
     "augment",
     "augmentation",
-    "normalize",
+    "deterministic_view",
     "photometric",
     "sample_crop_params",
     "two_views",
@@ -322,7 +322,7 @@ def _random_blur(
 # ---------------------------------------------------------------------------- public API
 
 
-def _normalise(x: torch.Tensor, cfg: Augmentation) -> torch.Tensor:
+def _standardise(x: torch.Tensor, cfg: Augmentation) -> torch.Tensor:
     mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -359,7 +359,7 @@ def photometric(
         x = _random_grayscale(x, cfg.grayscale_p, generator, shard)
     if cfg.blur_p > 0:
         x = _random_blur(x, cfg, generator, shard)
-    return _normalise(x, cfg)
+    return _standardise(x, cfg)
 
 
 def two_views(
@@ -374,7 +374,7 @@ def two_views(
     return first, augment(images, size, cfg, generator, shard)
 
 
-def normalize(
+def deterministic_view(
     images_uint8: torch.Tensor, cfg: Augmentation, size: int | None = None
 ) -> torch.Tensor:
     """Deterministic eval-time transform: uint8 -> float, optional resize to size (bilinear,
@@ -384,4 +384,4 @@ def normalize(
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         ).clamp(0.0, 1.0)
-    return _normalise(x, cfg)
+    return _standardise(x, cfg)

@@ -11,21 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import Augmentation, augment, augmentation, normalize
+from .augment import Augmentation, augment, augmentation, deterministic_view
 from .config import MONITOR_PER_CLASS, RunConfig
 from .data import FileIndex, Split
 from .distributed import autocast_dtype
-from .model import SimSiam
+from .model import SimSiam, eval_mode
 from .progress import progress
+from .schedule import cosine_decay, scaled_lr
 from .stream import PROBE, EpochLoader, TrainCrops, derived_seed, rank_batches, stored_batches
 
 Data = Split | FileIndex  # in memory, or files on the streaming path
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (normalised views, labels) on the device
-
-
-def scaled_lr(base_lr: float, batch: int) -> float:
-    """The paper's linear scaling rule, for pretraining and the linear probe alike."""
-    return base_lr * batch / 256
 
 
 def z_std(z: torch.Tensor) -> torch.Tensor:
@@ -61,12 +57,9 @@ def extract_features(
 ) -> torch.Tensor:
     """Backbone features of batches of uint8 images with BN in eval mode; the caller's mode is
     restored."""
-    was_training = backbone.training
-    backbone.eval()
     device = next(backbone.parameters()).device
-    feats = [backbone(preprocess(batch.to(device))).float() for batch in images]
-    backbone.train(was_training)
-    return torch.cat(feats)
+    with eval_mode(backbone):
+        return torch.cat([backbone(preprocess(batch.to(device))).float() for batch in images])
 
 
 @torch.no_grad()
@@ -97,17 +90,31 @@ def top1(preds: torch.Tensor, labels: torch.Tensor) -> float:
     return round(100.0 * (preds == labels).float().mean().item(), 2)
 
 
+@dataclass(frozen=True)
+class ProbeSchedule:
+    """How a linear probe trains: epochs, the (already scaled) lr, batch size, weight decay,
+    and the seed of its init and order."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> ProbeSchedule:
+        ev = cfg.eval
+        lr = scaled_lr(ev.linear_lr, ev.linear_batch_size)
+        return cls(ev.linear_epochs, lr, ev.linear_batch_size, ev.linear_weight_decay, cfg.seed)
+
+
 def linear_probe_accuracy(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     num_classes: int,
-    epochs: int = 100,
-    lr: float = 0.1,
-    batch_size: int = 256,
-    weight_decay: float = 0.0,
-    seed: int = 0,
+    schedule: ProbeSchedule,
 ) -> float:
     """Top-1 of a linear classifier trained on cached frozen features of un-augmented images
     (SGD, cosine lr): the fast `cached` probe, not the paper's protocol (main_lincls.py trains
@@ -116,6 +123,8 @@ def linear_probe_accuracy(
     Features are standardised with the training set's statistics so that one lr suits every
     network, trained or at random init.
     """
+    epochs, lr, batch_size = schedule.epochs, schedule.lr, schedule.batch_size
+    weight_decay, seed = schedule.weight_decay, schedule.seed
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     gen = torch.Generator().manual_seed(seed)
@@ -182,55 +191,53 @@ def paper_linear_probe_accuracy(
     test: Data,
     aug: Augmentation,
     size: int,
-    epochs: int = 90,
-    lr: float = 1.6,
-    batch_size: int = 4096,
-    weight_decay: float = 0.0,
-    seed: int = 0,
+    schedule: ProbeSchedule,
     dtype: torch.dtype | None = None,
 ) -> float:
     """Top-1 (%) under main_lincls.py's protocol: a linear layer (init N(0, 0.01)) on the frozen
     backbone in eval mode, LARC over SGD (momentum 0.9) with a per-epoch cosine lr, trained on
     RandomResizedCrop(size) (scale 0.08 to 1) and flip views, tested on the centre crop."""
+    epochs, lr, batch_size = schedule.epochs, schedule.lr, schedule.batch_size
+    weight_decay, seed = schedule.weight_decay, schedule.seed
     device = next(backbone.parameters()).device
     train_aug = replace(
         aug, crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.5
     )
-    was_training = backbone.training
-    backbone.eval()
-    views = _probe_views(train, train_aug, size, batch_size, seed, device)
+    with eval_mode(backbone):
+        views = _probe_views(train, train_aug, size, batch_size, seed, device)
 
-    @torch.no_grad()
-    def features(x: torch.Tensor) -> torch.Tensor:
-        ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with ctx:
-            return backbone(x).float()
+        @torch.no_grad()
+        def features(x: torch.Tensor) -> torch.Tensor:
+            ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+            with ctx:
+                return backbone(x).float()
 
-    dim = features(torch.zeros(2, 3, size, size, device=device)).shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        classifier = nn.Linear(dim, len(train.classes)).to(device)
-        nn.init.normal_(classifier.weight, std=0.01)
-        nn.init.zeros_(classifier.bias)
-    sgd = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    opt = LARC(sgd)
-    for epoch in progress(range(epochs), desc="linear probe (paper)", unit="epoch"):
-        for group in sgd.param_groups:
-            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-        for x, y in views(epoch):
-            loss = F.cross_entropy(classifier(features(x)), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    correct, seen = 0, 0
-    with torch.no_grad():
-        for images in stored_images(test, batch_size):
-            x = normalize(centre_crop(images, size).to(device), aug)
-            preds = classifier(features(x)).argmax(dim=1).cpu()
-            correct += int((preds == test.labels[seen : seen + len(images)]).sum())
-            seen += len(images)
-    backbone.train(was_training)
-    return round(100.0 * correct / len(test.labels), 2)
+        dim = features(torch.zeros(2, 3, size, size, device=device)).shape[1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            classifier = nn.Linear(dim, len(train.classes)).to(device)
+            nn.init.normal_(classifier.weight, std=0.01)
+            nn.init.zeros_(classifier.bias)
+        sgd = torch.optim.SGD(
+            classifier.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
+        )
+        opt = LARC(sgd)
+        for epoch in progress(range(epochs), desc="linear probe (paper)", unit="epoch"):
+            for group in sgd.param_groups:
+                group["lr"] = cosine_decay(lr, epoch / epochs)
+            for x, y in views(epoch):
+                loss = F.cross_entropy(classifier(features(x)), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        correct, seen = 0, 0
+        with torch.no_grad():
+            for images in stored_images(test, batch_size):
+                x = deterministic_view(centre_crop(images, size).to(device), aug)
+                preds = classifier(features(x)).argmax(dim=1).cpu()
+                correct += int((preds == test.labels[seen : seen + len(images)]).sum())
+                seen += len(images)
+        return round(100.0 * correct / len(test.labels), 2)
 
 
 def _probe_views(
@@ -247,7 +254,7 @@ def _probe_views(
 
         def streamed(epoch: int) -> Batches:
             for x, idx in batches(epoch):
-                yield normalize(x[:, 0].to(device), aug), train.labels[idx].to(device)
+                yield deterministic_view(x[:, 0].to(device), aug), train.labels[idx].to(device)
 
         return streamed
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -267,8 +274,8 @@ def eval_view(cfg: RunConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     image_size pixels, as the paper's resize-256 centre-crop-224, or the whole image resized."""
     aug, size = augmentation(cfg), cfg.data.image_size
     if cfg.data.test_view == "centre_crop":
-        return lambda x: normalize(centre_crop(x, size), aug)
-    return lambda x: normalize(x, aug, size)
+        return lambda x: deterministic_view(centre_crop(x, size), aug)
+    return lambda x: deterministic_view(x, aug, size)
 
 
 def encode(model: SimSiam, cfg: RunConfig, split: Data, projected: bool = False) -> torch.Tensor:
@@ -335,8 +342,7 @@ def _decoded_subset(split: FileIndex, per_class: int) -> Split:
 def frozen_accuracies(model: SimSiam, cfg: RunConfig, probe: KnnProbe) -> dict[str, float]:
     """kNN and linear top-1 (%) of the frozen backbone: for the trained network and, with the
     same code, for its random init (the control every accuracy is read against)."""
-    ev = cfg.eval
-    lr = scaled_lr(ev.linear_lr, ev.linear_batch_size)
+    ev, schedule = cfg.eval, ProbeSchedule.of(cfg)
     features = probe.features(model)
     train, test = probe.train, probe.test
     if ev.linear_probe == "paper":
@@ -347,11 +353,7 @@ def frozen_accuracies(model: SimSiam, cfg: RunConfig, probe: KnnProbe) -> dict[s
             test,
             augmentation(cfg),
             cfg.data.image_size,
-            ev.linear_epochs,
-            lr,
-            ev.linear_batch_size,
-            ev.linear_weight_decay,
-            cfg.seed,
+            schedule,
             dtype,
         )
     else:
@@ -362,11 +364,7 @@ def frozen_accuracies(model: SimSiam, cfg: RunConfig, probe: KnnProbe) -> dict[s
             test_x,
             test.labels,
             len(train.classes),
-            ev.linear_epochs,
-            lr,
-            ev.linear_batch_size,
-            ev.linear_weight_decay,
-            cfg.seed,
+            schedule,
         )
     return {"knn": probe.accuracy(features, ev.knn_k, ev.knn_temperature), "linear": linear}
 

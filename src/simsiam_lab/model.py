@@ -1,11 +1,15 @@
 """SimSiam: a torchvision ResNet encoder, an MLP projector and an MLP predictor.
 
-With the default switches the heads match facebookresearch/simsiam `builder.py` layer for layer;
-each BN switch of the paper's Table 3 (and the predictor of Table 1) is a constructor argument.
+With the default switches the heads have builder.py's layers (facebookresearch/simsiam): its
+projector's hidden width is the backbone's feature width, ours is `model.dim`, so the two are the
+same network where those are equal (2048 for ResNet-50 at the paper's dim); each BN switch of the
+paper's Table 3 (and the predictor of Table 1) is a constructor argument.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 
 import torch
@@ -120,3 +124,15 @@ class SimSiam(nn.Module):
         z1 = self.projector(self.backbone(x1))
         z2 = self.projector(self.backbone(x2))
         return self.predictor(z1), self.predictor(z2), z1, z2
+
+
+@contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """`net` in eval mode (BN on its running statistics) for the block, then back in the mode
+    the caller had it in."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)

@@ -29,10 +29,11 @@ from .batches import Views, batch_source
 from .config import ComputeConfig, RunConfig, training_config
 from .data import FileIndex, Split, open_split
 from .errors import ConfigError
-from .evaluate import monitor_probe, scaled_lr, z_std
+from .evaluate import monitor_probe, z_std
 from .loss import SimSiamLoss
 from .model import SimSiam
 from .rundir import STEP, STEP_LOSS, RunDir
+from .schedule import learning_rate, scaled_lr
 from .target import Batch, Target, build_target
 
 
@@ -43,14 +44,6 @@ def build_model(cfg: RunConfig) -> SimSiam:
 def build_criterion(cfg: RunConfig) -> SimSiamLoss:
     loss = cfg.loss
     return SimSiamLoss(loss.similarity, loss.stop_gradient, loss.symmetric)
-
-
-def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def fix_pred_lr_schedule(step: int, warmup: int, lr: float, peak: float) -> float:

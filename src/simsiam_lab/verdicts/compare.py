@@ -133,7 +133,7 @@ def compare(kind: str, check: Config, rows: dict[str, RowResult], alpha: float) 
         else f"{margin.share:.1%} of a gain {y.id} does not show"
     )
     evidence += f"; this test detects {detects:.{digits}f}{what.unit} {POWER:.0%} of the time"
-    found = Verdict("inconclusive", evidence, interval, margin.points, level, power=detects)
+    found = Verdict("inconclusive", evidence, interval, margin.points, level, detects=detects)
     if margin.points is None:
         return replace(
             found,

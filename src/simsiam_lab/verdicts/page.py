@@ -160,7 +160,7 @@ def build_context(
                 "kind": claim_kind(claim["check"]),
                 "p_value": found.p_value,
                 "flips_at": found.flips_at,
-                "power": found.power,
+                "power": found.detects,
                 "margin_reason": claim.get("margin_reason"),
                 "margin_text": None
                 if declared is None or not declared.declared

@@ -76,8 +76,8 @@ RANGES = {"rise": (0.0, 1.0), "noise_factor": (1.0, 10.0)}
 
 
 @dataclass(frozen=True)
-class Trial:
-    """One trial's measurements that the instability rule reads."""
+class Signals:
+    """What the instability rule reads of one trial (as collapse.Signals, for the collapse rule)."""
 
     seed: int
     diverged: bool
@@ -88,7 +88,7 @@ class Trial:
     @classmethod
     def of(
         cls, seed: int, status: str, history: list[dict[str, Any]], reference: float | None
-    ) -> Trial:
+    ) -> Signals:
         return cls(seed, status == "diverged", loss_rise(history), step_noise(history), reference)
 
     @property
@@ -108,7 +108,7 @@ class Trial:
         return self.rise if threshold == "rise" else self.noise_ratio
 
 
-def claim_result(trials: list[Trial], rule: Rule = RULE) -> str:
+def claim_result(trials: list[Signals], rule: Rule = RULE) -> str:
     """'Training is unstable': reproduced when any trial was, not reproduced when every trial
     was measured stable, else inconclusive."""
     outcomes = [t.outcome(rule) for t in trials]
@@ -119,7 +119,7 @@ def claim_result(trials: list[Trial], rule: Rule = RULE) -> str:
     return "inconclusive"
 
 
-def flips(trials: list[Trial], rule: Rule = RULE) -> dict[str, tuple[float, str]]:
+def flips(trials: list[Signals], rule: Rule = RULE) -> dict[str, tuple[float, str]]:
     """Each threshold's nearest value at which the claim's verdict changes: {name: (at, to)}."""
 
     def points(name: str) -> list[float]:

@@ -28,7 +28,7 @@ class Verdict:
     p_value: float | None = None
     flips_at: float | None = None
     flips_to: str | None = None  # the verdict past flips_at
-    power: float | None = None  # the difference its own test detects with POWER probability
+    detects: float | None = None  # the difference its own test detects with POWER probability
     # The verdict at every margin, or each threshold that would change it: for the evidence line
     sensitivity: str | None = None
     rate_bound: tuple[float, float] | None = None  # a collapse claim's rate, exact binomial

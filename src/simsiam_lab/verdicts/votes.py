@@ -100,7 +100,9 @@ def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
     known = [v for v in noise.values() if v is not None]
     typical = statistics.fmean(known) if known else None
     trials = [
-        stability.Trial.of(t.config.seed, t.status, t.history, noise.get(t.config.seed) or typical)
+        stability.Signals.of(
+            t.config.seed, t.status, t.history, noise.get(t.config.seed) or typical
+        )
         for t in row.trials
     ]
     rule = stability.RULE
