@@ -11,6 +11,7 @@ import yaml
 from baseline import run_config
 from manifests import manifest
 
+from simsiam_lab.claims import Claim
 from simsiam_lab.config import EVALUATION
 from simsiam_lab.errors import ConfigError
 from simsiam_lab.rundir import RunDir
@@ -72,8 +73,13 @@ def _row(row_id, *linear, **kw):
     return RowResult(row_id, [_trial(linear=v, seed=i, **kw) for i, v in enumerate(linear)])
 
 
+def _judge(check, rows):
+    """The verdict on a claim of this check at one-sided 0.05."""
+    return verdict(Claim.of_check("", check), rows, alpha=0.05)
+
+
 def _verdict(check, **rows):
-    return verdict(check, {k: v for k, v in rows.items()}, alpha=0.05)
+    return _judge(check, rows)
 
 
 @pytest.mark.parametrize(
@@ -164,17 +170,17 @@ def test_collapse_claims_follow_the_rule_over_their_trials():
         "flat-high-loss": _row("flat-high-loss", 10.0, ratio=0.01, losses=(-0.5, -0.6)),
         "nan": RowResult("nan", [_trial(status="diverged", linear=None, knn=None, ratio=None)]),
     }
-    assert verdict({"not_collapsed": "ok"}, rows, 0.05).result == "reproduced"
-    assert verdict({"collapsed": "ok"}, rows, 0.05).result == "not reproduced"
-    found = verdict({"collapsed": "flat"}, rows, 0.05)
+    assert _judge({"not_collapsed": "ok"}, rows).result == "reproduced"
+    assert _judge({"collapsed": "ok"}, rows).result == "not reproduced"
+    found = _judge({"collapsed": "flat"}, rows)
     assert found.result == "reproduced" and "2 of 2 trials collapsed" in found.evidence
-    assert verdict({"not_collapsed": "flat"}, rows, 0.05).result == "not reproduced"
+    assert _judge({"not_collapsed": "flat"}, rows).result == "not reproduced"
     # A flat output whose loss stayed high: the signals disagree, and the evidence says which.
-    found = verdict({"collapsed": "flat-high-loss"}, rows, 0.05)
+    found = _judge({"collapsed": "flat-high-loss"}, rows)
     assert found.result == "inconclusive"
     said = "seed 0: degenerate output, learned nothing; not: loss at its minimum (0.372 above"
     assert f"{said} its bound)" in found.evidence
-    assert verdict({"collapsed": "nan"}, rows, 0.05).result == "inconclusive"
+    assert _judge({"collapsed": "nan"}, rows).result == "inconclusive"
 
 
 def test_trials_that_disagree_on_collapse_are_inconclusive():
@@ -183,7 +189,7 @@ def test_trials_that_disagree_on_collapse_are_inconclusive():
     )
     assert not row.collapsed and row.status == "some trials collapsed"
     for kind in ("collapsed", "not_collapsed"):
-        found = verdict({kind: "r"}, {"r": row}, 0.05)
+        found = _judge({kind: "r"}, {"r": row})
         assert found.result == "inconclusive" and "1 of 2 trials collapsed" in found.evidence
 
 
@@ -202,7 +208,7 @@ def test_collapse_reads_where_the_loss_ended_not_the_last_epoch_s_mean():
         steps=[[-0.5] * 40, last_epoch],
     )
     assert trial.metrics["final_loss"] > bound > trial.metrics["final_window_loss"]
-    found = verdict({"collapsed": "r"}, {"r": RowResult("r", [trial])}, 0.05)
+    found = _judge({"collapsed": "r"}, {"r": RowResult("r", [trial])})
     assert found.result == "reproduced"
     assert "(median of the last 10 steps) (bound -0.917)" in found.evidence
 
@@ -225,7 +231,7 @@ def test_a_collapse_verdict_says_which_threshold_would_change_it():
             for i, g in enumerate(gaps)
         ],
     )
-    found = verdict({"collapsed": "no-pred"}, {"no-pred": row}, 0.05)
+    found = _judge({"collapsed": "no-pred"}, {"no-pred": row})
     assert found.result == "inconclusive" and row.status == "some trials collapsed"
     assert found.sensitivity == "by threshold: reproduced at loss gap 0.037 (rule 0.020)"
     assert found.thresholds["loss_gap"] == pytest.approx(
@@ -263,7 +269,7 @@ def _monitored(seed: int, knn: list[float], epochs: int = 24) -> RunResult:
 )
 def test_improving_reads_the_knn_monitor_s_slope_over_the_second_half(runs, expected):
     row = RowResult("r", [_monitored(i, knn) for i, knn in enumerate(runs)])
-    found = verdict({"improving": "r"}, {"r": row}, 0.05)
+    found = _judge({"improving": "r"}, {"r": row})
     assert found.result == expected
     assert "slope over epochs 12 to 24" in found.evidence
     slopes = [monitor_slope(t) for t in row.trials]
@@ -274,7 +280,7 @@ def test_improving_reads_the_knn_monitor_s_slope_over_the_second_half(runs, expe
 def test_improving_needs_two_monitor_points_in_the_second_half():
     trial = _monitored(0, [23.5, 29.9, 33.4, 34.6, 34.7])
     sparse = replace(trial, history=[r for r in trial.history if r["epoch"] in (0, 24)])
-    found = verdict({"improving": "r"}, {"r": RowResult("r", [sparse, sparse])}, 0.05)
+    found = _judge({"improving": "r"}, {"r": RowResult("r", [sparse, sparse])})
     assert found.result == "inconclusive" and "monitor.knn_every" in found.evidence
 
 
@@ -301,7 +307,7 @@ def test_once_per_epoch_is_tested_only_where_an_epoch_is_longer_than_the_other_i
 
     rows = {"k-epoch": snapshot("k-epoch", "epoch", steps), "k100": snapshot("k100", 100, steps)}
     check = {"not_collapsed": "k-epoch", "refresh_longer_than": "k100"}
-    found = verdict(check, rows, 0.05)
+    found = _judge(check, rows)
     assert found.result == expected
     if expected == "inconclusive":
         assert "every 39 SGD steps at this scale, not less often than k100's 100" in found.evidence
@@ -316,12 +322,12 @@ def test_a_loss_that_remains_high_is_a_comparison_of_final_losses_without_the_le
     ]
     baseline = [_trial(seed=i, losses=(-0.5, v)) for i, v in enumerate((-0.666, -0.648, -0.664))]
     rows = {"fixed": RowResult("fixed", frozen), "base": RowResult("base", baseline)}
-    found = verdict({"loss_above": "fixed", "than": "base"}, rows, 0.05)
+    found = _judge({"loss_above": "fixed", "than": "base"}, rows)
     assert found.result == "reproduced" and found.p_value < 0.001
     assert found.evidence.startswith(
         "final loss fixed -0.253 ± 0.010 vs base -0.659 ± 0.010: Δ +0.406"
     )
-    assert verdict({"loss_above": "base", "than": "fixed"}, rows, 0.05).result == "not reproduced"
+    assert _judge({"loss_above": "base", "than": "fixed"}, rows).result == "not reproduced"
 
 
 def _noisy_steps(scatter, seed, epochs=2, per_epoch=40):
@@ -345,7 +351,7 @@ def test_instability_is_divergence_a_rise_or_step_noise_well_above_the_reference
         "rising": _row("rising", 50.0, losses=(-0.9, -0.6)),
         "unmeasured": _row("unmeasured", 50.0, 51.0),  # no per-step loss: a history of before
     }
-    found = {r: verdict({"unstable": r, "than": "ref"}, rows, 0.05) for r in rows if r != "ref"}
+    found = {r: _judge({"unstable": r, "than": "ref"}, rows) for r in rows if r != "ref"}
     assert {r: v.result for r, v in found.items()} == {
         "calm": "not reproduced",
         "wild": "reproduced",
@@ -659,10 +665,10 @@ def test_each_comparison_carries_its_p_value_and_the_margin_where_its_verdict_fl
 def test_each_margin_is_listed_with_its_reason_in_both_units():
     table, context = _table3_context()  # each row learned 40 + seed over 20 at random init
     markdown, page = render(context), unescape(render(context, "html"))
-    (claim,) = [c for c in table.claims if "margin_reason" in c]
+    (claim,) = [c for c in table.claims if c.margin_reason]
     line = (
-        f"- {claim['text']} Margin 1.5% of what its reference row learned over random init "
-        f"(21.0 points here): 0.32 points: {claim['margin_reason']}."
+        f"- {claim.text} Margin 1.5% of what its reference row learned over random init "
+        f"(21.0 points here): 0.32 points: {claim.margin_reason}."
     )
     assert line in markdown.splitlines()
     assert f"<li>{line[2:]}</li>" in page
@@ -745,7 +751,7 @@ def test_the_html_reports_escape_the_table_s_text():
     table = params.table("table3")
     label = "(a) <b>none</b> & <script>alert(1)</script>"
     rows = {**table.rows, "a": replace(table.rows["a"], label=label)}
-    claims = [{**table.claims[0], "text": 'a < b & "c"'}, *table.claims[1:]]
+    claims = [replace(table.claims[0], text='a < b & "c"'), *table.claims[1:]]
     table = replace(table, rows=rows, claims=claims)
     runs = _table_runs(table, params, lambda row, seed: 40.0 + seed)
     context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True)
@@ -799,7 +805,7 @@ def test_every_table_renders_its_rows_and_claims_in_both_formats(name: str, tmp_
     rows = _table_runs(table, params, lambda row, seed: 30.0 + ids.index(row) + seed)
     context = build_context(table, "cpu", rows, MANIFEST, "abc", judged=True)
     markdown, page = render(context), render(context, "html")
-    for text in [row.label for row in table.rows.values()] + [c["text"] for c in table.claims]:
+    for text in [row.label for row in table.rows.values()] + [c.text for c in table.claims]:
         assert text in markdown and text in unescape(page), text
     summary = summary_json(context)
     assert len(summary["claims"]) == len(table.claims)

@@ -1,10 +1,11 @@
 """The claim grammar of a table's YAML: a claim's check names one kind and the rows it compares,
-with a margin where the kind needs one. Parsed here, at planning, so a misspelt claim stops the
-plan; judged by the verdicts package."""
+with a margin where the kind needs one. Parsed once, at planning, into a Claim (a misspelt claim
+stops the plan); judged by the verdicts package."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
@@ -21,6 +22,55 @@ CHECKS = {
     "similar": "to",
     "loss_above": "than",
 }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A table's claim: its kind (a key of CHECKS), the row it is about, the row it is compared
+    with or judged against, its margin as the table declares it (in points or as a share of
+    the reference row's gain, with the reason), and the row whose target interval its row's
+    must exceed at this scale (refresh_longer_than)."""
+
+    text: str
+    kind: str
+    row: str
+    other: str | None = None
+    margin: float | None = None
+    margin_of_gain: float | None = None
+    margin_reason: str | None = None
+    longer_than: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, rows: Collection[str], where: str) -> Claim:
+        """A claim of a table's YAML, checked against the grammar and the table's rows."""
+        check_claim(raw, rows, where)
+        return cls.of_check(raw["text"], raw["check"], raw.get("margin_reason"))
+
+    @classmethod
+    def of_check(cls, text: str, check: Config, margin_reason: str | None = None) -> Claim:
+        """A claim from its (checked) `check` mapping."""
+        kind = claim_kind(check)
+        other = CHECKS[kind] or REFERENCE.get(kind)
+        return cls(
+            text=text,
+            kind=kind,
+            row=check[kind],
+            other=check[other] if other else None,
+            margin=check.get("margin"),
+            margin_of_gain=check.get("margin_of_gain"),
+            margin_reason=margin_reason,
+            longer_than=check.get(LONGER_THAN),
+        )
+
+    @property
+    def compares(self) -> bool:
+        """A comparison of two rows' means (the family the study's error rate controls)."""
+        return CHECKS[self.kind] is not None
+
+    @property
+    def named(self) -> list[str]:
+        """Every row the claim names, its own first."""
+        return [r for r in (self.row, self.other, self.longer_than) if r is not None]
 
 
 def claim_kind(check: Config) -> str:
@@ -90,8 +140,3 @@ def _check_margin(check: Config, kind: str, claim: Config, where: str) -> None:
             f"{where}: a margin needs its reason beside it, and a reason its margin: "
             "{text: ..., check: {..., margin_of_gain: 0.015}, margin_reason: why 1.5%}"
         )
-
-
-# The training-time kNN monitor on the streaming path: up to this many images a class of each
-# split, decoded once. Decoding every image at every monitor would cost ImageNet-1k an estimated
-# 20 minutes a time (not measured here); these are 25,000 images there (forward passes only).

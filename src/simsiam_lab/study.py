@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .claims import CHECKS, check_claim
+from .claims import Claim
 from .config import (
     EVALUATION,
     Config,
@@ -71,7 +71,7 @@ class Table:
     paper_setting: str
     columns: dict[str, str]
     rows: dict[str, Row]
-    claims: list[Config]
+    claims: list[Claim]
 
 
 def _parse_table(name: str, raw: Any, path: Path) -> Table:
@@ -87,11 +87,12 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
             paper_note=spec.get("paper_note", ""),
             seeds=tuple(spec.get("seeds") or ()),
         )
-    claims = raw.get("claims") or []
-    for i, claim in enumerate(claims):
-        check_claim(claim, rows, f"{path}: claims[{i}]")
-    row_keys = {key for kind, other in CHECKS.items() for key in (kind, other) if key}
-    claimed = {row for claim in claims for key, row in claim["check"].items() if key in row_keys}
+    claims = [
+        Claim.parse(claim, rows, f"{path}: claims[{i}]")
+        for i, claim in enumerate(raw.get("claims") or [])
+    ]
+    # The rows a claim rests on the seed noise of: not a refresh_longer_than row, only read.
+    claimed = {row for claim in claims for row in (claim.row, claim.other) if row}
     rows = {row_id: replace(row, claimed=row_id in claimed) for row_id, row in rows.items()}
     return Table(
         name=name,

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..claims import CHECKS, MARGINS, claim_kind
-from ..config import Config
+from ..claims import Claim
 from ..study import Table
 from .results import RowResult
 from .stability import FINAL_WINDOW_LOSS
@@ -56,22 +55,20 @@ class Margin:
         return f" ({points / self.reference_gain:.1%} of the gain)"
 
 
-def claim_margin(check: Config, rows: dict[str, RowResult]) -> Margin | None:
+def claim_margin(claim: Claim, rows: dict[str, RowResult]) -> Margin | None:
     """None for a claim that compares no accuracies (collapse, instability, the loss)."""
-    kind = claim_kind(check)
-    other = CHECKS[kind]
-    if other is None or not compared(kind).needs_learning:
+    if not claim.compares or not compared(claim.kind).needs_learning:
         return None
-    if not any(k in check for k in MARGINS):  # a `better` claim's own 0, in no unit
+    if claim.margin is None and claim.margin_of_gain is None:  # a `better` claim's own 0
         return Margin(0.0, None, None)
-    gain = rows[check[other]].gain_over_init(ALPHA)
+    gain = rows[claim.other].gain_over_init(ALPHA)
     reference = gain.estimate if gain is not None and gain.estimate > 0 else None
-    if "margin_of_gain" in check:
-        share = float(check["margin_of_gain"])
+    if claim.margin_of_gain is not None:
+        share = float(claim.margin_of_gain)
         return Margin(
             None if reference is None else share * reference, share, reference, "margin_of_gain"
         )
-    points = float(check["margin"])
+    points = float(claim.margin)
     return Margin(points, None if reference is None else points / reference, reference, "margin")
 
 
@@ -95,8 +92,8 @@ def compared(kind: str) -> Compared:
     return Compared("linear_acc", "linear", 1, " points", kind, needs_learning=True)
 
 
-def comparison_count(claims: list[Config]) -> int:
-    return sum(1 for c in claims if CHECKS[claim_kind(c["check"])] is not None)
+def comparison_count(claims: list[Claim]) -> int:
+    return sum(claim.compares for claim in claims)
 
 
 def _by_margin(kind: str, interval: Interval, margin: Margin) -> str:
@@ -111,12 +108,12 @@ def _by_margin(kind: str, interval: Interval, margin: Margin) -> str:
     return f"by margin: {', '.join(parts)}, {last} above"
 
 
-def compare(kind: str, check: Config, rows: dict[str, RowResult], alpha: float) -> Verdict:
+def compare(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
     """A comparison claim's verdict: X's mean against Y's over their trials, at the claim's
     one-sided `alpha`, against its margin, and only where the rows learned."""
-    x, y = rows[check[kind]], rows[check[CHECKS[kind]]]
-    what = compared(kind)
-    margin = claim_margin(check, rows) or Margin(0.0, None, None)
+    x, y = rows[claim.row], rows[claim.other]
+    what = compared(claim.kind)
+    margin = claim_margin(claim, rows) or Margin(0.0, None, None)
     level = 1 - 2 * alpha
     digits = what.digits
     evidence = (

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..claims import CHECKS, claim_kind
-from ..config import Config, flatten
+from ..claims import Claim
+from ..config import flatten
 from ..data import Manifest
 from ..errors import ReportError
 from ..rundir import CURVES
@@ -80,12 +80,11 @@ def _choices(found: Verdict, kind: str) -> list[dict[str, Any]]:
     return [{"choice": name, "rule": rule, "flips_at": found.flips_at, "to": found.flips_to}]
 
 
-def _paper_difference(table: Table, check: Config) -> float | None:
+def _paper_difference(table: Table, claim: Claim) -> float | None:
     """The paper's X − Y for a comparison claim of accuracies, where both rows print one."""
-    kind = claim_kind(check)
-    if CHECKS[kind] is None or compared(kind).metric != "linear_acc":
+    if not claim.compares or compared(claim.kind).metric != "linear_acc":
         return None
-    x, y = table.rows[check[kind]].paper, table.rows[check[CHECKS[kind]]].paper
+    x, y = table.rows[claim.row].paper, table.rows[claim.other].paper
     numbers = all(isinstance(v, int | float) for v in (x, y))
     return round(x - y, 2) if numbers else None
 
@@ -140,16 +139,16 @@ def build_context(
     alpha = ALPHA / max(1, k)
     claims = []
     for claim in table.claims:
-        found = verdict(claim["check"], rows, alpha)
-        declared = claim_margin(claim["check"], rows)
+        found = verdict(claim, rows, alpha)
+        declared = claim_margin(claim, rows)
         interval = found.interval
         claims.append(
             {
-                "text": claim["text"],
+                "text": claim.text,
                 "verdict": found.result if judged else NOT_JUDGED,
                 "evidence": found.evidence
                 + (f"; {found.sensitivity}" if judged and found.sensitivity else ""),
-                "paper_difference": _paper_difference(table, claim["check"]),
+                "paper_difference": _paper_difference(table, claim),
                 "interval": None if interval is None else [interval.lo, interval.hi],
                 "estimate": None if interval is None else interval.estimate,
                 "test": None if interval is None else interval.test,
@@ -157,11 +156,11 @@ def build_context(
                 # As declared, also where no interval was made (a row skipped at this scale).
                 # In points: as declared or resolved from a share of the reference's gain.
                 "margin": found.margin if declared is None else declared.points,
-                "kind": claim_kind(claim["check"]),
+                "kind": claim.kind,
                 "p_value": found.p_value,
                 "flips_at": found.flips_at,
                 "power": found.detects,
-                "margin_reason": claim.get("margin_reason"),
+                "margin_reason": claim.margin_reason,
                 "margin_text": None
                 if declared is None or not declared.declared
                 else declared.describe(),
@@ -172,7 +171,7 @@ def build_context(
                 else found.flips_at / declared.reference_gain,
                 "rate_bound": found.rate_bound,
                 "thresholds": found.thresholds,
-                "choices": _choices(found, claim_kind(claim["check"])) if judged else [],
+                "choices": _choices(found, claim.kind) if judged else [],
             }
         )
     distinct = {
