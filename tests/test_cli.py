@@ -624,3 +624,43 @@ def test_the_encoder_artifact_switch_is_the_flag_else_pipeline_yaml_else_on(tmp_
     (tmp_path / "pipeline.yaml").write_text("profile: smoke\nencoder_artifact: false\n")
     assert not encoder_artifact(params, None)  # what DVC's stage, which passes no flag, reads
     assert encoder_artifact(params, "true") and not encoder_artifact(params, "false")
+
+
+class _Planted:
+    """A pickle that, loaded as PyTorch's pickle format allows without weights_only, runs a
+    command: it would write `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_run_directory_s_planted_pickle_is_refused_and_never_run(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    import torch
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    data = write_prepared(tmp_path / "data", 10, 40, 20)
+    marker, out = tmp_path / "ran", tmp_path / "run"
+    out.mkdir()
+    planted = {"config": {}, "model": _Planted(marker)}
+    # Resuming: state.pt is read to see whose interrupted run it holds.
+    torch.save(planted, out / "state.pt")
+    common = ["--profile", "smoke", "--data", str(data)]
+    pretrain = ["pretrain", "--row", "table3:a", *common, "--out", str(out)]
+    _one_line_error(capsys, pretrain, "state.pt: refused, it is not a file this project writes")
+    assert not marker.exists()
+    # Evaluating: checkpoint.pt of a run that says it finished.
+    (out / "state.pt").unlink()
+    cfg = Params(ROOT / "params").resolve("smoke", Params(ROOT / "params").row("table3:a"), 0)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out / "pretrain.json").write_text(json.dumps({"status": "ok", "mlflow_run_id": "x"}))
+    torch.save(planted, out / "checkpoint.pt")
+    evaluate = ["evaluate", "--run", str(out), *common]
+    _one_line_error(capsys, evaluate, "checkpoint.pt: refused, it is not a file this project")
+    assert not marker.exists()

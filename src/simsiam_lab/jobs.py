@@ -252,12 +252,11 @@ def evaluate_run(
     at random init, into its metrics.json and MLflow run. `settings`: the eval section as JSON,
     as the planner resolved it; default: the profile's for this run's config (rebuilds the
     plan)."""
-    import torch
 
     from .distributed import device
     from .evaluate import evaluation_metrics
     from .track import log_evaluation
-    from .train import atomic_write_json, build_model, initial_weights
+    from .train import atomic_write_json, build_model, initial_weights, load_tensors
 
     rundir = RunDir(run)
     if missing := [p.name for p in (rundir.config, rundir.summary) if not p.is_file()]:
@@ -278,7 +277,7 @@ def evaluate_run(
     if summary["status"] == "ok":
         dev = device()
         model = build_model(cfg).to(dev)
-        state = torch.load(rundir.checkpoint, map_location=dev, weights_only=True)
+        state = load_tensors(rundir.checkpoint, dev)
         model.load_state_dict(state["model"])
         train, test = open_split(data, "train"), open_split(data, "test")
         metrics |= evaluation_metrics(model, cfg, train, test, initial_weights(cfg))

@@ -28,7 +28,7 @@ from . import distributed
 from .batches import Views, batch_source
 from .config import ComputeConfig, RunConfig, training_config
 from .data import FileIndex, Split, open_split
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluate import monitor_probe, z_std
 from .loss import SimSiamLoss
 from .model import SimSiam
@@ -254,7 +254,7 @@ def save_encoder(checkpoint: Path, out_dir: Path) -> Path:
     """The trained backbone's state_dict alone, from a run's checkpoint, as out_dir/encoder.pt:
     what a downstream task loads into build_model(cfg).backbone, the torchvision ResNet the
     config builds, without SimSiam's projector and predictor."""
-    model = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    model = load_tensors(checkpoint, "cpu")["model"]
     prefix = "backbone."
     encoder = {k.removeprefix(prefix): v for k, v in model.items() if k.startswith(prefix)}
     path = out_dir / "encoder.pt"
@@ -268,11 +268,29 @@ def initial_weights(cfg: RunConfig) -> dict[str, torch.Tensor]:
     return build_model(cfg).state_dict()
 
 
+def load_tensors(path: Path, dev: torch.device | str) -> Any:
+    """A file this project wrote with torch.save (state.pt, checkpoint.pt), read as tensors and
+    plain values only: run directories travel (shared disks, copied results), and a pickle
+    that names any other object (code) is refused in one line, never run."""
+    try:
+        return torch.load(path, map_location=dev, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise
+        named = [line for line in str(err).splitlines() if "GLOBAL" in line]
+        why = named[0].strip() if named else "objects other than tensors and plain values"
+        raise DataError(
+            f"{path}: refused, it is not a file this project writes ({why}); nothing in it "
+            "was run. Delete it (a state.pt: the run then starts over)"
+        ) from None
+
+
 def _read_state(path: Path, dev: torch.device | str) -> dict[str, Any] | None:
     """state.pt's contents; None when it is absent or unreadable (cut short by a full disk or
-    copied half-way): an interrupted run with no usable state starts over."""
+    copied half-way): an interrupted run with no usable state starts over. A state that holds
+    anything but tensors and plain values is refused (load_tensors)."""
     try:
-        return torch.load(path, map_location=dev, weights_only=False)
+        return load_tensors(path, dev)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
         return None
 
