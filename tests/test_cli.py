@@ -664,3 +664,37 @@ def test_a_run_directory_s_planted_pickle_is_refused_and_never_run(
     evaluate = ["evaluate", "--run", str(out), *common]
     _one_line_error(capsys, evaluate, "checkpoint.pt: refused, it is not a file this project")
     assert not marker.exists()
+
+
+@pytest.mark.slow  # a smoke pretraining, once the directory is free
+def test_a_second_trainer_is_refused_and_a_killed_one_leaves_no_lock(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    """One trainer per run directory: while another process holds the directory (here one
+    that only holds it, as a live trainer would), `pretrain` says which pid in one line and
+    touches nothing; once that process is killed with SIGKILL the kernel has released the
+    lock, and training goes ahead."""
+    import signal
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    data = write_prepared(tmp_path / "data", 10, 40, 20)
+    out = tmp_path / "run"
+    out.mkdir()
+    hold = (
+        "import sys, time; from simsiam_lab.rundir import RunDir\n"
+        "with RunDir(sys.argv[1]).exclusive():\n    print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        argv = ["pretrain", "--row", "table3:a", "--profile", "smoke", "--data", str(data)]
+        argv += ["--out", str(out), "--encoder-artifact", "false"]
+        _one_line_error(capsys, argv, f"another trainer (pid {holder.pid}) is training this run")
+        assert sorted(p.name for p in out.iterdir()) == [".trainer.lock"]
+        assert not (tmp_path / "mlflow.db").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert main(argv) == 0
+    assert json.loads((out / "pretrain.json").read_text())["status"] == "ok"

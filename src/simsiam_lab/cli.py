@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 from . import jobs
-from .errors import ConfigError, DataError, PlacementError, ReportError
+from .errors import BusyError, ConfigError, DataError, PlacementError, ReportError
 from .study import Params
 from .track import TrackingError
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         COMMANDS[args.command](args)
-    except (ConfigError, DataError, PlacementError, ReportError, TrackingError) as err:
+    except (BusyError, ConfigError, DataError, PlacementError, ReportError, TrackingError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -10,6 +10,10 @@ class DataError(Exception):
     """A data source or prepared directory is unusable; the message says what to fix."""
 
 
+class BusyError(RuntimeError):
+    """Another process holds what this one needs (a run directory's trainer lock)."""
+
+
 class PlacementError(RuntimeError):
     """No device is free for this process (distributed.py)."""
 

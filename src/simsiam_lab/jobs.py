@@ -169,80 +169,82 @@ def pretrain_run(
         pretrain(cfg, data, rundir.root)  # torchrun's other processes: rank 0 records
         return
 
-    def say(line: str) -> None:
-        """The console (above the progress bar) and the run's journal, pretrain.log."""
-        write(line)
-        with rundir.journal.open("a") as f:
-            f.write(line + "\n")
+    with rundir.exclusive():  # one trainer per run directory
 
-    resuming = check_resumable(rundir.root, cfg, say)
-    try:
-        tracked = PretrainRun.open(
-            rundir,
-            resuming,
-            experiment_name(profile),
-            _run_name(cfg, cfg_hash, trials, row),
-            _run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
-            flatten(cfg.training()),
-            manifest,
-            description=experiment_description(params.description(profile)),
+        def say(line: str) -> None:
+            """The console (above the progress bar) and the run's journal, pretrain.log."""
+            write(line)
+            with rundir.journal.open("a") as f:
+                f.write(line + "\n")
+
+        resuming = check_resumable(rundir.root, cfg, say)
+        try:
+            tracked = PretrainRun.open(
+                rundir,
+                resuming,
+                experiment_name(profile),
+                _run_name(cfg, cfg_hash, trials, row),
+                _run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
+                flatten(cfg.training()),
+                manifest,
+                description=experiment_description(params.description(profile)),
+            )
+        except BaseException:
+            if new:  # a refused run leaves no directory behind
+                shutil.rmtree(rundir.root, ignore_errors=True)
+            raise
+        began = f"resumed from {rundir.state}" if resuming else "started"
+        say(
+            f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg.seed} [{cfg_hash}]: "
+            f"{began}, MLflow run {tracked.run_id} ==="
         )
-    except BaseException:
-        if new:  # a refused run leaves no directory behind
-            shutil.rmtree(rundir.root, ignore_errors=True)
-        raise
-    began = f"resumed from {rundir.state}" if resuming else "started"
-    say(
-        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg.seed} [{cfg_hash}]: "
-        f"{began}, MLflow run {tracked.run_id} ==="
-    )
-    if tracked.abandoned:
-        say(f"the earlier attempt's MLflow run {tracked.abandoned} ended as FAILED (abandoned)")
+        if tracked.abandoned:
+            say(f"the earlier attempt's MLflow run {tracked.abandoned} ended as FAILED (abandoned)")
 
-    epochs = progress(total=cfg.optim.epochs, desc="pretrain", unit="epoch")
+        epochs = progress(total=cfg.optim.epochs, desc="pretrain", unit="epoch")
 
-    def log_epoch(record: dict) -> None:
-        step = int(record["epoch"])
-        epochs.update(max(0, step - epochs.n))  # a resumed run's replayed epochs count once
-        if logged := tracked.log_epoch(record):
-            say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logged.items()))
+        def log_epoch(record: dict) -> None:
+            step = int(record["epoch"])
+            epochs.update(max(0, step - epochs.n))  # a resumed run's replayed epochs count once
+            if logged := tracked.log_epoch(record):
+                say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logged.items()))
 
-    try:
-        summary = pretrain(cfg, data, rundir.root, log_epoch)
-    except Exception:
-        tracked.fail()
-        raise
-    finally:
-        epochs.close()
-    summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": profile}
-    # What it trained on: the dataset, where it was read from and its content, and the path
-    # (data.loader decides that from the data and the config alone).
-    summary |= {
-        "dataset": manifest.dataset,
-        "data_source": manifest.source,
-        "data_source_sha256": manifest.source_sha256,
-        "data_prepared": str(data),
-        "data_format": manifest.format,
-    }
-    history = json.loads(rundir.history.read_text())
-    # What training read; `evaluate` takes the evaluation settings from params/ at its time.
-    rundir.config.write_text(yaml.safe_dump(cfg.training(), sort_keys=False))
-    artifacts = [rundir.config, rundir.history]
-    if summary["status"] != "skipped":
-        from .curves import plot_curves  # matplotlib: only once training is done
+        try:
+            summary = pretrain(cfg, data, rundir.root, log_epoch)
+        except Exception:
+            tracked.fail()
+            raise
+        finally:
+            epochs.close()
+        summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": profile}
+        # What it trained on: the dataset, where it was read from and its content, and the path
+        # (data.loader decides that from the data and the config alone).
+        summary |= {
+            "dataset": manifest.dataset,
+            "data_source": manifest.source,
+            "data_source_sha256": manifest.source_sha256,
+            "data_prepared": str(data),
+            "data_format": manifest.format,
+        }
+        history = json.loads(rundir.history.read_text())
+        # What training read; `evaluate` takes the evaluation settings from params/ at its time.
+        rundir.config.write_text(yaml.safe_dump(cfg.training(), sort_keys=False))
+        artifacts = [rundir.config, rundir.history]
+        if summary["status"] != "skipped":
+            from .curves import plot_curves  # matplotlib: only once training is done
 
-        plot_curves([(f"{row.ref} seed {cfg.seed}", cfg, history)], rundir.curves)
-        artifacts.append(rundir.curves)
-    # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
-    with tempfile.TemporaryDirectory() as scratch:
-        if summary["status"] == "ok" and encoder_artifact(params, artifact):
-            artifacts.append(save_encoder(rundir.checkpoint, Path(scratch)))
-        tracked.finish(summary["status"], artifacts)
-    atomic_write_json(summary, rundir.summary)
-    say(
-        f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
-        f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
-    )
+            plot_curves([(f"{row.ref} seed {cfg.seed}", cfg, history)], rundir.curves)
+            artifacts.append(rundir.curves)
+        # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
+        with tempfile.TemporaryDirectory() as scratch:
+            if summary["status"] == "ok" and encoder_artifact(params, artifact):
+                artifacts.append(save_encoder(rundir.checkpoint, Path(scratch)))
+            tracked.finish(summary["status"], artifacts)
+        atomic_write_json(summary, rundir.summary)
+        say(
+            f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
+            f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
+        )
 
 
 def evaluate_run(

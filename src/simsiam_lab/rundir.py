@@ -8,9 +8,15 @@ paths these classes give.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import BusyError
 
 
 def make_writable_dir(directory: Path) -> None:
@@ -75,6 +81,34 @@ class RunDir:
     def metrics(self) -> Path:
         """The evaluation: kNN, linear, random-init controls, with the pretraining summary."""
         return self.root / "metrics.json"
+
+    @property
+    def lock(self) -> Path:
+        """Held by the one process that trains here (`exclusive`); it holds that process's pid."""
+        return self.root / ".trainer.lock"
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The directory for one trainer while the block runs: an OS lock on `lock`, which the
+        kernel releases when the process ends, kill -9 included, so no stale lock is left.
+        Another trainer is refused in one line naming the pid that holds it, before it touches
+        anything here."""
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode().strip() or "unknown"
+            os.close(fd)
+            raise BusyError(
+                f"{self.root}: another trainer (pid {holder}) is training this run; wait for "
+                f"it to end (or stop it: kill {holder}), then run this again"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
 
     def evaluation_inputs(self) -> list[Path]:
         """What `evaluate` reads from the directory."""
