@@ -698,3 +698,38 @@ def test_a_second_trainer_is_refused_and_a_killed_one_leaves_no_lock(
         holder.wait()
     assert main(argv) == 0
     assert json.loads((out / "pretrain.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow  # a smoke pretraining, then its rerun
+def test_a_full_disk_while_recording_loses_no_training(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    """The end of a run: its files first, then MLflow, then state.pt. A full tracking store at
+    MLflow's turn is one line, and the rerun resumes at the last epoch and only records."""
+    import errno
+
+    from simsiam_lab.track import PretrainRun
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    data = write_prepared(tmp_path / "data", 10, 40, 20)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--row", "table3:a", "--profile", "smoke", "--data", str(data)]
+    argv += ["--out", str(out), "--encoder-artifact", "false"]
+    store = str(tmp_path / "mlflow-artifacts" / "curves.png")
+    finish = PretrainRun.finish
+
+    def full(self, status, artifacts):
+        raise OSError(errno.ENOSPC, "No space left on device", store)
+
+    monkeypatch.setattr(PretrainRun, "finish", full)
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # MLflow's own INFO lines as it makes the store, then ours
+    assert "Traceback" not in err and f"{store}: no space left on device" in err.splitlines()[-1]
+    assert (out / "state.pt").is_file() and (out / "pretrain.json").is_file()
+    monkeypatch.setattr(PretrainRun, "finish", finish)
+    assert main(argv) == 0
+    assert not (out / "state.pt").exists()
+    journal = (out / "pretrain.log").read_text()
+    assert f"resumed from {out / 'state.pt'}" in journal
+    assert journal.count("epoch 2:") == 1  # the epochs trained once, not again on the rerun

@@ -4,6 +4,7 @@ arguments only; what each command does is jobs.py's."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -173,6 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except (BusyError, ConfigError, DataError, PlacementError, ReportError, TrackingError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = err.filename or "a file it writes"
+        print(
+            f"simsiam {args.command}: error: {where}: no space left on device; free space "
+            "there and run this again (a finished training is kept, and the rerun only "
+            "records it)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -210,7 +210,7 @@ def pretrain_run(
                 say(f"epoch {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in logged.items()))
 
         try:
-            summary = pretrain(cfg, data, rundir.root, log_epoch)
+            summary = pretrain(cfg, data, rundir.root, log_epoch, keep_state=True)
         except Exception:
             tracked.fail()
             raise
@@ -235,12 +235,15 @@ def pretrain_run(
 
             plot_curves([(f"{row.ref} seed {cfg.seed}", cfg, history)], rundir.curves)
             artifacts.append(rundir.curves)
+        # The run's files first, then MLflow, then state.pt: a failure while recording (a full
+        # disk, the tracking store) leaves state.pt at the last epoch, and a rerun only records.
+        atomic_write_json(summary, rundir.summary)
         # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
         with tempfile.TemporaryDirectory() as scratch:
             if summary["status"] == "ok" and encoder_artifact(params, artifact):
                 artifacts.append(save_encoder(rundir.checkpoint, Path(scratch)))
             tracked.finish(summary["status"], artifacts)
-        atomic_write_json(summary, rundir.summary)
+        rundir.state.unlink(missing_ok=True)
         say(
             f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
             f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"

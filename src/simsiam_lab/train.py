@@ -185,13 +185,20 @@ def _epoch_record(
 
 
 def pretrain(
-    cfg: RunConfig, data_dir: Path, out_dir: Path, log_epoch=lambda record: None
+    cfg: RunConfig,
+    data_dir: Path,
+    out_dir: Path,
+    log_epoch=lambda record: None,
+    keep_state: bool = False,
 ) -> dict[str, Any]:
     """Train one config into out_dir; returns the run's summary (status, wall time, finals).
 
     The declared outputs (checkpoint.pt, history.json) are written only at the end; while
     training, out_dir/state.pt holds everything needed to resume after a kill, and a rerun of
     the same config picks it up and ends with the weights an uninterrupted run would have.
+    `keep_state`: leave state.pt for the caller to remove once it has recorded the run, so
+    that a failure while recording (a full disk, the tracking store) costs no training: a
+    rerun resumes at the last epoch and only records.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = distributed.device()
@@ -216,7 +223,8 @@ def pretrain(
             run = RunDir(out_dir)
             atomic_save(final, run.checkpoint)
             atomic_write_json(history, run.history)
-            run.state.unlink(missing_ok=True)
+            if not keep_state:
+                run.state.unlink(missing_ok=True)
     finally:
         distributed.shutdown()
     finite = [r for r in history if "loss" in r and math.isfinite(r["loss"])]
