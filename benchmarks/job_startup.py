@@ -30,7 +30,7 @@ PROFILE = "folder"  # the profile for one's own ImageFolder tree or archive
 # In a fresh interpreter: the library imported, then the timed part alone.
 BEFORE = """
 import sys, time
-from simsiam_lab.config import Params
+from simsiam_lab.study import Params
 params = Params("params")
 t = time.perf_counter()
 params.run_config("folder", sys.argv[1])
@@ -39,7 +39,7 @@ print(time.perf_counter() - t)
 AFTER = """
 import sys, time
 from simsiam_lab.jobs import handed_over
-from simsiam_lab.config import Params
+from simsiam_lab.study import Params
 params = Params("params")
 t = time.perf_counter()
 handed_over(params, sys.stdin.read(), sys.argv[1])
@@ -49,7 +49,7 @@ print(time.perf_counter() - t)
 # A DVC stage's job: its row resolved, the source fingerprinted, or read from the record.
 DVC = """
 import sys, time
-from simsiam_lab.config import Params
+from simsiam_lab.study import Params
 params = Params("params")
 t = time.perf_counter()
 if len(sys.argv) > 2:
