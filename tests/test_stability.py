@@ -12,6 +12,7 @@ from simsiam_lab.verdicts.stability import (
     final_loss,
     loss_rise,
     step_noise,
+    why_no_step_noise,
 )
 
 
@@ -75,3 +76,15 @@ def test_one_unstable_trial_makes_training_unstable_and_unmeasured_ones_decide_n
     assert claim_result([stable, Signals(1, True, None, None, None)]) == "reproduced"
     assert claim_result([stable, stable]) == "not reproduced"
     assert claim_result([stable, unknown]) == "inconclusive"
+
+
+def test_an_unmeasured_step_noise_says_why():
+    # Table 3 (d) at the smoke profile: 2 epochs of 6 steps, a second half of 6 steps.
+    short = [{"loss": -0.5, "step_loss": [-0.5] * 6}, {"loss": -0.6, "step_loss": [-0.6] * 6}]
+    assert step_noise(short) is None
+    assert why_no_step_noise(short) == (
+        "its second half holds 6 SGD steps, fewer than the 10 it needs"
+    )
+    assert why_no_step_noise([{"loss": -0.5}]) == "a run that predates the per-step loss"
+    broken = [{"loss": -0.5, "step_loss": [-0.5] * 20 + [math.nan]}]
+    assert why_no_step_noise(broken) == "a non-finite step loss in its second half"

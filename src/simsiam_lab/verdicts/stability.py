@@ -59,6 +59,17 @@ def step_noise(history: list[dict[str, Any]]) -> float | None:
     return math.sqrt(statistics.fmean((b - a) ** 2 for a, b in steps_apart) / 2)
 
 
+def why_no_step_noise(history: list[dict[str, Any]]) -> str:
+    """Why step_noise is None for this history, in words."""
+    steps = step_losses(history)
+    if not steps:
+        return "a run that predates the per-step loss"
+    half = steps[len(steps) // 2 :]
+    if len(half) < MIN_STEPS:
+        return f"its second half holds {len(half)} SGD steps, fewer than the {MIN_STEPS} it needs"
+    return "a non-finite step loss in its second half"
+
+
 def loss_rise(history: list[dict[str, Any]]) -> float | None:
     """The last epoch's mean loss above the lowest epoch's; None without a finite epoch."""
     epochs = [r["loss"] for r in history if math.isfinite(r.get("loss", math.nan))]

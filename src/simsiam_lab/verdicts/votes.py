@@ -117,11 +117,7 @@ def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
         f"(rule {rule.noise_factor:g}); {unstable} of {len(trials)} trials unstable (rate "
         f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
     )
-    if unmeasured := [t.seed for t in trials if t.noise_ratio is None and not t.diverged]:
-        evidence += (
-            f"; step noise not measured for seed {', '.join(map(str, unmeasured))} (a run "
-            "that predates the per-step loss, or its reference's)"
-        )
+    evidence += _unmeasured(row, reference, trials)
     found = stability.flips(trials)
     sensitivity = "by threshold: " + (
         ", ".join(
@@ -138,6 +134,25 @@ def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
         thresholds={
             n: {"rule": getattr(rule, n), "flips_at": at, "to": to} for n, (at, to) in found.items()
         },
+    )
+
+
+def _unmeasured(row: RowResult, reference: RowResult, trials: list[stability.Signals]) -> str:
+    """The trials whose step-noise ratio is unknown, grouped by why (their own history's or
+    the reference's), e.g. '; step noise not measured for seed 0, 1 (a run that predates ...)'."""
+    histories = {t.config.seed: t.history for t in row.trials}
+    references = {t.config.seed: t.history for t in reference.trials}
+    by_reason: dict[str, list[int]] = {}
+    for trial in (t for t in trials if t.noise_ratio is None and not t.diverged):
+        why = (
+            stability.why_no_step_noise(histories[trial.seed])
+            if trial.noise is None
+            else f"{reference.id}'s: " + stability.why_no_step_noise(references.get(trial.seed, []))
+        )
+        by_reason.setdefault(why, []).append(trial.seed)
+    return "".join(
+        f"; step noise not measured for seed {', '.join(map(str, seeds))} ({why})"
+        for why, seeds in by_reason.items()
     )
 
 
