@@ -619,6 +619,7 @@ def test_the_encoder_artifact_switch_is_the_flag_else_pipeline_yaml_else_on(tmp_
     from simsiam_lab.jobs import encoder_artifact
     from simsiam_lab.study import Params
 
+    (tmp_path / "baseline.yaml").write_text("{}\n")  # a params directory, read no further
     params = Params(tmp_path)
     assert encoder_artifact(params, None)  # no pipeline.yaml: on
     (tmp_path / "pipeline.yaml").write_text("profile: smoke\nencoder_artifact: false\n")
@@ -733,3 +734,30 @@ def test_a_full_disk_while_recording_loses_no_training(
     journal = (out / "pretrain.log").read_text()
     assert f"resumed from {out / 'state.pt'}" in journal
     assert journal.count("epoch 2:") == 1  # the epochs trained once, not again on the rerun
+
+
+def test_small_mistakes_in_params_are_one_line_each(capsys, tmp_path, monkeypatch):
+    """A duplicate key (the second would win silently), a paper number that is no accuracy,
+    and `simsiam` run away from the project's params/."""
+    import shutil
+
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    table = params / "tables" / "table3.yaml"
+    text = table.read_text()
+    table.write_text(text.replace("    paper: 68.2\n", "    paper: 68.2\n    paper: 60.0\n", 1))
+    with pytest.raises(
+        ConfigError,
+        match=r"table3.yaml: malformed YAML \(line \d+, column 5\): "
+        "duplicate key 'paper'",
+    ):
+        Params(params).table("table3")
+    table.write_text(text.replace("    paper: 68.2\n", "    paper: -5\n", 1))
+    with pytest.raises(ConfigError, match=r"table3.yaml: rows\.\w+\.paper = -5: must be >= 0"):
+        Params(params).table("table3")
+    monkeypatch.chdir(tmp_path / "params" / "tables")
+    _one_line_error(
+        capsys,
+        ["pretrain", "--profile", "smoke", "--row", "table3:a", "--data", "x", "--out", "y"],
+        "no params directory at",
+    )

@@ -762,7 +762,8 @@ def test_the_html_reports_escape_the_table_s_text():
     assert "<script>" not in page and "<b>none" not in page
     assert "(a) &lt;b&gt;none&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "a &lt; b &amp; &#34;c&#34;" in page
-    assert label in render(context)  # Markdown keeps the text as written
+    # Markdown keeps the text but for what would open raw HTML or split a table row
+    assert "(a) &lt;b>none&lt;/b> & &lt;script>alert(1)&lt;/script>" in render(context)
     index = render_index([summary_json(context)], "abc", "html")
     assert "a &lt; b &amp; &#34;c&#34;" in index and "<script>" not in index
 
@@ -815,3 +816,45 @@ def test_every_table_renders_its_rows_and_claims_in_both_formats(name: str, tmp_
     assert set(table_metrics(context)["rows"]) == set(ids)
     plot_accuracy_bars(table, context, tmp_path / "bars.png")
     assert (tmp_path / "bars.png").stat().st_size > 10_000
+
+
+HOSTILE = "</script><script>alert(1)</script> <img src=x onerror=alert(2)> a|b {{7*7}}"
+
+
+def test_every_page_escapes_what_the_table_wrote():
+    """A table whose title, labels, claims and notes hold markup, a cell separator and a
+    template expression: the HTML pages escape them, the Markdown pages neither split a row nor
+    open raw HTML, the JSON keeps the text, and no page evaluates the expression."""
+    params = Params(ROOT / "params")
+    table = params.table("table3")
+    rows = {
+        key: replace(row, label=f"{row.label} {HOSTILE}", paper_note=HOSTILE)
+        for key, row in table.rows.items()
+    }
+    claims = [replace(c, text=f"{c.text} {HOSTILE}") for c in table.claims]
+    table = replace(table, title=f"Table 3: {HOSTILE}", rows=rows, claims=claims)
+    runs = _table_runs(table, params, lambda row, seed: 40.0 + seed)
+    context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True)
+    summary = summary_json(context)
+    pages = {
+        "table.md": render(context),
+        "table.html": render(context, "html"),
+        "index.md": render_index([summary], "abc"),
+        "index.html": render_index([summary], "abc", "html"),
+    }
+    for name, page in pages.items():
+        assert "<script" not in page and "<img" not in page, name
+        assert "49" not in page.replace("2049", ""), name  # {{7*7}} printed, never evaluated
+        assert "{{7*7}}" in page, name
+    # Markdown: every row of the table keeps its columns.
+    lines = pages["table.md"].splitlines()
+    header = next(line for line in lines if line.startswith("| row |"))
+    cells = header.count(" | ")
+    for line in lines:
+        if line.startswith(f"| {table.rows['a'].label.split()[0]}"):
+            assert line.replace("\\|", "").count(" | ") == cells, line
+    assert "a\\|b" in pages["table.md"]
+    # The JSON keeps the text as the table wrote it: it is data, for a reader's script.
+    assert summary["title"] == table.title and summary["claims"][0]["text"] == claims[0].text
+    # A folder of `snakemake --report` holds the table's short name without markup.
+    assert "<" not in table.short_name and table.short_name.startswith("Table 3")

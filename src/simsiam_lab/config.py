@@ -32,6 +32,23 @@ class _Loader(yaml.SafeLoader):
     string that PyYAML's 1.1 rules make of a float without a dot."""
 
 
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict:
+    """A mapping whose keys are each written once: YAML lets a repeated key silently replace
+    the first (`width: 8, width: 16`), which would train a config nobody wrote."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                problem=f"duplicate key {key!r} (each key once: the second would silently win)",
+                problem_mark=mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -73,6 +74,15 @@ class Table:
     rows: dict[str, Row]
     claims: list[Claim]
 
+    @property
+    def short_name(self) -> str:
+        """The table as the paper names it, with its section ("Table 3 (§4.4)"): its title up
+        to the colon, without the characters that could open markup where it is shown
+        (a folder of `snakemake --report`, which puts it into a script)."""
+        name = self.title.split(":")[0]
+        name = f"{name} ({self.section})" if self.section else name
+        return re.sub(r"[<>&\"'`\\]", "", name)
+
 
 def _parse_table(name: str, raw: Any, path: Path) -> Table:
     check_schema(_TABLE_VALIDATOR, raw, str(path))
@@ -121,6 +131,11 @@ class Params:
 
     def __init__(self, root: Path | str = "params") -> None:
         self.root = Path(root)
+        if not (self.root / "baseline.yaml").is_file():
+            raise ConfigError(
+                f"no params directory at {self.root.resolve()} (it holds baseline.yaml); run "
+                "from the project root, or pass --params DIR"
+            )
         self._sources: dict[tuple, str | None] = {}
         self._valid_profiles: set[str] = set()
 

@@ -3,12 +3,11 @@
 import json
 from dataclasses import asdict
 
-from simsiam_lab.errors import ConfigError
-from simsiam_lab.study import Params
-from simsiam_lab.data import check_source, prepared_identity
-from simsiam_lab.errors import DataError
 from simsiam_lab.codedeps import rendering_code
+from simsiam_lab.data import check_source, prepared_identity
+from simsiam_lab.errors import ConfigError, DataError
 from simsiam_lab.rundir import IndexFiles, ReportFiles, RunDir
+from simsiam_lab.study import Params
 from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
@@ -112,6 +111,4 @@ def row_runs(table):
 def table_category(wildcards) -> str:
     """A table's folder in `snakemake --report`: its title up to the colon, as the paper
     names it ("Table 3"), and its section."""
-    table = PARAMS.table(wildcards.table)
-    name = table.title.split(":")[0]
-    return f"{name} ({table.section})" if table.section else name
+    return PARAMS.table(wildcards.table).short_name
