@@ -11,8 +11,8 @@ from simsiam_lab.config import ModelConfig
 from simsiam_lab.data import source_identity
 from simsiam_lab.model import SimSiam
 
-# Torch threads for every test, where set: training is bit-exact only at one thread count, so a
-# test that asserts a training's outcome runs at two in CI (`.ci/run`: `pytest -m trains -n 0`).
+# Torch threads for every test, where set. Training is bit-exact only at one thread count, so CI
+# runs the tests that assert a training's outcome at two (`.ci/run`: `pytest -m trains -n 0`).
 THREADS = "SIMSIAM_TEST_THREADS"
 
 
