@@ -11,12 +11,18 @@ from simsiam_lab.config import ModelConfig
 from simsiam_lab.datasource import source_identity
 from simsiam_lab.model import SimSiam
 
+# Torch threads for every test, where set. Training is bit-exact only at one thread count, so CI
+# runs the tests that assert a training's outcome at two (`.ci/run`: `pytest -m trains -n 0`).
+THREADS = "SIMSIAM_TEST_THREADS"
+
 
 def pytest_configure(config):
     """Under pytest-xdist, each worker's torch takes its share of the cores, not all of them:
-    on 2 cores, the quick check took 118 s with two threads a worker, 80 s with one."""
+    on 2 cores, the quick check took 118 s with two threads a worker, 80 s with one. Without
+    workers (-n 0) it takes them all; SIMSIAM_TEST_THREADS=N sets N either way."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    threads = os.environ.get(THREADS) or max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(int(threads))
 
 
 @pytest.fixture

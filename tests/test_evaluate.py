@@ -63,6 +63,7 @@ def _schedule(epochs: int) -> ProbeSchedule:
     return ProbeSchedule(epochs, lr=0.1, batch_size=256, weight_decay=0.0, seed=0)
 
 
+@pytest.mark.trains
 def test_linear_probe_learns_separable_features():
     train_x, train_y = _separable(50, 0)
     test_x, test_y = _separable(20, 1)
@@ -105,6 +106,7 @@ def _coloured_images(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.T
     return images, labels
 
 
+@pytest.mark.trains
 def test_the_paper_probe_learns_and_leaves_the_backbone_frozen(small_simsiam):
     backbone = small_simsiam().backbone
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
@@ -115,6 +117,8 @@ def test_the_paper_probe_learns_and_leaves_the_backbone_frozen(small_simsiam):
     accuracy = paper_linear_probe_accuracy(
         backbone, train, test, cifar_augment(), 32, ProbeSchedule(30, 16.0, 16, 0.0, 0)
     )
+    # 100 at one torch thread and at two, and on this init with each of the probe's seeds 0 to
+    # 5: far from where float drift would take it (an init seeded 3 stays at chance for 2 of 6).
     assert accuracy >= 90.0
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included

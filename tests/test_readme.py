@@ -5,6 +5,7 @@ import ast
 import json
 import os
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ def test_ci_runs_the_readme_s_test_command_and_the_main_job_sets_up_the_same():
     main_job = next(b for b in readme.blocks() if "snakemake --cores all reports/table3.md\n" in b)
     assert readme.SETUP.search(main_job)[1] == "dev" and readme.SETUP.search(full)[1] == "dev,bench"
     assert test_block.startswith("export SIMSIAM_DATA=$PWD/../shared/datasets/cifar10-jpeg.tar.gz")
+
+
+def test_ci_runs_the_tests_that_train_again_at_another_thread_count():
+    """A test that asserts where a training lands must hold at any thread count, where the
+    floats part (issue 37): after the README's command, .ci/run runs the `trains` tests again
+    with one worker and every core, and the README says so."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\npytest -m trains -n 0\n" in ci
+    assert ci.index("&& pytest\n") < ci.index("\npytest -m trains -n 0\n")
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert any(marker.startswith("trains:") for marker in ini["markers"])
+    assert "`pytest -m trains -n 0`" in readme.README.read_text()
 
 
 def test_a_new_shell_has_no_venv_and_no_data_until_the_readme_s_line():

@@ -80,6 +80,7 @@ def test_fix_pred_lr_puts_the_predictor_in_a_fixed_group():
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.predictor.parameters()}
 
 
+@pytest.mark.trains
 def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path, data: Path):
     summary = pretrain(_config(), data, tmp_path / "run")
     assert summary["status"] == "ok" and summary["epochs_completed"] == 2
@@ -88,6 +89,7 @@ def test_pretrain_writes_a_finite_history_and_checkpoint(tmp_path: Path, data: P
     assert [r["epoch"] for r in history] == [0, 1, 2]  # epoch 0: the random-init monitor
     assert all(math.isfinite(r["loss"]) and -1 <= r["loss"] <= 1 for r in history[1:])
     assert 0 < history[-1]["z_std_ratio"] < 1.5  # ≈ 1 for isotropic z; batch-16 noise
+    # (1.027 at one torch thread and at two: each bound far from where training lands)
     # Each epoch also keeps its every step's loss, and the steps done at its end.
     for record in history[1:]:
         assert len(record["step_loss"]) == 3 and record["step"] == 3 * record["epoch"]
@@ -144,6 +146,7 @@ def test_freeze_predictor_keeps_it_at_init(tmp_path: Path):
     ],
     ids=["asymmetric-2x", "snapshot-epoch", "moving-average"],
 )
+@pytest.mark.trains
 def test_ablation_switches_train(tmp_path: Path, data: Path, overrides):
     cfg = _config().merged({"monitor": {"knn_every": 0}, **overrides}, "test")
     summary = pretrain(cfg, data, tmp_path / "run")
@@ -254,6 +257,7 @@ def _one_step(cfg: RunConfig, views: tuple[torch.Tensor, torch.Tensor]) -> tuple
     [({"channels_last": True}, 1e-5), ({"precision": "bf16"}, 2e-2)],
     ids=["channels_last", "bf16"],
 )
+@pytest.mark.trains
 def test_a_fast_path_switch_keeps_the_step_s_math(compute: dict, tol: float):
     off = {"channels_last": False, "precision": "fp32", "compile": False}
     torch.manual_seed(1)
@@ -261,6 +265,7 @@ def test_a_fast_path_switch_keeps_the_step_s_math(compute: dict, tol: float):
     plain = _config().merged({"compute": off}, "test")
     fast = plain.merged({"compute": compute}, "test")
     (loss_a, weights_a), (loss_b, weights_b) = _one_step(plain, views), _one_step(fast, views)
+    # Measured: channels_last 4e-8 from fp32 at one thread, 4e-9 at two; bf16 7e-4.
     assert loss_b == pytest.approx(loss_a, abs=tol)
     conv = weights_b["backbone.conv1.weight"]
     if compute.get("channels_last"):
