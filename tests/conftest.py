@@ -19,10 +19,13 @@ THREADS = "SIMSIAM_TEST_THREADS"
 def pytest_configure(config):
     """Under pytest-xdist, each worker's torch takes its share of the cores, not all of them:
     on 2 cores, the quick check took 118 s with two threads a worker, 80 s with one. Without
-    workers (-n 0) it takes them all; SIMSIAM_TEST_THREADS=N sets N either way."""
+    workers (-n 0) it takes them all; SIMSIAM_TEST_THREADS=N sets N either way (each rounded
+    down to a power of two)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    threads = os.environ.get(THREADS) or max(1, (os.cpu_count() or 1) // workers)
-    torch.set_num_threads(int(threads))
+    threads = int(os.environ.get(THREADS) or max(1, (os.cpu_count() or 1) // workers))
+    # A power of two: torch's channels_last backward pass crashes at 3, 6 and 7 threads on a
+    # CPU (train.safe_cpu_threads), which 6 or 14 cores over two workers would give.
+    torch.set_num_threads(1 << (threads.bit_length() - 1))
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from simsiam_lab.train import (
     fix_pred_lr_schedule,
     initial_weights,
     pretrain,
+    safe_cpu_threads,
     sgd_step,
 )
 
@@ -291,3 +292,19 @@ def test_a_compiled_model_keeps_its_checkpoint_keys():
     model = build_model(cfg)
     fast_path(cfg, model, torch.device("cpu"))
     assert model.state_dict().keys() == eager  # a checkpoint loads into an eager model
+
+
+def test_cpu_threads_are_rounded_down_to_a_power_of_two():
+    """At 3, 6 and 7 threads torch's channels_last backward pass crashes on a CPU."""
+    lines, before = [], torch.get_num_threads()
+    try:
+        torch.set_num_threads(6)
+        assert safe_cpu_threads(lines.append) == 4 == torch.get_num_threads()
+        assert lines == [
+            "torch threads: 4, not 6 (a power of two: at 3, 6 or 7 threads torch's "
+            "channels_last backward pass crashes on a CPU)"
+        ]
+        torch.set_num_threads(2)
+        assert safe_cpu_threads(lines.append) == 2 and len(lines) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -204,6 +204,8 @@ def pretrain(
     dev = distributed.device()
     if dev.type == "cuda":  # fixed shapes: cuDNN picks its fastest kernels, as main_simsiam.py
         torch.backends.cudnn.benchmark = True
+    elif cfg.compute.channels_last:
+        safe_cpu_threads()
     rank, world = distributed.init_from_env(dev)
     try:
         check_data_parallel(cfg, world)
@@ -241,6 +243,22 @@ def pretrain(
         "final_loss": finite[-1]["loss"] if finite else None,
         "final_z_std_ratio": finite[-1]["z_std_ratio"] if finite else None,
     }
+
+
+def safe_cpu_threads(say: Callable[[str], None] = print) -> int:
+    """Torch's CPU threads, rounded down to a power of two where they are not one (said in one
+    line): torch 2.14.1's oneDNN crashes (a segfault or an abort) in the backward pass of
+    channels_last convolutions at some thread counts. Measured on a 2-core AMD EPYC (AVX512),
+    a width-8 ResNet-18: 3, 6 and 7 threads crash, 1, 2, 4, 5, 8, 12 and 16 run."""
+    threads = torch.get_num_threads()
+    safe = 1 << (threads.bit_length() - 1)
+    if safe != threads:
+        torch.set_num_threads(safe)
+        say(
+            f"torch threads: {safe}, not {threads} (a power of two: at 3, 6 or 7 threads "
+            "torch's channels_last backward pass crashes on a CPU)"
+        )
+    return safe
 
 
 def scale_mismatch(cfg: RunConfig, n_images: int) -> str | None:
