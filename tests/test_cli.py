@@ -451,13 +451,13 @@ def _killed_after_epoch_1(monkeypatch, argv: list[str]) -> None:
 
     real = train.pretrain
 
-    def killed(cfg, data, out, log_epoch):
+    def killed(cfg, data, out, log_epoch, keep_state=False):
         def log_then_kill(record):
             log_epoch(record)
             if record["epoch"] == 1:
                 raise KeyboardInterrupt
 
-        return real(cfg, data, out, log_then_kill)
+        return real(cfg, data, out, log_then_kill, keep_state=keep_state)
 
     monkeypatch.setattr(train, "pretrain", killed)
     with pytest.raises(KeyboardInterrupt):
