@@ -273,3 +273,15 @@ def test_figure_2_s_rows_train_to_either_side_of_the_rule_on_a_second_dataset(
     assert healthy.outcome(RULE) == NOT_COLLAPSED, signals  # the message: add them to the table
     assert collapsed.votes(RULE)["degenerate output"], signals
     assert collapsed.outcome(RULE) != NOT_COLLAPSED
+
+
+def test_the_snakemake_report_s_front_page_states_the_rule_s_bounds():
+    """`snakemake --report`'s front page states the collapse rule with the thresholds the
+    table pages use (they print RULE's), not numbers of its own."""
+    page = (ROOT / "workflow" / "report" / "workflow.rst").read_text()
+    page = " ".join(page.split())
+    assert f"within {RULE.loss_gap} of −1 + 4/B" in page
+    assert RULE.std_position == 0.5 and "std(z)·√d at most √(2/√B)" in page
+    assert f"{RULE.std_bound(64):.2f} at batch 64" in page
+    assert f"{RULE.share:.0%} of z's variance along one direction" in page
+    assert f"within {RULE.gain_z:.3f} standard errors" in page
