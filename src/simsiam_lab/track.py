@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from .data import Manifest
 
 DEFAULT_STORE = Path(".mlflow")
+# MLflow's usage telemetry, off unless the user turned it on: these machines reach no telemetry
+# host, and MLflow 3.17 sets and unsets its session variable in os.environ from a background
+# thread while a request copies the environment, which failed one of five concurrent pretraining
+# jobs against a tracking server (KeyError '_MLFLOW_TELEMETRY_SESSION_ID' in rest_utils).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # The schemes MLflow's client can store runs under; anything else is a typo in the URI.
 SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
