@@ -10,18 +10,18 @@ from pathlib import Path
 LIBRARY = Path(__file__).parent
 
 
-def _module_file(package: list[str], module: str | None, name: str | None) -> str | None:
+def _module_file(package: list[str], module: str | None, name: str) -> str | None:
     """The library file (relative to LIBRARY) that `from <package-relative module> import name`
-    reads: a module, a package's __init__.py, or a module named by the import itself."""
+    reads: the module `name` itself where it is one, else the module, or the package's
+    __init__.py."""
     parts = package + (module.split(".") if module else [])
-    for candidate in ([*parts, name] if name else [], parts):
-        if not candidate:
-            continue
-        path = "/".join(candidate)
-        if (LIBRARY / f"{path}.py").is_file():
-            return f"{path}.py"
-        if (LIBRARY / path / "__init__.py").is_file() and candidate is parts:
-            return f"{path}/__init__.py"
+    if (LIBRARY / "/".join([*parts, name])).with_suffix(".py").is_file():
+        return "/".join([*parts, name]) + ".py"
+    path = "/".join(parts)
+    if parts and (LIBRARY / f"{path}.py").is_file():
+        return f"{path}.py"
+    if parts and (LIBRARY / path / "__init__.py").is_file():
+        return f"{path}/__init__.py"
     return None
 
 
