@@ -23,8 +23,12 @@ from simsiam_lab.verdicts.collapse import (
     claim_result,
     describe_flip,
     flips,
+    has_floor,
+    lowest_loss,
+    rate_test,
 )
 from simsiam_lab.verdicts.results import RunResult
+from simsiam_lab.verdicts.sequential import WAITING
 from simsiam_lab.verdicts.stability import FINAL_WINDOW_LOSS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,29 +126,50 @@ def test_learned_nothing_is_judged_against_the_test_set_s_noise():
     assert few.gain_z == pytest.approx(1.5 / se)
 
 
-def test_a_claim_needs_every_trial_and_the_opposite_of_every_trial_refutes_it():
+def test_a_claim_is_an_exact_rate_test_that_more_trials_can_decide():
     collapsed, healthy = _signals(), _signals(loss=-0.66, ratio=0.99, linear=37.0, init=27.0)
     unsure = _signals(loss=-0.90)
-    assert claim_result("collapsed", [collapsed, collapsed]) == "reproduced"
-    assert claim_result("collapsed", [healthy, healthy]) == "not reproduced"
-    assert claim_result("not_collapsed", [healthy, healthy]) == "reproduced"
-    assert claim_result("not_collapsed", [collapsed, collapsed]) == "not reproduced"
+    # 3 of 3 is p = 0.125 against a rate of one half: no decision, the next look is asked for.
+    three = rate_test("collapsed", [collapsed] * 3)
+    assert (three.result, three.stopped) == ("inconclusive", WAITING)
+    assert claim_result("collapsed", [collapsed] * 5) == "reproduced"
+    assert claim_result("collapsed", [healthy] * 5) == "not reproduced"
+    assert claim_result("not_collapsed", [healthy] * 5) == "reproduced"
+    assert claim_result("not_collapsed", [collapsed] * 5) == "not reproduced"
+    # A disagreeing trial counts against whichever side is shown: 4 and one unsure show neither.
     for kind in ("collapsed", "not_collapsed"):
-        assert claim_result(kind, [collapsed, healthy]) == "inconclusive"
-        assert claim_result(kind, [collapsed, unsure]) == "inconclusive"
+        assert claim_result(kind, [collapsed] * 4 + [unsure]) == "inconclusive"
+        assert claim_result(kind, [healthy] * 4 + [unsure]) == "inconclusive"
+    # 2 of 3 then 2 more: 4 of 5 is not 5 of 5, and 12 trials are the budget.
+    mixed = rate_test("collapsed", [collapsed, collapsed, healthy, collapsed, collapsed])
+    assert (mixed.result, mixed.stopped, mixed.looks) == ("inconclusive", WAITING, 2)
+
+
+def test_a_head_without_an_affine_free_output_bn_has_no_floor():
+    """Table 3 (a): no BN on z, so no floor and no -1 + 4/B bound: its lowest loss is -1."""
+    bare = run_config(model={"projector_output_bn": False}, optim={"batch_size": 64})
+    affine = run_config(model={"projector_output_bn_affine": True}, optim={"batch_size": 64})
+    assert not has_floor(bare) and not has_floor(affine)
+    assert has_floor(run_config(optim={"batch_size": 64}))
+    assert lowest_loss("cosine", 64, floored=False) == -1.0
+    metrics = {"final_loss": -0.96, "final_z_std_ratio": 0.06, "z_top_share": 0.7}
+    assert Signals.of(bare, metrics).loss_gap == pytest.approx(0.04)
+    assert Signals.of(run_config(optim={"batch_size": 64}), metrics).loss_gap == pytest.approx(
+        -0.96 - (-1 + 4 / 64)
+    )
 
 
 def test_each_threshold_s_flip_is_where_the_nearest_trial_crosses_it():
     lowest = -1 + 4 / 64
-    # Two of three trials a little above the loss bound: reproduced from a gap of 0.037 on.
-    trials = [_signals(loss=lowest + gap) for gap in (0.01, 0.025, 0.037)]
+    # Two of five trials a little above the loss bound: reproduced from a gap of 0.037 on.
+    trials = [_signals(loss=lowest + gap) for gap in (0.01, 0.012, 0.015, 0.025, 0.037)]
     assert claim_result("collapsed", trials) == "inconclusive"
     found = {f.threshold: f for f in flips("collapsed", trials)}
     assert found["loss_gap"].at == pytest.approx(0.037)
     assert found["loss_gap"].to == "reproduced"
     assert describe_flip(found["loss_gap"], 64) == "reproduced at loss gap 0.037 (rule 0.020)"
     # Lowering the std bound below a trial's std turns it from degenerate to disagreeing.
-    collapsed = [_signals(loss=lowest, ratio=r) for r in (0.27, 0.31)]
+    collapsed = [_signals(loss=lowest, ratio=r) for r in (0.27, 0.31, 0.28, 0.29, 0.30)]
     found = {f.threshold: f for f in flips("collapsed", collapsed)}
     assert describe_flip(found["std_position"], 64).startswith(
         "inconclusive at std(z)·√d bound 0.310"

@@ -14,6 +14,7 @@ LAYERS = {
         "verdicts/index.py",
         "verdicts/judge.py",
         "verdicts/compare.py",
+        "verdicts/allocation.py",
         "verdicts/sequential.py",
         "verdicts/votes.py",
         "verdicts/rules.py",

@@ -2,18 +2,19 @@ import math
 
 import pytest
 
+from simsiam_lab.verdicts.sequential import DECIDED
 from simsiam_lab.verdicts.stability import (
     RULE,
     STABLE,
     UNKNOWN,
     UNSTABLE,
     Signals,
-    claim_result,
     final_loss,
     loss_rise,
     step_noise,
     why_no_step_noise,
 )
+from simsiam_lab.verdicts.votes import noise_ratio_verdict
 
 
 def _history(steps, per_epoch=50):
@@ -71,11 +72,19 @@ def test_each_trial_is_unstable_stable_or_not_measured(trial, outcome):
     assert trial.outcome(RULE) == outcome
 
 
-def test_one_unstable_trial_makes_training_unstable_and_unmeasured_ones_decide_nothing():
-    stable, unknown = Signals(0, False, 0.0, 0.01, 0.01), Signals(1, False, 0.0, None, 0.01)
-    assert claim_result([stable, Signals(1, True, None, None, None)]) == "reproduced"
-    assert claim_result([stable, stable]) == "not reproduced"
-    assert claim_result([stable, unknown]) == "inconclusive"
+def test_the_step_noise_ratio_is_tested_against_the_smallest_ratio_read_as_oscillating():
+    # Table 3 (d) against (c) at the cpu profile: ratios 1.05 to 1.09, three seeds.
+    near_one = noise_ratio_verdict("", [math.log(r) for r in (1.05, 1.07, 1.09)], 2.0)
+    assert near_one.result == "not reproduced"
+    assert near_one.sequence["stopped"] == DECIDED and near_one.sequence["seeds"] == 3
+    assert near_one.thresholds["noise_factor"]["flips_at"] == pytest.approx(
+        math.exp(near_one.interval.hi)
+    )
+    oscillating = noise_ratio_verdict("", [math.log(r) for r in (3.1, 2.9, 3.3)], 2.0)
+    assert oscillating.result == "reproduced"
+    # Seeds that disagree decide nothing yet: the next look's 5 seeds are asked for.
+    spread = noise_ratio_verdict("", [math.log(r) for r in (0.9, 4.0, 2.2)], 2.0)
+    assert spread.result == "inconclusive" and spread.sequence["next_seeds"] == 5
 
 
 def test_an_unmeasured_step_noise_says_why():

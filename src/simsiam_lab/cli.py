@@ -56,6 +56,9 @@ COMMANDS = {
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
     ),
     "index": lambda a: _report().report_index([Path(s) for s in a.summaries], Path(a.out)),
+    "seeds": lambda a: _report().next_look(
+        Params(a.params), a.profile, [Path(s) for s in a.summaries], a.dry_run
+    ),
     "init-tracking": lambda a: jobs.init_tracking(Params(a.params), a.profile),
 }
 
@@ -157,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="one page of every table's claims and verdicts")
     p.add_argument("summaries", nargs="+", help="reports/<table>.json files")
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser(
+        "seeds",
+        help="the sequential study's next look: add the seeds its waiting claims need to "
+        "params/seeds/PROFILE.yaml, which Snakemake and dvc.yaml read",
+    )
+    p.add_argument("--profile", required=True)
+    p.add_argument("summaries", nargs="+", help="the profile's reports/<table>.json files")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be trained and its cost only"
+    )
 
     p = sub.add_parser("init-tracking", help="create the MLflow store and the profile's experiment")
     p.add_argument("--profile", required=True)

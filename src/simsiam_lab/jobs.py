@@ -263,6 +263,7 @@ def evaluate_run(
     from .track import log_evaluation
     from .train import atomic_write_json, build_model, initial_weights, load_tensors
 
+    started = time.time()
     rundir = RunDir(run)
     if missing := [p.name for p in (rundir.config, rundir.summary) if not p.is_file()]:
         raise DataError(
@@ -287,6 +288,7 @@ def evaluate_run(
         train, test = open_split(data, "train"), open_split(data, "test")
         metrics |= evaluation_metrics(model, cfg, train, test, initial_weights(cfg))
     metrics["evaluated_at"] = round(time.time(), 1)  # the end of the run's last job
+    metrics["eval_s"] = round(metrics["evaluated_at"] - started, 1)
     atomic_write_json(metrics | {EVALUATION: evaluation}, rundir.metrics)
     logged = {k: metrics[k] for k in EVALUATED if metrics[k] is not None}
     log_evaluation(

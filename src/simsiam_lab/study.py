@@ -45,10 +45,12 @@ class Row:
     def ref(self) -> str:
         return f"{self.table}:{self.id}"
 
-    def trials(self, count: int = 1) -> list[Trial]:
+    def trials(self, count: int = 1, allotted: int = 0) -> list[Trial]:
         """The row's seeds, else seeds 0..count-1 when a claim names the row, else seed 0: a
-        difference needs an interval, and a collapse verdict from one seed can be luck."""
-        seeds = self.seeds or tuple(range(count if self.claimed else 1))
+        difference needs an interval, and a collapse verdict from one seed can be luck. Then
+        the next seeds up to `allotted` trials, where a sequential look asked for more."""
+        seeds = list(self.seeds or range(count if self.claimed else 1))
+        seeds += [s for s in range(max(seeds) + 1, max(seeds) + 1 + allotted - len(seeds))]
         return [Trial(self, seed) for seed in seeds]
 
 
@@ -138,6 +140,7 @@ class Params:
             )
         self._sources: dict[tuple, str | None] = {}
         self._valid_profiles: set[str] = set()
+        self._allotted: dict[str, dict[str, int]] = {}
 
     @cached_property
     def baseline(self) -> Config:
@@ -212,8 +215,34 @@ class Params:
             )
         return judged
 
+    def seeds_file(self, profile: str) -> Path:
+        """Where `simsiam seeds` records the trials its sequential looks allot each row at this
+        profile, which Snakemake's plan and dvc.yaml both read."""
+        return self.root / "seeds" / f"{profile}.yaml"
+
+    def allotted(self, profile: str) -> dict[str, int]:
+        """{TABLE:ROW: trials} from the profile's seeds file; empty where there is none."""
+        if profile not in self._allotted:
+            path = self.seeds_file(profile)
+            found = (load_yaml(path) if path.is_file() else None) or {}
+            if not isinstance(found, dict):
+                raise ConfigError(f"{path}: expected a mapping of TABLE:ROW to a trial count")
+            for ref, count in found.items():
+                if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                    raise ConfigError(
+                        f"{path}: {ref} = {count!r}: must be a whole number of trials >= 1; "
+                        f"`simsiam seeds --profile {profile}` writes this file"
+                    )
+                self.row(str(ref))  # an unknown row: one line naming the rows there are
+            self._allotted[profile] = {str(k): v for k, v in found.items()}
+        return self._allotted[profile]
+
+    def allot(self, profile: str, trials: dict[str, int]) -> None:
+        """Plan with these allotted trials instead of the seeds file's (a look's dry run)."""
+        self._allotted[profile] = dict(trials)
+
     def row_trials(self, profile: str, row: Row) -> list[Trial]:
-        return row.trials(self.trials(profile))
+        return row.trials(self.trials(profile), self.allotted(profile).get(row.ref, 0))
 
     def table_names(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "tables").glob("*.yaml"))

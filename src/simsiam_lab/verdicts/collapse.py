@@ -13,10 +13,15 @@ how far a claim's verdict hangs on each signal's threshold.
 - carries nothing: the linear accuracy no more than `gain_z` standard errors above the same
   network's at random init, on the same test images (two binomial proportions).
 
+The BN floor and the loss bound -1 + 4/B hold only where z ends in an affine-free BN
+(`floored`): a head without one (Table 3a) or with the affine (whose scale can shrink) has no
+floor, and its loss's lowest is the similarity's own (-1 for the cosine).
+
 A trial collapsed when every signal it has says so, and did not when its loss is above the
 minimum and its output is not degenerate (a model that learned nothing without reaching the
-degenerate solution failed to train: Table 1b). Any other mix is a disagreement, and a claim
-whose trials disagree is inconclusive, with the reason.
+degenerate solution failed to train: Table 1b); any other mix is a disagreement. A claim is a
+rate over its trials, tested exactly against a collapse rate of one half over the looks
+(sequential.RateDesign), with each disagreeing trial counted against whichever side is shown.
 """
 
 from __future__ import annotations
@@ -28,17 +33,35 @@ from typing import Any
 
 from ..config import RunConfig
 from ..loss import SIMILARITIES, batch_norm_std_floor
+from .sequential import RateDesign, RateSequential, rate_verdict
 from .stability import FINAL_WINDOW_LOSS
 from .stats import threshold_flips
+
+# A collapse (or instability) claim is a rate: shown above or below one half, one-sided 0.05 at
+# each end over the looks. One half: "collapses" is read as "collapses more often than not".
+RATE_DESIGN = RateDesign(alpha=0.05, rate=0.5)
 
 COLLAPSED, NOT_COLLAPSED, DISAGREE = "collapsed", "not collapsed", "signals disagree"
 
 
-def lowest_loss(similarity: str, batch: int) -> float | None:
-    """The lowest loss a BN'd batch of B reaches under a similarity (loss.SIMILARITIES); None
-    where none is derived, and the loss signal is absent and the other two decide."""
+# The lowest loss without the BN floor: identical outputs (the cross-entropy has none derived).
+UNFLOORED_LOWEST = {"cosine": -1.0}
+
+
+def lowest_loss(similarity: str, batch: int, floored: bool = True) -> float | None:
+    """The lowest loss a batch of B reaches under a similarity (loss.SIMILARITIES), through an
+    affine-free BN on z where `floored`; None where none is derived, and the loss signal is
+    absent and the other two decide."""
+    if not floored:
+        return UNFLOORED_LOWEST.get(similarity)
     lowest = SIMILARITIES[similarity].lowest
     return None if lowest is None else lowest(batch)
+
+
+def has_floor(config: RunConfig) -> bool:
+    """Whether z ends in an affine-free BN, the premise of the BN floor and the loss bound."""
+    model = config.model
+    return model.projector_output_bn and not model.projector_output_bn_affine
 
 
 @dataclass(frozen=True)
@@ -76,7 +99,7 @@ class Signals:
     @classmethod
     def of(cls, config: RunConfig, metrics: dict[str, Any]) -> Signals:
         batch = config.optim.batch_size
-        lowest = lowest_loss(config.loss.similarity, batch)
+        lowest = lowest_loss(config.loss.similarity, batch, has_floor(config))
         loss = metrics.get(FINAL_WINDOW_LOSS, metrics.get("final_loss"))
         gap = None if lowest is None or loss is None else loss - lowest
         gain, gain_z = None, None
@@ -135,17 +158,16 @@ class Signals:
         return f"{', '.join(said) or 'none'}; not: {', '.join(denied) or 'none'}"
 
 
+def rate_test(kind: str, trials: list[Signals], th: Thresholds = RULE) -> RateSequential:
+    """A collapse claim over its trials in seed order: the exact test of its collapse rate
+    against one half, look by look (sequential.RateDesign)."""
+    events = {COLLAPSED: True, NOT_COLLAPSED: False}
+    outcomes = [events.get(t.outcome(th)) for t in trials]
+    return rate_verdict(kind == "collapsed", outcomes, RATE_DESIGN)
+
+
 def claim_result(kind: str, trials: list[Signals], th: Thresholds = RULE) -> str:
-    """A collapse claim over its trials: reproduced when every trial agrees with it,
-    not reproduced when every trial says the opposite, else inconclusive."""
-    outcomes = [t.outcome(th) for t in trials]
-    wanted = COLLAPSED if kind == "collapsed" else NOT_COLLAPSED
-    opposite = NOT_COLLAPSED if kind == "collapsed" else COLLAPSED
-    if outcomes and all(o == wanted for o in outcomes):
-        return "reproduced"
-    if outcomes and all(o == opposite for o in outcomes):
-        return "not reproduced"
-    return "inconclusive"
+    return rate_test(kind, trials, th).result
 
 
 def _breakpoints(name: str, trials: list[Signals]) -> list[float]:

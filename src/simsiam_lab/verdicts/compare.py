@@ -3,24 +3,18 @@ two rows' means, its margin in points and as a share of the learned gain, and it
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..claims import Claim
 from ..study import Table
 from .results import RowResult
+from .sequential import DECIDED, WAITING, Design, Sequential, sequence_json, sequential_verdict
 from .stability import FINAL_WINDOW_LOSS
-from .stats import (
-    Interval,
-    claim_p_value,
-    decide,
-    detectable_difference,
-    difference_interval,
-    flips_at,
-    margin_range,
-    pooled_std,
-)
-from .verdict import ALPHA, POWER, Verdict, fmt_interval, fmt_trials
+from .stats import Interval, decide, flips_at, margin_range, pooled_std
+from .verdict import ALPHA, NOT_TESTABLE, POWER, Verdict, fmt_interval, fmt_trials
 
 
 @dataclass(frozen=True)
@@ -108,43 +102,124 @@ def _by_margin(kind: str, interval: Interval, margin: Margin) -> str:
     return f"by margin: {', '.join(parts)}, {last} above"
 
 
+def resolution(y: RowResult, diffs: list[float]) -> dict[str, float | int | None]:
+    """What the measurement resolves, beside a claim's margin: one linear probe's binomial SE
+    on the test images at the reference row's accuracy, and the seed SD of the difference."""
+    acc, images = y.mean("linear_acc"), y.trials[0].metrics.get("test_images")
+    probe_se = (
+        None if acc is None or not images else math.sqrt(acc * (100 - acc) / images)
+    )
+    return {
+        "probe_se": probe_se,
+        "test_images": images,
+        "seed_sd": statistics.stdev(diffs) if len(diffs) > 1 else None,
+        "accuracy": acc,
+    }
+
+
+def untestable(
+    margin: float, found: dict[str, float | int | None], design: Design
+) -> str | None:
+    """Why a `similar` claim cannot be reproduced at this scale, or None: two probes differ by
+    at least their own binomial noise (SD √2 times the probe's SE) whatever the seeds, so the
+    interval on the whole budget is at least that wide; a margin inside it is finer than the
+    instrument. Says what would make it testable."""
+    se, images = found["probe_se"], found["test_images"]
+    if not se or not images:
+        return None
+    budget, bound = design.looks[-1], design.t_bounds[-1]
+    floor_sd = math.sqrt(2) * se
+    narrowest = bound * floor_sd / math.sqrt(budget)
+    if margin > narrowest:
+        return None
+    sd = found["seed_sd"] or floor_sd
+    seeds = design.seeds_needed("similar", 0.0, max(sd, floor_sd), margin)
+    share = se**2 * images  # p(1 − p) in points²
+    needed = math.ceil(share * (bound * math.sqrt(2) / (margin * math.sqrt(budget))) ** 2)
+    return (
+        f"not testable at this scale: its margin {margin:.2f} points is inside the narrowest "
+        f"interval {budget} seeds can give ({narrowest:.2f}: two probes differ by √2 times their "
+        f"binomial SE of {se:.2f} points on {images:,} test images, whatever the seeds); it "
+        f"would need about {math.ceil(seeds):,} seeds a row at the paired SD seen "
+        f"({max(sd, floor_sd):.2f}), or over {needed:,} test images, or a scale whose "
+        "effects are larger than this margin"
+    )
+
+
 def compare(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
-    """A comparison claim's verdict: X's mean against Y's over their trials, at the claim's
-    one-sided `alpha`, against its margin, and only where the rows learned."""
+    """A comparison claim's verdict: X against Y paired by seed, under the group-sequential
+    design at the claim's one-sided `alpha` over its looks, against its margin, and only where
+    the rows learned and the margin is no finer than the instrument."""
     x, y = rows[claim.row], rows[claim.other]
     what = compared(claim.kind)
     margin = claim_margin(claim, rows) or Margin(0.0, None, None)
+    design = Design(alpha=alpha)
     level = 1 - 2 * alpha
     digits = what.digits
     evidence = (
         f"{what.label} {x.id} {fmt_trials(x, what.metric, digits)} vs "
         f"{y.id} {fmt_trials(y, what.metric, digits)}"
     )
-    interval = difference_interval(x.by_seed(what.metric), y.by_seed(what.metric), alpha)
-    if interval is None:
-        return Verdict("inconclusive", evidence + "; needs at least 2 trials of each row")
-    detects = detectable_difference(interval, alpha, POWER)
+    xs, ys = x.by_seed(what.metric), y.by_seed(what.metric)
+    diffs = [xs[seed] - ys[seed] for seed in sorted(set(xs) & set(ys))]
+    first = design.looks[0]
+    if len(diffs) < first:
+        waiting = {"looks": 0, "seeds": len(diffs), "stopped": WAITING, "next_seeds": first}
+        return Verdict(
+            "inconclusive",
+            evidence + f"; needs {first} seeds that both rows trained (the design's first look)",
+            sequence=waiting,
+        )
+    found = sequential_verdict(what.rule, diffs, margin.points or 0.0, design)
+    interval = found.interval
+    sd = statistics.stdev(diffs[: found.seeds])
+    detects = design.detects(sd)
+    instrument = resolution(y, diffs[: found.seeds])
     evidence += f": {fmt_interval(interval, level, digits)}, margin " + (
         f"{margin.points:.2f}{what.unit}{margin.of_gain(margin.points)}"
         if margin.points is not None
         else f"{margin.share:.1%} of a gain {y.id} does not show"
     )
-    evidence += f"; this test detects {detects:.{digits}f}{what.unit} {POWER:.0%} of the time"
-    found = Verdict("inconclusive", evidence, interval, margin.points, level, detects=detects)
+    if what.needs_learning and instrument["probe_se"] is not None:
+        evidence += (
+            f" (the instrument: one probe's binomial SE {instrument['probe_se']:.2f}, the "
+            f"paired seed SD {sd:.2f})"
+        )
+    evidence += (
+        f"; {found.stopped} at look {found.looks} of {len(design.looks)}, {found.seeds} seeds"
+        f"; the design detects {detects:.{digits}f}{what.unit} {POWER:.0%} of the time on its "
+        f"{design.looks[-1]}-seed budget"
+    )
+    if found.stopped != DECIDED and found.seeds_needed is not None:
+        evidence += f"; at this estimate and SD it would need about {_seeds(found)} seeds"
+    base = Verdict(
+        "inconclusive",
+        evidence,
+        interval,
+        margin.points,
+        level,
+        detects=detects,
+        sequence=sequence_json(found, design),
+        resolution=instrument,
+        diffs=diffs,
+    )
     if margin.points is None:
         return replace(
-            found,
+            base,
             evidence=evidence + f"; {y.id} learned nothing over its random init here, so a "
             "margin declared as a share of its gain has no size",
+            sequence=None,
         )
     rule = what.rule
+    if rule == "similar" and (why := untestable(margin.points, instrument, design)):
+        return replace(base, result=NOT_TESTABLE, evidence=evidence + f"; {why}", sequence=None)
     learned = ([x, y] if rule == "similar" else [x]) if what.needs_learning else []
     for row in learned:
         gain = row.gain_over_init(ALPHA)
         if gain is None or gain.lo <= 0:
             shown = "no interval" if gain is None else f"{gain.estimate:+.1f} [{gain.lo:+.1f}, …]"
             return replace(
-                found,
+                base,
                 evidence=evidence + f"; {row.id} not shown to beat its random init "
                 f"(linear gain {shown})",
             )
@@ -154,26 +229,38 @@ def compare(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
         return 1e-9 if at > margin.points else -1e-9
 
     return replace(
-        found,
-        result=decide(rule, interval, margin.points),
+        base,
+        result=found.result,
         sensitivity=_by_margin(rule, interval, margin),
-        p_value=claim_p_value(rule, interval, margin.points),
         flips_at=flip,
         flips_to=None if flip is None else decide(rule, interval, flip + nudge(flip)),
     )
+
+
+def _seeds(found: Sequential) -> str:
+    needed = found.seeds_needed or math.inf
+    return f"{math.ceil(needed):,}" if math.isfinite(needed) else "infinitely many"
 
 
 def power(
     table: Table, rows: dict[str, RowResult], claims: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
     """What this table's accuracy comparisons can detect: the range, over its claims, of the
-    true difference each claim's own test (paired where paired, at the table's level) detects
-    POWER of the time, beside the seed std pooled over the rows that trained without collapse
-    (a description of the noise, not a test). None where no comparison made an interval."""
+    true difference each claim's design detects POWER of the time on its budget, beside the
+    seed std pooled over the rows shown to learn (a description of the noise, not a test).
+    None where no comparison made an interval."""
     detects = [c["power"] for c in claims if c["power"] is not None and c["kind"] != "loss_above"]
     if not detects:
         return None
-    trained = [rows[r] for r in table.rows if rows[r].status == "ok"]
+    # Rows shown to learn: a failed row's spread (Table 1's frozen predictor) is not the noise
+    # a comparison of working variants meets.
+    trained = [
+        rows[r]
+        for r in table.rows
+        if rows[r].status == "ok"
+        and (gain := rows[r].gain_over_init(ALPHA)) is not None
+        and gain.lo > 0
+    ]
     pooled = pooled_std([r.values("linear_acc") for r in trained])
     low, high = f"{min(detects):.1f}", f"{max(detects):.1f}"
     return {

@@ -1,15 +1,18 @@
 """The index: every table's claims and verdicts on one page, the study-wide count under Holm's
-procedure, and what each verdict hangs on."""
+procedure over the comparisons that were tested, and what each verdict hangs on."""
 
 from __future__ import annotations
 
+import copy
+from functools import cache
 from typing import Any
 
 from ..claims import CHECKS
+from .compare import compared
 from .render import template
 from .rules import RULES
-from .stats import holm
-from .verdict import ALPHA, NOT_JUDGED, VERDICTS
+from .sequential import Design, level_holm, sequential_verdict
+from .verdict import ALPHA, NOT_JUDGED, NOT_TESTABLE, VERDICTS
 from .votes import CHOICES
 
 
@@ -17,6 +20,7 @@ def render_index(summaries: list[dict[str, Any]], commit: str, fmt: str = "md") 
     """Every table's claims and verdicts on one page, as Markdown linking to each table's
     report or as one self-contained HTML page."""
     unjudged = sorted({t["profile"] for t in summaries if not t["judged"]})
+    summaries = study_verdicts(summaries)
     return template(f"index.{fmt}.j2").render(
         tables=summaries,
         totals=_totals(summaries),
@@ -39,8 +43,10 @@ def _totals(summaries: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
-    """The index's counts, for a script: per table, over the judged tables (each table's
-    Bonferroni), and study-wide (Holm over every comparison claim)."""
+    """The index's counts, for a script: per table and over the judged tables, with each
+    comparison's verdict the study-wide one (Holm over the tested comparisons), and the
+    family it controls."""
+    summaries = study_verdicts(summaries)
     return {
         "commit": commit,
         "tables": {
@@ -54,14 +60,51 @@ def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
     }
 
 
+def tested(claim: dict[str, Any]) -> bool:
+    """A comparison that was put to its test: its rows trained and learned, its margin is no
+    finer than the instrument, and its paired differences are in the summary."""
+    return bool(CHECKS.get(claim["kind"])) and bool(claim.get("tested"))
+
+
+@cache
+def _reproduces(kind: str, diffs: tuple[float, ...], margin: float, level: float) -> bool:
+    """Whether the claim's sequential test, at one-sided `level`, reproduces it on its seeds."""
+    rule = compared(kind).rule
+    return sequential_verdict(rule, list(diffs), margin, Design(alpha=level)).result == (
+        "reproduced"
+    )
+
+
+def _decides(claim: dict[str, Any]):
+    diffs, margin = tuple(claim["diffs"]), float(claim["margin"] or 0.0)
+    return lambda level: _reproduces(claim["kind"], diffs, margin, level)
+
+
 def _under_holm(summaries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
-    """The judged tables' comparison claims, the study-wide family, in the index's order, each
-    with whether Holm's procedure over that family at the one-sided ALPHA reproduces it. A
-    comparison without a p-value (a row skipped, one trial, a row that did not beat its random
-    init) stays in the family and is never reproduced."""
-    family = [c for t in summaries if t["judged"] for c in t["claims"] if CHECKS.get(c["kind"])]
-    rejected = holm([1.0 if c["p_value"] is None else c["p_value"] for c in family], ALPHA)
+    """The study-wide family, the judged tables' tested comparison claims in the index's order,
+    each with whether Holm's procedure over it at the one-sided ALPHA reproduces it (each
+    claim's sequential test run at Holm's levels on its own seeds: sequential.level_holm)."""
+    family = [c for t in summaries if t["judged"] for c in t["claims"] if tested(c)]
+    rejected = level_holm([_decides(c) for c in family], ALPHA)
     return list(zip(family, rejected, strict=True))
+
+
+def study_verdicts(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summaries with each tested comparison's verdict the study's: reproduced where
+    Holm over the family reproduces it, which can only add to its page's (decided there at
+    ALPHA over every planned comparison, Bonferroni)."""
+    found = copy.deepcopy(summaries)
+    for claim, rejected in _under_holm(found):
+        if rejected and claim["verdict"] != "reproduced":
+            claim["evidence"] += (
+                f"; reproduced under the study's Holm over its tested comparisons (its "
+                f"table's page, at one-sided {claim['sequence']['alpha']:.4g}: "
+                f"{claim['verdict']})"
+            )
+            claim["verdict"] = "reproduced"
+    for t in found:
+        t["claims_reproduced"] = sum(c["verdict"] == "reproduced" for c in t["claims"])
+    return found
 
 
 def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,16 +140,45 @@ def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The headline count under one correction for the whole study: Holm's procedure over
-    every comparison claim of the judged tables at the one-sided ALPHA, beside the count with
-    Bonferroni within each table (_under_holm)."""
-    claims = [c for t in summaries if t["judged"] for c in t["claims"]]
+    """The headline's family: Holm's procedure over the judged tables' tested comparison
+    claims at the one-sided ALPHA; the comparisons left out and why; the per-table count
+    (Bonferroni within each table) beside it; and the error statement of the rate claims."""
+    judged = [t for t in summaries if t["judged"]]
     family = _under_holm(summaries)
+    per_table = 0
+    for t in judged:
+        mine = [c for c in t["claims"] if tested(c)]
+        k = sum(bool(CHECKS.get(c["kind"])) for c in t["claims"])
+        per_table += sum(_decides(c)(ALPHA / max(1, k)) for c in mine)
+    untested = [
+        {"table": t["table"], "claim": c["text"], "why": _why_untested(c)}
+        for t in judged
+        for c in t["claims"]
+        if CHECKS.get(c["kind"]) and not tested(c)
+    ]
+    rates = [c for t in judged for c in t["claims"] if c["kind"] in RATE_KINDS]
     return {
         "family": len(family),
+        "family_claims": [c["text"] for c, _ in family],
         "method": "holm",
         "alpha": ALPHA,
         "reproduced_holm": sum(rejected for _, rejected in family),
-        "reproduced_per_table": sum(c["verdict"] == "reproduced" for c, _ in family),
-        "other_claims": len(claims) - len(family),
+        "reproduced_per_table": per_table,
+        "untested": untested,
+        "rate_claims": len(rates),
+        "rate_alpha": ALPHA,
+        "rate_expected_errors": len(rates) * ALPHA,
+        "other_claims": sum(len(t["claims"]) for t in judged) - len(family) - len(untested),
     }
+
+
+# The claims read as a rate over trials (collapse, instability): an exact test each.
+RATE_KINDS = ("collapsed", "not_collapsed", "unstable")
+
+
+def _why_untested(claim: dict[str, Any]) -> str:
+    if claim["verdict"] == NOT_TESTABLE:
+        return "margin finer than the instrument at this scale"
+    if "not trained at this scale" in claim["evidence"]:
+        return "a row not trained at this scale"
+    return "a row not shown to learn over its random init, or no seeds in common"

@@ -10,11 +10,17 @@ from .votes import collapse_verdict, improving_verdict, instability_verdict, ref
 
 
 def verdict(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
-    """One claim, decided from its rows' trials; `alpha` is this claim's one-sided share of the
-    table's error rate."""
+    """One claim, decided from its rows' trials; `alpha` is a comparison's one-sided share of
+    the study's error rate."""
     if skipped := [rows[r] for r in claim.named if rows[r].status == "skipped"]:
-        reason = skipped[0].trials[0].metrics.get("reason") or "not run at this scale"
-        return Verdict("inconclusive", f"{skipped[0].id}: not trained at this scale ({reason})")
+        return Verdict(
+            "inconclusive",
+            "; ".join(
+                f"{row.id}: not trained at this scale "
+                f"({row.trials[0].metrics.get('reason') or 'not run at this scale'})"
+                for row in skipped
+            ),
+        )
     row = rows[claim.row]
     if claim.longer_than is not None:
         other = rows[claim.longer_than]

@@ -62,8 +62,17 @@ def _trial_summary(trial: RunResult) -> dict[str, Any]:
         | {
             "collapsed": trial.collapsed,
             "mlflow_run_id": trial.metrics.get("mlflow_run_id"),
+            "job_s": _job_seconds(trial.metrics),
         }
     )
+
+
+def _job_seconds(metrics: dict[str, Any]) -> float | None:
+    """One trial's measured cost: its pretraining's seconds and its evaluation's (runs that
+    predate `eval_s` give their pretraining's alone)."""
+    if metrics.get("wall_s") is None:
+        return None
+    return metrics["wall_s"] + (metrics.get("eval_s") or 0.0)
 
 
 def _choices(found: Verdict, kind: str) -> list[dict[str, Any]]:
@@ -102,10 +111,13 @@ def build_context(
     manifest: Manifest,
     commit: str,
     judged: bool,
+    family: int,
     curves: str | None = None,
 ) -> dict[str, Any]:
     """Everything a table's report shows. `judged`: whether the profile's runs can test the
-    paper's claims; where not, each claim is listed with its evidence and `not judged`."""
+    paper's claims; where not, each claim is listed with its evidence and `not judged`.
+    `family`: the study's comparison claims, over which each comparison's share of ALPHA is
+    split (Bonferroni, fixed before any run, so a claim's looks never wait on another table)."""
     first_row = next(iter(rows.values()))  # the random-init control is the first row's network
     first = first_row.trials[0].config
     table_rows, paper_notes = [], []
@@ -136,7 +148,7 @@ def build_context(
             }
         )
     k = comparison_count(table.claims)
-    alpha = ALPHA / max(1, k)
+    alpha = ALPHA / max(1, family)
     claims = []
     for claim in table.claims:
         found = verdict(claim, rows, alpha)
@@ -145,6 +157,7 @@ def build_context(
         claims.append(
             {
                 "text": claim.text,
+                "rows": claim.named,
                 "verdict": found.result if judged else NOT_JUDGED,
                 "evidence": found.evidence
                 + (f"; {found.sensitivity}" if judged and found.sensitivity else ""),
@@ -157,7 +170,12 @@ def build_context(
                 # In points: as declared or resolved from a share of the reference's gain.
                 "margin": found.margin if declared is None else declared.points,
                 "kind": claim.kind,
-                "p_value": found.p_value,
+                "sequence": found.sequence,
+                # put to its test (rows trained and learned, margin testable): in the study's
+                # family (index.tested)
+                "tested": claim.compares and found.sensitivity is not None,
+                "resolution": found.resolution,
+                "diffs": found.diffs,
                 "flips_at": found.flips_at,
                 "power": found.detects,
                 "margin_reason": claim.margin_reason,
@@ -210,6 +228,7 @@ def build_context(
         "random_init_linear": fmt_trials(first_row, "random_init_linear"),
         "claims": claims,
         "comparisons": k,
+        "family": family,
         "alpha": alpha,
         "power": power(table, rows, claims),
         "rules": RULES,
@@ -247,6 +266,8 @@ def summary_json(context: dict[str, Any]) -> dict[str, Any]:
         "claims_total": len(context["claims"]),
         "claims": context["claims"],
         "comparisons": context["comparisons"],
+        "family": context["family"],
+        "alpha": context["alpha"],
         "power": context["power"],
         "mlflow_runs": sorted({i for row in context["rows"] for i in row["run_ids"]}),
     }

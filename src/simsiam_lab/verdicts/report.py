@@ -1,18 +1,23 @@
-"""The report commands, `simsiam report` and `simsiam index`: a table's report from its rows'
-run directories, and the index from the tables' reports."""
+"""The report commands: `simsiam report`, a table's report from its rows' run directories;
+`simsiam index`, the index from the tables' reports; `simsiam seeds`, the sequential study's
+next look from them."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from ..data import Manifest
 from ..errors import ConfigError, ReportError
 from ..rundir import IndexFiles, ReportFiles
 from ..study import Params
 from ..track import git_commit
+from .allocation import job_seconds, wanted
+from .compare import comparison_count
 from .index import index_json, render_index
 from .page import (
     accuracy_bars,
@@ -62,6 +67,7 @@ def report_table(
         manifest,
         git_commit(),
         judged=params.verdicts(profile),
+        family=sum(comparison_count(params.table(t).claims) for t in params.table_names()),
         curves=files.curves.name,
     )
     files.page.write_text(render(context))
@@ -94,3 +100,55 @@ def report_index(summaries: list[Path], out: Path) -> None:
         files.runs, index=False
     )
     print(f"wrote {files.page}, {files.html}, {files.counts} and {files.runs}")
+
+
+def next_look(params: Params, profile: str, summaries: list[Path], dry_run: bool) -> None:
+    """The sequential study's next look: from the table reports, the trials each waiting
+    claim's rows need; print what that adds to the plan and its cost from the measured run
+    times, and (unless `dry_run`) write the profile's seeds file, which both engines read."""
+    loaded = [load_summary(path) for path in summaries]
+    if wrong := [s["table"] for s in loaded if s["profile"] != profile]:
+        raise ConfigError(
+            f"seeds --profile {profile}: the report of {wrong[0]} is profile "
+            f"{loaded[0]['profile']}'s; pass the reports of profile {profile}"
+        )
+    before = dict(params.allotted(profile))
+    asked = wanted(loaded)
+    after = before | {ref: max(before.get(ref, 0), n) for ref, n in asked.items()}
+    tables = params.table_names()
+    old = params.plan(profile, tables, read_data=False)
+    params.allot(profile, after)
+    new = {run: trials for run, trials in params.plan(profile, tables, read_data=False).items()}
+    added = [trials[0] for run, trials in new.items() if run not in old]
+    seconds = job_seconds(loaded)
+    known = [seconds[t.row.ref] for t in added if t.row.ref in seconds]
+    typical = statistics.median(known) if known else None
+    cost = sum(seconds.get(t.row.ref, typical or 0.0) for t in added)
+    for trial in added:
+        print(f"train {trial.ref}")
+    if not added:
+        print(
+            f"no claim of profile {profile} waits for seeds: every one is decided, futile or "
+            "out of budget (or its reports predate the seeds it has)"
+        )
+        return
+    print(
+        f"{len(added)} runs to train, about {cost / 3600:.1f} CPU-hours at the median "
+        "measured time of each row's trials so far (pretraining and evaluation, or pretraining "
+        "alone for runs that predate the evaluation's record)"
+        if typical is not None
+        else f"{len(added)} runs to train; their cost is unknown: no trial of these reports "
+        "recorded its time"
+    )
+    if dry_run:
+        return
+    path = params.seeds_file(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SEEDS_HEADER.format(profile=profile) + yaml.safe_dump(after, sort_keys=True))
+    print(f"wrote {path}: run the pipeline again (snakemake or dvc repro) to train them")
+
+
+SEEDS_HEADER = """\
+# Written by `simsiam seeds --profile {profile}`: the trials each row has after the sequential
+# looks so far (TABLE:ROW: trials). Snakemake's plan and dvc.yaml read it; do not edit.
+"""

@@ -1,27 +1,31 @@
-"""Seeds added in stages while a comparison claim can still be decided: a group-sequential design.
+"""Seeds added in stages while a claim can still be decided: group-sequential designs.
 
-A claim's rows train seeds in looks (3 seeds, then 5, 8, 12, up to a profile's budget). At each
-look the paired difference X − Y over the seeds so far makes a repeated confidence interval
-(Jennison & Turnbull 2000, ch. 9): the t interval whose ends sit at the Lan–DeMets
-O'Brien–Fleming alpha-spending boundary of that look, so that over all the looks together each
-end errs with probability at most `alpha`. The claim is decided (stats.decide, as in a fixed
-design) at the first look whose interval decides it; it stops as futile once the seeds it would
-need, were its difference what the seeds so far estimate, exceed the budget by `futility`
-times (from the second look on: 3 seeds' SD, at 2 degrees of freedom, is too rough to give up
-on); otherwise the next look is taken, until the budget is spent.
+A claim's rows train seeds in looks (3 seeds, then 5, 8, 12: the budget). A comparison claim
+reads, at each look, the paired differences X − Y over the seeds so far as a repeated confidence
+interval (Jennison & Turnbull 2000, ch. 9): the t interval whose ends sit at that look's
+boundary of a Lan–DeMets alpha-spending design (Pocock-like by default), so that over all the
+looks together each end errs with probability at most `alpha`. The boundaries are for the t
+statistic itself, at n − 1 degrees of freedom: one seeded simulation of the looks' t statistics
+with no effect (t_bounds). The claim is decided (stats.decide, as in a fixed design) at the
+first look whose interval decides it; it stops as futile once the seeds it would need, were its
+difference what the seeds so far estimate, exceed the budget by `futility` times (from the
+second look on: 3 seeds' SD, at 2 degrees of freedom, is too rough to give up on); otherwise
+the next look is taken, until the budget is spent.
 
-The boundaries are those of the normal statistic, whose looks correlate as sqrt(n_i / n_j), and
-are carried to each look's t statistic (n − 1 degrees of freedom) by matching one-sided nominal
-p-values. At 2 to 11 degrees of freedom that is an approximation: the Monte-Carlo test of the
-whole procedure, looks and futility included (tests/test_sequential.py), is what shows that it
-holds its error rate and power.
+A collapse or instability claim is a rate: how many of a row's trials collapsed (or were
+unstable). RateDesign tests it exactly against a stated rate, one-sided at each end, over the
+same looks: the binomial boundaries are chosen so that the chance of ever crossing one, at the
+stated rate, is at most `alpha` (computed exactly, looks included).
+
+The Monte-Carlo tests of each whole procedure, looks and futility included
+(tests/test_sequential.py), are what show that it holds its error rate and power.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 
@@ -155,7 +159,7 @@ class Design:
         n = self.looks[look]
         mean, se = statistics.fmean(diffs[:n]), statistics.stdev(diffs[:n]) / math.sqrt(n)
         half = self.t_bounds[look] * se
-        test = f"paired t, {n} seeds, look {look + 1} of {len(self.looks)} (O'Brien–Fleming)"
+        test = f"paired t, {n} seeds, look {look + 1} of {len(self.looks)}, {self.spending} bounds"
         return Interval(mean, mean - half, mean + half, test, se, n - 1)
 
     def detects(self, sd: float) -> float:
@@ -267,3 +271,182 @@ def simulate(
         mean_seeds=sum(f.seeds for f in found) / studies,
         studies=studies,
     )
+
+
+def level_holm(decides: Sequence[Callable[[float], bool]], alpha: float) -> list[bool]:
+    """Holm's step-down procedure over tests given as `decides[i](level)`, whether test i
+    rejects at that level (monotone in it): reject every test that rejects at alpha / r while
+    r remain, remove them, and go on until none does. With p_i the least level at which test i
+    rejects, this is Holm on the p_i, without computing them; a sequential test's p_i is its
+    repeated p-value, a valid one whatever its looks."""
+    rejected = [False] * len(decides)
+    while True:
+        remaining = [i for i, done in enumerate(rejected) if not done]
+        found = [i for i in remaining if decides[i](alpha / len(remaining))] if remaining else []
+        if not found:
+            return rejected
+        for i in found:
+            rejected[i] = True
+
+
+@dataclass(frozen=True)
+class RateDesign:
+    """An exact one-sided test at each end of a rate seen k of n times against `rate`, over
+    the looks: above, once k reaches `upper[look]`; below, once k is at most `lower[look]`.
+    Each end's boundaries are the tail tests at one nominal level, the largest whose chance of
+    ever crossing that end at `rate`, over all the looks, is at most `alpha`."""
+
+    looks: tuple[int, ...] = LOOKS
+    alpha: float = 0.05
+    rate: float = 0.5
+
+    @cached_property
+    def upper(self) -> tuple[float, ...]:
+        return _rate_bounds(self.looks, self.alpha, self.rate)
+
+    @cached_property
+    def lower(self) -> tuple[float, ...]:
+        """k at most lower[look] shows the rate below `rate` (−1: no count can)."""
+        mirrored = _rate_bounds(self.looks, self.alpha, 1 - self.rate)
+        return tuple(n - u for n, u in zip(self.looks, mirrored, strict=True))
+
+
+def rate_crossing(looks: Sequence[int], upper: Sequence[float], rate: float) -> float:
+    """P(k reaches upper[j] at some look j) for a rate `rate`: the exact sum over the paths
+    still below at the looks before (a dynamic program over the count)."""
+    import numpy as np
+    from scipy import stats
+
+    alive, crossed, before = np.ones(1), 0.0, 0
+    for n, bound in zip(looks, upper, strict=True):
+        moved = np.convolve(alive, stats.binom.pmf(np.arange(n - before + 1), n - before, rate))
+        counts = np.arange(len(moved))
+        crossed += float(moved[counts >= bound].sum())
+        alive = np.where(counts < bound, moved, 0.0)
+        before = n
+    return crossed
+
+
+@cache
+def _rate_bounds(looks: tuple[int, ...], alpha: float, rate: float) -> tuple[float, ...]:
+    """The least counts at each look that show a rate above `rate` (inf: none can), from the
+    largest nominal tail level whose boundaries cross at most `alpha` over the looks."""
+    from scipy import stats
+
+    def bounds(level: float) -> list[float]:
+        found = []
+        for n in looks:
+            tails = [k for k in range(n + 1) if stats.binom.sf(k - 1, n, rate) <= level]
+            found.append(float(min(tails)) if tails else math.inf)
+        return found
+
+    levels = sorted(
+        {float(stats.binom.sf(k - 1, n, rate)) for n in looks for k in range(n + 1)}
+    )
+    best = [math.inf] * len(looks)
+    for level in levels:  # the crossing chance grows with the level
+        found = bounds(level)
+        if rate_crossing(looks, found, rate) > alpha:
+            break
+        best = found
+    return tuple(best)
+
+
+@dataclass(frozen=True)
+class RateSequential:
+    """A rate claim's verdict under RateDesign: the counts, the looks, and why it stopped."""
+
+    result: str
+    stopped: str
+    looks: int
+    trials: int
+    events: int  # trials that collapsed (or were unstable) by every signal, of `trials`
+    unsure: int  # trials whose signals disagree
+
+
+def rate_verdict(
+    above: bool, outcomes: Sequence[bool | None], design: RateDesign
+) -> RateSequential:
+    """A claim that the rate is above `design.rate` (`above`: the row collapses) or below it,
+    from its trials' outcomes in seed order (True: the event, None: undecided signals). An
+    undecided trial counts against whichever reading is being shown, so it never helps a
+    verdict: reproduced needs the claim's side shown with them counted the other way, and not
+    reproduced the other side shown with them counted the claim's way."""
+    found = RateSequential("inconclusive", WAITING, 0, len(outcomes), 0, 0)
+    for look, n in enumerate(design.looks):
+        if len(outcomes) < n:
+            return found
+        seen = outcomes[:n]
+        events, unsure = sum(o is True for o in seen), sum(o is None for o in seen)
+        high = events >= design.upper[look]  # the rate shown above, unsure trials not events
+        low = events + unsure <= design.lower[look]  # ... below, unsure trials as events
+        result = "inconclusive"
+        if high or low:
+            result = "reproduced" if high == above else "not reproduced"
+        last = look == len(design.looks) - 1
+        reachable = _still_decidable(design, look, events, unsure)
+        if result != "inconclusive":
+            stopped = DECIDED
+        elif last:
+            stopped = SPENT
+        elif not reachable:
+            stopped = FUTILE
+        else:
+            found = RateSequential(result, WAITING, look + 1, n, events, unsure)
+            continue
+        return RateSequential(result, stopped, look + 1, n, events, unsure)
+    return found
+
+
+def _still_decidable(design: RateDesign, look: int, events: int, unsure: int) -> bool:
+    """Whether some outcome of the trials still to come could cross a boundary at a later
+    look: every one an event, or every one not."""
+    n = design.looks[look]
+    for later in range(look + 1, len(design.looks)):
+        more = design.looks[later] - n
+        if events + more >= design.upper[later] or events + unsure <= design.lower[later]:
+            return True
+    return False
+
+
+def simulate_rates(
+    design: RateDesign, above: bool, rate: float, unsure: float, studies: int, seed: int = 0
+) -> Operating:
+    """The whole rate procedure run on `studies` simulated rows whose trials are events with
+    probability `rate` and undecided with probability `unsure`."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    draws = rng.random((studies, design.looks[-1]))
+    found = [
+        rate_verdict(
+            above,
+            [None if u < unsure else bool(u < unsure + rate * (1 - unsure)) for u in row],
+            design,
+        )
+        for row in draws
+    ]
+    return Operating(
+        reproduced=sum(f.result == "reproduced" for f in found) / studies,
+        not_reproduced=sum(f.result == "not reproduced" for f in found) / studies,
+        futile=sum(f.stopped == FUTILE for f in found) / studies,
+        mean_seeds=sum(f.trials for f in found) / studies,
+        studies=studies,
+    )
+
+
+def sequence_json(found: Sequential, design: Design) -> dict[str, object]:
+    """A comparison's looks for the JSON: taken, seeds spent, why it stopped, the seeds it
+    would still need (from the last look's estimate and SD), and the next look's seeds."""
+    waiting = found.stopped == WAITING
+    return {
+        "design": f"group-sequential t, {design.spending} spending",
+        "alpha": design.alpha,
+        "looks": found.looks,
+        "seeds": found.seeds,
+        "stopped": found.stopped,
+        "next_seeds": design.looks[found.looks] if waiting else None,
+        "seeds_needed": None
+        if found.seeds_needed is None or not math.isfinite(found.seeds_needed)
+        else math.ceil(found.seeds_needed),
+    }

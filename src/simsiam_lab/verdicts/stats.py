@@ -1,10 +1,9 @@
-"""Confidence intervals behind the verdicts: a difference of mean accuracies over seeds.
-
-Seeds pair two rows when both rows ran the same seeds (the same seed starts from the same
-weights and draws, so pairing removes the noise the rows share); otherwise Welch's interval.
-Every interval here is two-sided at `1 - 2 * alpha`, so each of its ends is a one-sided test at
-`alpha`: a claim read off one end (better, not worse) or both (similar: two one-sided tests)
-is decided at `alpha`.
+"""Intervals and decisions behind the verdicts: a t interval of a mean, how a comparison's
+verdict depends on its margin, exact binomial bounds of a rate, and where a rule's thresholds
+would change a verdict. Every interval here is two-sided at `1 - 2 * alpha`, so each of its
+ends is a one-sided test at `alpha`: a claim read off one end (better, not worse) or both
+(similar: two one-sided tests) is decided at `alpha`. (Comparisons are decided over seeds in
+looks: sequential.py.)
 """
 
 from __future__ import annotations
@@ -51,42 +50,6 @@ def mean_interval(values: list[float], alpha: float, test: str = "t") -> Interva
     return _t_interval(statistics.fmean(values), se, len(values) - 1, alpha, test)
 
 
-def difference_interval(x: dict[int, float], y: dict[int, float], alpha: float) -> Interval | None:
-    """Interval of mean(x) - mean(y), values keyed by seed; None when a row has one value."""
-    if len(x) >= 2 and set(x) == set(y):
-        diffs = [x[seed] - y[seed] for seed in sorted(x)]
-        return mean_interval(diffs, alpha, f"paired t, {len(diffs)} seeds")
-    if len(x) < 2 or len(y) < 2:
-        return None
-    vx, vy = statistics.variance(x.values()) / len(x), statistics.variance(y.values()) / len(y)
-    se = math.sqrt(vx + vy)
-    # Welch-Satterthwaite degrees of freedom; equal-variance df when both spreads are 0.
-    df = (
-        (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-        if se > 0
-        else len(x) + len(y) - 2
-    )
-    estimate = statistics.fmean(x.values()) - statistics.fmean(y.values())
-    return _t_interval(estimate, se, df, alpha, f"Welch t, {len(x)} vs {len(y)} seeds")
-
-
-def detectable_difference(interval: Interval, alpha: float, power: float = 0.8) -> float:
-    """The true difference that this comparison's own test (its standard error and degrees of
-    freedom: paired where it is paired) detects at one-sided `alpha` with probability `power`:
-    exact, from the noncentral t (at 2 df the usual sum of two t quantiles gives 74%, not 80%)."""
-    from scipy import optimize, stats
-
-    critical = _t_quantile(1 - alpha, interval.df)
-
-    def short_of(noncentrality: float) -> float:
-        return float(stats.nct.sf(critical, interval.df, noncentrality)) - power
-
-    high = 1.0
-    while short_of(high) < 0:
-        high *= 2
-    return optimize.brentq(short_of, 0.0, high) * interval.se
-
-
 def pooled_std(groups: list[list[float]]) -> tuple[float, int] | None:
     """Within-group standard deviation pooled over groups of at least 2, and its df."""
     groups = [g for g in groups if len(g) >= 2]
@@ -95,36 +58,6 @@ def pooled_std(groups: list[list[float]]) -> tuple[float, int] | None:
         return None
     ss = sum(statistics.variance(g) * (len(g) - 1) for g in groups)
     return math.sqrt(ss / df), df
-
-
-def _above(distance: float, se: float, df: float) -> float:
-    """P(T > distance / se), the p-value of a one-sided t test that the true value exceeds the
-    estimate by `distance`; with se 0 (identical differences) the answer is certain."""
-    if se == 0:
-        return 0.0 if distance > 0 else 1.0
-    from scipy import stats
-
-    return float(stats.t.sf(distance / se, df))
-
-
-def claim_p_value(kind: str, interval: Interval, margin: float) -> float:
-    """The one-sided p-value of a comparison claim, against the null that it does not hold:
-    better, the difference is at most the margin; not_worse, at most −margin; similar, outside
-    (−margin, margin) (two one-sided tests, the larger p). It is below alpha exactly where the
-    interval at 1 − 2·alpha decides the claim reproduced."""
-    est, se, df = interval.estimate, interval.se, interval.df
-    if kind == "similar":
-        return max(_above(est + margin, se, df), _above(margin - est, se, df))
-    return _above(est - (margin if kind == "better" else -margin), se, df)
-
-
-def holm(p_values: list[float], alpha: float) -> list[bool]:
-    """Which hypotheses Holm's step-down procedure rejects at family-wise error `alpha`."""
-    if not p_values:
-        return []
-    from statsmodels.stats.multitest import multipletests
-
-    return [bool(r) for r in multipletests(p_values, alpha=alpha, method="holm")[0]]
 
 
 def margin_range(kind: str, interval: Interval) -> tuple[float, float, str, str, str]:

@@ -10,9 +10,12 @@ from typing import Any
 from .results import RowResult
 from .stats import Interval
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+# "not testable": a comparison whose margin is finer than the instrument at this scale can
+# resolve (compare.untestable), counted apart from the inconclusive.
+NOT_TESTABLE = "not testable"
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", NOT_TESTABLE)
 NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
-ALPHA = 0.05  # one-sided error rate of a table's comparison claims together (Bonferroni)
+ALPHA = 0.05  # one-sided error rate of the study's comparison claims together
 POWER = 0.8  # for the smallest difference a table's seed noise can resolve
 
 
@@ -23,9 +26,7 @@ class Verdict:
     interval: Interval | None = None
     margin: float | None = None
     level: float | None = None  # two-sided confidence of the interval
-    # A comparison whose rows beat their random init: its one-sided p-value, for the study-wide
-    # correction, and the margin at which its verdict would change.
-    p_value: float | None = None
+    # A comparison whose rows beat their random init: the margin at which its verdict changes
     flips_at: float | None = None
     flips_to: str | None = None  # the verdict past flips_at
     detects: float | None = None  # the difference its own test detects with POWER probability
@@ -34,6 +35,13 @@ class Verdict:
     rate_bound: tuple[float, float] | None = None  # a collapse claim's rate, exact binomial
     # A collapse claim's thresholds that would change its verdict: rule value, where, to what.
     thresholds: dict[str, dict[str, Any]] | None = None
+    # Where the claim's looks stand: taken, seeds spent, why it stopped, the next look's seeds
+    # (sequential.sequence_json, votes.rate_sequence); None where no test was run.
+    sequence: dict[str, Any] | None = None
+    # A comparison's instrument beside its margin: the probe's binomial SE and the seed SD of
+    # the difference (compare.resolution), and whether its margin is testable at this scale.
+    resolution: dict[str, Any] | None = None
+    diffs: list[float] | None = None  # a comparison's paired differences, in seed order
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -3,6 +3,7 @@ and whether the kNN monitor keeps improving."""
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from . import stability
@@ -10,17 +11,27 @@ from .collapse import (
     COLLAPSED,
     DISAGREE,
     NAMES,
+    RATE_DESIGN,
     RULE,
     Signals,
     batch_norm_std_floor,
-    claim_result,
     describe_flip,
     flips,
+    has_floor,
     lowest_loss,
+    rate_test,
 )
 from .results import RowResult, RunResult
+from .sequential import (
+    WAITING,
+    Design,
+    RateSequential,
+    rate_verdict,
+    sequence_json,
+    sequential_verdict,
+)
 from .stability import FINAL_WINDOW_LOSS
-from .stats import mean_interval, rate_bound
+from .stats import decide, flips_at, mean_interval, rate_bound
 from .verdict import ALPHA, Verdict, fmt_trials, fmt_values
 
 # How the index names each choice a verdict can hang on
@@ -34,14 +45,19 @@ CHOICES = NAMES | {
 
 def _collapse_evidence(row: RowResult, signals: list[Signals]) -> str:
     config = row.trials[0].config
-    batch = config.optim.batch_size
+    batch, floored = config.optim.batch_size, has_floor(config)
+    floor = (
+        f"BN floor {batch_norm_std_floor(batch):.3f}"
+        if floored
+        else "no BN floor: z ends in no affine-free BN"
+    )
     evidence = (
         f"{row.id}: {row.status}, std(z)·√d {fmt_trials(row, 'final_z_std_ratio', 3)} "
-        f"(BN floor {batch_norm_std_floor(batch):.3f}, bound {RULE.std_bound(batch):.3f}), "
+        f"({floor}, bound {RULE.std_bound(batch):.3f}), "
         f"top-direction share {fmt_trials(row, 'z_top_share', 4)} (bound {RULE.share}), "
         f"final loss {fmt_trials(row, FINAL_WINDOW_LOSS, 3)} ({_final_read(row)})"
     )
-    if (lowest := lowest_loss(config.loss.similarity, batch)) is not None:
+    if (lowest := lowest_loss(config.loss.similarity, batch, floored)) is not None:
         evidence += f" (bound {lowest + RULE.loss_gap:.3f})"
     gains = [s.gain for s in signals]
     if any(g is not None for g in gains):
@@ -66,9 +82,11 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
     outcomes = [s.outcome(RULE) for s in signals]
     collapsed = outcomes.count(COLLAPSED)
     bound = rate_bound(collapsed, len(outcomes), ALPHA)
+    test = rate_test(kind, signals)
     evidence += (
         f"; {collapsed} of {len(outcomes)} trials collapsed (collapse rate "
         f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
+        f"; {_rate_reading(test, 'collapse')}"
     )
     disagree = [
         f"seed {t.config.seed}: {s.disagreement(RULE)}"
@@ -83,9 +101,10 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
         ", ".join(describe_flip(f, batch) for f in found) if found else "no change in any range"
     )
     return Verdict(
-        claim_result(kind, signals),
+        test.result,
         evidence,
         rate_bound=bound,
+        sequence=rate_sequence(test),
         sensitivity=sensitivity,
         thresholds={
             name: {"rule": rule, "flips_at": at, "to": f.to}
@@ -95,7 +114,42 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
     )
 
 
+def _rate_reading(test: RateSequential, event: str) -> str:
+    """How a rate claim's exact test stands, e.g. 'exact test of the collapse rate against
+    0.5 at look 2 of 4 (5 trials): shown above it, decided'."""
+    design = RATE_DESIGN
+    unsure = f", {test.unsure} undecided counted against each side" if test.unsure else ""
+    shown = {"reproduced": "the claim's side shown", "not reproduced": "the other side shown"}
+    return (
+        f"exact test of the {event} rate against {design.rate:g} over looks of "
+        f"{', '.join(map(str, design.looks))} trials (one-sided {design.alpha:g} each end, all "
+        f"looks together): at look {test.looks}, {test.events} of {test.trials}{unsure}, "
+        f"{shown.get(test.result, 'neither side shown')}; {test.stopped}"
+    )
+
+
+def rate_sequence(test: RateSequential) -> dict[str, object]:
+    """A rate claim's looks for the JSON: taken, trials spent, why it stopped, and what the
+    next look needs."""
+    design = RATE_DESIGN
+    waiting = test.stopped == WAITING
+    return {
+        "design": "exact binomial",
+        "looks": test.looks,
+        "seeds": test.trials,
+        "stopped": test.stopped,
+        "next_seeds": design.looks[test.looks] if waiting else None,
+        "seeds_needed": design.looks[test.looks] if waiting else None,
+        "events": test.events,
+        "unsure": test.unsure,
+    }
+
+
 def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
+    """'Training is unstable': where no trial diverged or rose, a sequential t test of the
+    step-noise ratio to the reference row (log, paired by seed) against the smallest ratio
+    read as oscillating (stability.RULE.noise_factor); where some did, the exact rate test of
+    unstable trials against one half."""
     noise = {t.config.seed: stability.step_noise(t.history) for t in reference.trials}
     known = [v for v in noise.values() if v is not None]
     typical = statistics.fmean(known) if known else None
@@ -106,7 +160,8 @@ def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
         for t in row.trials
     ]
     rule = stability.RULE
-    unstable = sum(t.outcome(rule) == stability.UNSTABLE for t in trials)
+    outcomes = [t.outcome(rule) for t in trials]
+    unstable = outcomes.count(stability.UNSTABLE)
     bound = rate_bound(unstable, len(trials), ALPHA)
     diverged = sum(t.diverged for t in trials)
     evidence = (
@@ -114,25 +169,58 @@ def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
         f"epoch {fmt_values([t.rise for t in trials], 3)} (rule {rule.rise}); step noise "
         f"{fmt_values([t.noise for t in trials], 4)} against {reference.id}'s "
         f"{fmt_values(known, 4)}, ratio {fmt_values([t.noise_ratio for t in trials], 2)} "
-        f"(rule {rule.noise_factor:g}); {unstable} of {len(trials)} trials unstable (rate "
-        f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
+        f"(smallest read as oscillating {rule.noise_factor:g}); {unstable} of {len(trials)} "
+        f"trials unstable (rate {bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end "
+        f"one-sided {1 - ALPHA:.0%})"
     )
     evidence += _unmeasured(row, reference, trials)
-    found = stability.flips(trials)
-    sensitivity = "by threshold: " + (
-        ", ".join(
-            f"{to} at {CHOICES[n]} {at:.3f} (rule {getattr(rule, n):g})"
-            for n, (at, to) in found.items()
+    ratios = [t.noise_ratio for t in trials]
+    rose = [t.rise is not None and t.rise > rule.rise for t in trials]
+    if any(t.diverged for t in trials) or any(rose) or None in ratios or not ratios:
+        events = {stability.UNSTABLE: True, stability.STABLE: False}
+        test = rate_verdict(True, [events.get(o) for o in outcomes], RATE_DESIGN)
+        return Verdict(
+            test.result,
+            evidence + f"; {_rate_reading(test, 'instability')}",
+            rate_bound=bound,
+            sequence=rate_sequence(test),
         )
-        or "no change in any range"
+    return noise_ratio_verdict(evidence, [math.log(r) for r in ratios], rule.noise_factor)
+
+
+def noise_ratio_verdict(evidence: str, logs: list[float], factor: float) -> Verdict:
+    """The step-noise ratio shown above `factor` (reproduced) or below it (not reproduced),
+    from the log ratios by seed, under the comparisons' sequential design at one-sided ALPHA."""
+    design = Design(alpha=ALPHA)
+    found = sequential_verdict("better", logs, math.log(factor), design)
+    if found.interval is None:
+        return Verdict("inconclusive", evidence + "; needs the ratio of 3 seeds (the first look)")
+    interval = found.interval
+    lo, hi = math.exp(interval.lo), math.exp(interval.hi)
+    evidence += (
+        f"; ratio {math.exp(interval.estimate):.2f}, repeated {1 - 2 * ALPHA:.0%} CI "
+        f"[{lo:.2f}, {hi:.2f}] ({interval.test}, of the log ratio) against {factor:g}; "
+        f"{found.stopped}"
     )
+    margin = math.log(factor)
+    flip = flips_at("better", interval, margin)  # in log ratio; None: no ratio above 1 flips it
+    nudge = 1e-9 if flip is not None and flip > margin else -1e-9
     return Verdict(
-        stability.claim_result(trials),
+        found.result,
         evidence,
-        rate_bound=bound,
-        sensitivity=sensitivity,
-        thresholds={
-            n: {"rule": getattr(rule, n), "flips_at": at, "to": to} for n, (at, to) in found.items()
+        interval,
+        level=1 - 2 * ALPHA,
+        sequence=sequence_json(found, design),
+        sensitivity=f"by step-noise ratio: reproduced below {lo:.2f}, inconclusive to "
+        f"{hi:.2f}, not reproduced above",
+        thresholds=None
+        if flip is None
+        else {
+            "noise_factor": {
+                "rule": factor,
+                "flips_at": math.exp(flip),
+                "to": decide("better", interval, flip + nudge),
+            }
         },
     )
 
