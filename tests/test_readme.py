@@ -80,6 +80,17 @@ def test_the_readme_s_test_command_runs_in_a_new_shell(tmp_path: Path):
     assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout
 
 
+@pytest.mark.slow  # the plan twice and the committed reports read: ~10 s
+def test_the_readme_s_next_look_block_runs_in_a_new_shell(tmp_path: Path):
+    project = _checkout_copy(tmp_path)
+    shutil.copytree(ROOT / "reports" / "cpu", project / "reports" / "cpu")
+    seeds = project / "params" / "seeds" / "cpu.yaml"
+    before = seeds.read_text()
+    done = readme.run("simsiam seeds --profile cpu --dry-run", project)
+    assert "waits for seeds" in done.stdout or "runs to train" in done.stdout, done.stdout
+    assert seeds.read_text() == before  # a dry run writes nothing
+
+
 @pytest.mark.slow  # two smoke pretrainings and their report: about a minute
 def test_the_readme_s_new_table_block_builds_its_report_in_a_new_shell(tmp_path: Path):
     project = _checkout_copy(tmp_path)

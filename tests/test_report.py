@@ -923,10 +923,14 @@ def test_the_next_look_allots_seeds_to_the_rows_of_waiting_claims(tmp_path, caps
     (tmp_path / "params" / "seeds" / "cpu.yaml").unlink(missing_ok=True)
     params = Params(tmp_path / "params")
     summary = summary_json(_table3_context()[1])  # 3 seeds a row: the first look
-    (tmp_path / "table3.json").write_text(json.dumps(summary))
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name in params.table_names():  # the other tables' reports judge nothing: none waits
+        judged = name == "table3"
+        (reports / f"{name}.json").write_text(json.dumps(summary | {"judged": judged}))
     before = params.plan("cpu", params.table_names(), read_data=False)
 
-    next_look(params, "cpu", [tmp_path / "table3.json"], dry_run=True)
+    next_look(params, "cpu", reports, dry_run=True)
     printed = capsys.readouterr().out
     assert not params.seeds_file("cpu").exists()
     # b > a and c-affine > b are decided (5 points on every seed); c ~ c-affine is not testable;
@@ -936,7 +940,7 @@ def test_the_next_look_allots_seeds_to_the_rows_of_waiting_claims(tmp_path, caps
     assert "train table3:b@3" not in printed and "train table3:c-affine@3" not in printed
     assert "their cost is unknown" in printed
 
-    next_look(Params(tmp_path / "params"), "cpu", [tmp_path / "table3.json"], dry_run=False)
+    next_look(Params(tmp_path / "params"), "cpu", reports, dry_run=False)
     allotted = yaml.safe_load(params.seeds_file("cpu").read_text())
     assert allotted == {"table3:a": 5, "table3:d": 5}
     after = Params(tmp_path / "params").plan("cpu", params.table_names(), read_data=False)

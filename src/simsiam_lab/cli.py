@@ -56,9 +56,7 @@ COMMANDS = {
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
     ),
     "index": lambda a: _report().report_index([Path(s) for s in a.summaries], Path(a.out)),
-    "seeds": lambda a: _report().next_look(
-        Params(a.params), a.profile, [Path(s) for s in a.summaries], a.dry_run
-    ),
+    "seeds": lambda a: _report().next_look(Params(a.params), a.profile, Path(a.reports), a.dry_run),
     "init-tracking": lambda a: jobs.init_tracking(Params(a.params), a.profile),
 }
 
@@ -167,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         "params/seeds/PROFILE.yaml, which Snakemake and dvc.yaml read",
     )
     p.add_argument("--profile", required=True)
-    p.add_argument("summaries", nargs="+", help="the profile's reports/<table>.json files")
+    p.add_argument(
+        "--reports", default="reports", help="the folder of the profile's <table>.json reports"
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be trained and its cost only"
     )

@@ -106,9 +106,7 @@ def resolution(y: RowResult, diffs: list[float]) -> dict[str, float | int | None
     """What the measurement resolves, beside a claim's margin: one linear probe's binomial SE
     on the test images at the reference row's accuracy, and the seed SD of the difference."""
     acc, images = y.mean("linear_acc"), y.trials[0].metrics.get("test_images")
-    probe_se = (
-        None if acc is None or not images else math.sqrt(acc * (100 - acc) / images)
-    )
+    probe_se = None if acc is None or not images else math.sqrt(acc * (100 - acc) / images)
     return {
         "probe_se": probe_se,
         "test_images": images,
@@ -117,9 +115,7 @@ def resolution(y: RowResult, diffs: list[float]) -> dict[str, float | int | None
     }
 
 
-def untestable(
-    margin: float, found: dict[str, float | int | None], design: Design
-) -> str | None:
+def untestable(margin: float, found: dict[str, float | int | None], design: Design) -> str | None:
     """Why a `similar` claim cannot be reproduced at this scale, or None: two probes differ by
     at least their own binomial noise (SD √2 times the probe's SE) whatever the seeds, so the
     interval on the whole budget is at least that wide; a margin inside it is finer than the

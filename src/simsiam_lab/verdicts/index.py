@@ -122,10 +122,11 @@ def sensitivity(summaries: list[dict[str, Any]]) -> dict[str, Any]:
                 f"{ch['to']} at {ch['flips_at']:.3g}"
                 for ch in c["choices"]
             ]
-            if c["verdict"] == "reproduced" and under_holm.get(id(c)) is False:
-                found.append(
-                    "family, its table (Bonferroni): inconclusive over the whole study (Holm)"
-                )
+            if id(c) in under_holm:
+                within = _decides(c)(ALPHA / _comparisons(t))
+                if within != under_holm[id(c)]:
+                    other = "reproduced" if within else "inconclusive"
+                    found.append(f"family, the study's (Holm): {other} within its table")
             if found:
                 rows.append(
                     {
@@ -145,11 +146,9 @@ def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     (Bonferroni within each table) beside it; and the error statement of the rate claims."""
     judged = [t for t in summaries if t["judged"]]
     family = _under_holm(summaries)
-    per_table = 0
-    for t in judged:
-        mine = [c for c in t["claims"] if tested(c)]
-        k = sum(bool(CHECKS.get(c["kind"])) for c in t["claims"])
-        per_table += sum(_decides(c)(ALPHA / max(1, k)) for c in mine)
+    per_table = sum(
+        _decides(c)(ALPHA / _comparisons(t)) for t in judged for c in t["claims"] if tested(c)
+    )
     untested = [
         {"table": t["table"], "claim": c["text"], "why": _why_untested(c)}
         for t in judged
@@ -170,6 +169,11 @@ def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "rate_expected_errors": len(rates) * ALPHA,
         "other_claims": sum(len(t["claims"]) for t in judged) - len(family) - len(untested),
     }
+
+
+def _comparisons(table: dict[str, Any]) -> int:
+    """A table's comparison claims: the family of its Bonferroni count."""
+    return max(1, sum(bool(CHECKS.get(c["kind"])) for c in table["claims"]))
 
 
 # The claims read as a rate over trials (collapse, instability): an exact test each.

@@ -273,7 +273,17 @@ def summary_json(context: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_SUMMARY_KEYS = ("table", "title", "section", "profile", "judged", "scale", "claims", "power")
+_SUMMARY_KEYS = (
+    "table",
+    "title",
+    "section",
+    "profile",
+    "judged",
+    "scale",
+    "claims",
+    "power",
+    "family",
+)
 
 
 def load_summary(path: Path) -> dict[str, Any]:

@@ -102,15 +102,22 @@ def report_index(summaries: list[Path], out: Path) -> None:
     print(f"wrote {files.page}, {files.html}, {files.counts} and {files.runs}")
 
 
-def next_look(params: Params, profile: str, summaries: list[Path], dry_run: bool) -> None:
-    """The sequential study's next look: from the table reports, the trials each waiting
-    claim's rows need; print what that adds to the plan and its cost from the measured run
-    times, and (unless `dry_run`) write the profile's seeds file, which both engines read."""
-    loaded = [load_summary(path) for path in summaries]
+def next_look(params: Params, profile: str, reports: Path, dry_run: bool) -> None:
+    """The sequential study's next look: from the table reports in `reports` (each table's
+    `<table>.json`), the trials each waiting claim's rows need; print what that adds to the
+    plan and its cost from the measured run times, and (unless `dry_run`) write the profile's
+    seeds file, which both engines read."""
+    paths = [reports / f"{name}.json" for name in params.table_names()]
+    if missing := [p for p in paths if not p.is_file()]:
+        raise ConfigError(
+            f"seeds: {missing[0]} not found; build every table's report of profile {profile} "
+            f"first (snakemake --cores all all --config profile={profile})"
+        )
+    loaded = [load_summary(path) for path in paths]
     if wrong := [s["table"] for s in loaded if s["profile"] != profile]:
         raise ConfigError(
-            f"seeds --profile {profile}: the report of {wrong[0]} is profile "
-            f"{loaded[0]['profile']}'s; pass the reports of profile {profile}"
+            f"seeds --profile {profile}: the report of {wrong[0]} in {reports} is another "
+            f"profile's; pass the folder of profile {profile}'s reports"
         )
     before = dict(params.allotted(profile))
     asked = wanted(loaded)

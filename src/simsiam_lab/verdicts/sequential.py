@@ -340,9 +340,7 @@ def _rate_bounds(looks: tuple[int, ...], alpha: float, rate: float) -> tuple[flo
             found.append(float(min(tails)) if tails else math.inf)
         return found
 
-    levels = sorted(
-        {float(stats.binom.sf(k - 1, n, rate)) for n in looks for k in range(n + 1)}
-    )
+    levels = sorted({float(stats.binom.sf(k - 1, n, rate)) for n in looks for k in range(n + 1)})
     best = [math.inf] * len(looks)
     for level in levels:  # the crossing chance grows with the level
         found = bounds(level)

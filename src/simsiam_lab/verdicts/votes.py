@@ -288,7 +288,9 @@ def improving_verdict(row: RowResult) -> Verdict:
         f"{row.id}: kNN monitor {_monitor_at(row, epochs[0])} at epoch {epochs[0]}, "
         f"{_monitor_at(row, start)} at {start}, {_monitor_at(row, epochs[-1])} at {epochs[-1]}; "
         f"slope over epochs {start} to {epochs[-1]} {interval.estimate:+.3f} points an epoch, "
-        f"{level:.0%} CI [{interval.lo:+.3f}, {interval.hi:+.3f}] ({interval.test})"
+        f"{level:.0%} CI [{interval.lo:+.3f}, {interval.hi:+.3f}] ({interval.test}); by seed "
+        f"{', '.join(f'{v:+.3f}' for v in slopes)} (the mean trend over those epochs, not a "
+        "rise at every monitor point of every seed)"
     )
     if interval.lo > 0:
         result, flips = "reproduced", interval.lo
