@@ -258,6 +258,9 @@ def _assert_the_report_shows_every_table(project: Path, params: Params, tables: 
             image = results[f"reports/{table}{suffix}"]
             assert image["mime_type"] == "image/png" and caption in image["caption"]
             assert _embedded(image) == (project / "reports" / f"{table}{suffix}").read_bytes()
+            # ... and inside the table's HTML page, which shows its figures on its own (issue 36)
+            inline = base64.b64encode(_embedded(image)).decode("ascii")
+            assert f'src="data:image/png;base64,{inline}"' in text
     assert "The DAG." in description and "README.md" in description
     assert "The smoke profile checks the plumbing only" in description
 

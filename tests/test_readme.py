@@ -126,3 +126,40 @@ def test_the_readme_s_benchmark_block_runs_in_a_new_shell(tmp_path: Path):
     dvc = [line for line in done.stdout.splitlines() if ", a DVC stage's job: " in line]
     assert [line.split(", a DVC")[0] for line in dvc] == ["tree of 2,000 files", "0.01 GB tar"]
     assert all(line.endswith("ms with the source stage's record") for line in dvc)
+
+
+def test_the_readmes_figures_are_the_cpu_study_s_reports():
+    """The counts and figures the README and reports/cpu/README.md print are the ones the
+    committed reports give (reports/cpu/index.json and each table's JSON), rendered at the
+    commit they name."""
+    cpu = ROOT / "reports" / "cpu"
+    index = json.loads((cpu / "index.json").read_text())
+    totals, study = index["totals"], index["study_wide"]
+    counts = (
+        f"{totals['reproduced']} of the paper's {totals['claims']} claims reproduced, "
+        f"{totals['not reproduced']} not reproduced, {totals['inconclusive']} inconclusive, "
+        f"{totals['not testable']} not testable at this scale"
+    )
+    ours = (cpu / "README.md").read_text()
+    assert f"## Verdicts: {counts}" in ours
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"At the `cpu` profile the study gives {counts}" in readme
+    holm = (
+        f"Holm's procedure over its {study['family']} tested comparison claims reproduces "
+        f"{study['reproduced_holm']}"
+    )
+    assert holm in readme and holm in " ".join(ours.split())
+    commit = index["commit"]
+    assert not commit.endswith("-dirty") and f"rendered at `{commit}`" in ours
+    for name, counted in index["tables"].items():
+        table = json.loads((cpu / f"{name}.json").read_text())
+        power = table["power"] or {}
+        seed_std = "–" if power.get("seed_std") is None else f"{power['seed_std']:.2f}"
+        row = (
+            f"| [{name}]({name}.md) | {counted['reproduced']} / {len(table['claims'])} | "
+            f"{counted['not reproduced']} | {counted['inconclusive']} | "
+            f"{counted['not testable']} | {seed_std} | {power.get('detects_text', '–')} |"
+        )
+        assert row in ours, row
+        page = (cpu / f"{name}.md").read_text()
+        assert f"| git commit | `{commit}` |" in page, name

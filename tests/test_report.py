@@ -700,7 +700,8 @@ def test_each_comparison_carries_its_looks_and_the_margin_where_its_verdict_flip
     # what two probes of 10,000 test images at 41% can tell apart on 12 seeds.
     (similar,) = [c for c in compared if c["kind"] == "similar"]
     assert similar["verdict"] == "not testable" and not similar["tested"]
-    assert similar["sequence"] is None  # it asks for no seeds
+    assert similar["sequence"]["stopped"] == "not testable"  # it asks for no seeds
+    assert similar["sequence"]["next_seeds"] is None and similar["sequence"]["seeds_needed"] > 12
     assert (
         "its margin 0.32 points is inside the narrowest interval 12 seeds" in (similar["evidence"])
     )

@@ -115,7 +115,15 @@ def resolution(y: RowResult, diffs: list[float]) -> dict[str, float | int | None
     }
 
 
-def untestable(margin: float, found: dict[str, float | int | None], design: Design) -> str | None:
+@dataclass(frozen=True)
+class Untestable:
+    text: str  # why, and what would make it testable
+    seeds: int  # the seeds a row it would need at the paired SD seen
+
+
+def untestable(
+    margin: float, found: dict[str, float | int | None], design: Design
+) -> Untestable | None:
     """Why a `similar` claim cannot be reproduced at this scale, or None: two probes differ by
     at least their own binomial noise (SD √2 times the probe's SE) whatever the seeds, so the
     interval on the whole budget is at least that wide; a margin inside it is finer than the
@@ -128,17 +136,17 @@ def untestable(margin: float, found: dict[str, float | int | None], design: Desi
     narrowest = bound * floor_sd / math.sqrt(budget)
     if margin > narrowest:
         return None
-    sd = found["seed_sd"] or floor_sd
-    seeds = design.seeds_needed("similar", 0.0, max(sd, floor_sd), margin)
+    sd = max(found["seed_sd"] or floor_sd, floor_sd)
+    seeds = math.ceil(design.seeds_needed("similar", 0.0, sd, margin))
     share = se**2 * images  # p(1 − p) in points²
     needed = math.ceil(share * (bound * math.sqrt(2) / (margin * math.sqrt(budget))) ** 2)
-    return (
+    return Untestable(
         f"not testable at this scale: its margin {margin:.2f} points is inside the narrowest "
         f"interval {budget} seeds can give ({narrowest:.2f}: two probes differ by √2 times their "
         f"binomial SE of {se:.2f} points on {images:,} test images, whatever the seeds); it "
-        f"would need about {math.ceil(seeds):,} seeds a row at the paired SD seen "
-        f"({max(sd, floor_sd):.2f}), or over {needed:,} test images, or a scale whose "
-        "effects are larger than this margin"
+        f"would need about {seeds:,} seeds a row at the paired SD seen ({sd:.2f}), or over "
+        f"{needed:,} test images, or a scale whose effects are larger than this margin",
+        seeds,
     )
 
 
@@ -207,8 +215,14 @@ def compare(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
             sequence=None,
         )
     rule = what.rule
-    if rule == "similar" and (why := untestable(margin.points, instrument, design)):
-        return replace(base, result=NOT_TESTABLE, evidence=evidence + f"; {why}", sequence=None)
+    if rule == "similar" and (why := untestable(margin.points, instrument, design)) is not None:
+        stopped = {"stopped": NOT_TESTABLE, "next_seeds": None, "seeds_needed": why.seeds}
+        return replace(
+            base,
+            result=NOT_TESTABLE,
+            evidence=evidence + f"; {why.text}",
+            sequence=base.sequence | stopped,
+        )
     learned = ([x, y] if rule == "similar" else [x]) if what.needs_learning else []
     for row in learned:
         gain = row.gain_over_init(ALPHA)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..claims import Claim
 from .compare import compare
 from .results import RowResult
-from .verdict import Verdict
+from .verdict import NOT_TRAINED, Verdict
 from .votes import collapse_verdict, improving_verdict, instability_verdict, refresh_steps
 
 
@@ -20,6 +20,7 @@ def verdict(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
                 f"({row.trials[0].metrics.get('reason') or 'not run at this scale'})"
                 for row in skipped
             ),
+            sequence={"looks": 0, "seeds": 0, "stopped": NOT_TRAINED, "next_seeds": None},
         )
     row = rows[claim.row]
     if claim.longer_than is not None:

@@ -233,6 +233,7 @@ def build_context(
         "power": power(table, rows, claims),
         "rules": RULES,
         "curves": curves,
+        "figures": [],  # the HTML page's images, inline (report.report_table fills them)
     }
 
 

@@ -4,6 +4,7 @@ next look from them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import statistics
 from pathlib import Path
@@ -70,8 +71,14 @@ def report_table(
         family=sum(comparison_count(params.table(t).claims) for t in params.table_names()),
         curves=files.curves.name,
     )
+    plot_accuracy_bars(table, context, files.accuracy_plot)
     files.page.write_text(render(context))
-    files.html.write_text(render(context, "html"))  # what a browser shows
+    # What a browser shows, its figures inside it: one file to open, attach or move.
+    figures = [
+        {"src": _data_uri(files.curves), "alt": CURVES_ALT},
+        {"src": _data_uri(files.accuracy_plot), "alt": BARS_ALT},
+    ]
+    files.html.write_text(render(context | {"figures": figures}, "html"))
     files.summary.write_text(json.dumps(summary_json(context), indent=2) + "\n")
     accuracy_bars(table, context).to_csv(files.accuracy, index=False)
     # Numbers only, for `dvc metrics` and `dvc exp show` (they drop or garble the rest).
@@ -79,8 +86,15 @@ def report_table(
     for quantity, curve in curves_by_row(table, rows).items():
         # "NaN" where a row has no value at an epoch: Vega skips it, and draws an empty cell as 0
         curve.to_csv(files.curve_table(quantity), index=False, na_rep="NaN")
-    plot_accuracy_bars(table, context, files.accuracy_plot)
     print(f"wrote {files.page} and {files.html.name}")
+
+
+CURVES_ALT = "Training loss, std of l2-normalised z and kNN accuracy per epoch, by row"
+BARS_ALT = "Linear accuracy by row: the paper's, ours (mean over seeds) and the random init's"
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
 def report_index(summaries: list[Path], out: Path) -> None:

@@ -14,6 +14,7 @@ from .stats import Interval
 # resolve (compare.untestable), counted apart from the inconclusive.
 NOT_TESTABLE = "not testable"
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", NOT_TESTABLE)
+NOT_TRAINED = "not trained at this scale"  # why a claim whose row the profile skips stopped
 NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
 ALPHA = 0.05  # one-sided error rate of the study's comparison claims together
 POWER = 0.8  # for the smallest difference a table's seed noise can resolve
