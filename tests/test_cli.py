@@ -13,6 +13,7 @@ import pytest
 from manifests import SMALL
 from project import copy_project
 
+from simsiam_lab import jobs
 from simsiam_lab.cli import main
 from simsiam_lab.codedeps import imports
 from simsiam_lab.config import config_hash
@@ -761,3 +762,14 @@ def test_small_mistakes_in_params_are_one_line_each(capsys, tmp_path, monkeypatc
         ["pretrain", "--profile", "smoke", "--row", "table3:a", "--data", "x", "--out", "y"],
         "no params directory at",
     )
+
+
+def test_a_run_is_tagged_with_its_rows_with_and_without_their_seeds():
+    params = Params("params")
+    trials = params.run_trials(
+        "smoke", config_hash(params.resolve("smoke", params.row("table3:c"), 0))
+    )
+    tags = jobs.run_tags("smoke", "abc", trials)
+    assert tags["table.table3"] == "c@0" and tags["row.table3"] == "c"
+    # The baseline of §4.3 on: one run, each of its tables' rows named.
+    assert tags["row.similarity"] == "cosine" and tags["table.similarity"] == "cosine@0"

@@ -45,12 +45,17 @@ def record_source(params: Params, profile: str, out: Path) -> None:
     print(f"data source of {profile}: {where} ({record['source_sha256']})")
 
 
-def _run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str]:
-    """One tag per table whose rows resolve to this config (a shared config is one run)."""
+def run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str]:
+    """Two tags per table whose rows resolve to this config (a shared config is one run): its
+    rows with their seeds (`table.table3`: `c@0`), and without (`row.table3`: `c`), on which
+    MLflow's group-by gives a row's mean, min and max over its seeds."""
     tags = {"profile": profile, "config_hash": cfg_hash}
     for trial in trials:
-        key = f"table.{trial.row.table}"
-        tags[key] = ",".join(filter(None, [tags.get(key), trial.ref.split(":", 1)[1]]))
+        for key, name in (
+            (f"table.{trial.row.table}", trial.ref.split(":", 1)[1]),
+            (f"row.{trial.row.table}", trial.row.id),
+        ):
+            tags[key] = ",".join(filter(None, [tags.get(key), name]))
     return tags
 
 
@@ -184,7 +189,7 @@ def pretrain_run(
                 resuming,
                 experiment_name(profile),
                 _run_name(cfg, cfg_hash, trials, row),
-                _run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
+                run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
                 flatten(cfg.training()),
                 manifest,
                 description=experiment_description(params.description(profile)),
