@@ -82,6 +82,17 @@ def test_report_and_index_on_missing_or_stale_inputs_say_what_to_rerun(
     SMALL.write(tmp_path)
     _one_line_error(capsys, [*report, *runs, "--out", "r.md"], "config.yaml: missing")
     _one_line_error(capsys, [*report, "--run", "a", "--out", "r.md"], "expected ROW=DIR")
+    # A truncated metrics.json: delete that file alone (re-evaluate), not the trained run.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "metrics.json").write_text('{"linear_acc": 3')
+    _one_line_error(
+        capsys,
+        [*report, *runs, "--out", "r.md"],
+        f"delete {run / 'metrics.json'} alone and rerun: `simsiam evaluate --run {run}` evaluates "
+        "again and keeps the training",
+    )
     index = ["index", str(tmp_path / "table3.json"), "--out", str(tmp_path / "index.md")]
     _one_line_error(capsys, index, "table3.json: no such report")
     (tmp_path / "table3.json").write_text('{"table": "table3", "claims": []}')

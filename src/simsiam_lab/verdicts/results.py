@@ -75,7 +75,14 @@ def _read(path: Path, parse: Callable[[str], Any], step: str) -> Any:
             f"{path}: missing; run `simsiam {step}` for {path.parent} first"
         ) from None
     except (OSError, ValueError, yaml.YAMLError) as err:
-        raise ReportError(f"{path}: unreadable ({err}); delete {path.parent} and rerun") from None
+        # The least that redoes it: an evaluation's file alone (the training is kept).
+        redo = (
+            f"delete {path} alone and rerun: `simsiam evaluate --run {path.parent}` evaluates "
+            "again and keeps the training"
+            if step == "evaluate"
+            else f"delete {path.parent} and rerun: it trains again"
+        )
+        raise ReportError(f"{path}: unreadable ({err}); {redo}") from None
 
 
 def read_trial(run_dir: Path, test_images: int | None = None) -> RunResult:
