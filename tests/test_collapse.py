@@ -305,7 +305,7 @@ def test_the_snakemake_report_s_front_page_states_the_rule_s_bounds():
     table pages use (they print RULE's), not numbers of its own."""
     page = (ROOT / "workflow" / "report" / "workflow.rst").read_text()
     page = " ".join(page.split())
-    assert f"within {RULE.loss_gap} of −1 + 4/B" in page
+    assert f"within {RULE.loss_gap} of its lowest (−1 + 4/B" in page
     assert RULE.std_position == 0.5 and "std(z)·√d at most √(2/√B)" in page
     assert f"{RULE.std_bound(64):.2f} at batch 64" in page
     assert f"{RULE.share:.0%} of z's variance along one direction" in page

@@ -30,7 +30,7 @@ class Margin:
 
     def describe(self) -> str:
         """The margin as declared, then in the other unit: '1.5% of what its reference row
-        learned over random init (9.9 points here): 0.15 points'."""
+        learned over random init (9.4 points here): 0.14 points'."""
         gain = self.reference_gain
         if self.declared == "margin_of_gain":
             text = f"{self.share:.1%} of what its reference row learned over random init"
@@ -43,7 +43,7 @@ class Margin:
         return text + f", {self.share:.1%} of the {gain:.1f} points its reference row learned here"
 
     def of_gain(self, points: float) -> str:
-        """' (9.4% of the gain)' beside a margin in points, where the gain is known."""
+        """' (9.9% of the gain)' beside a margin in points, where the gain is known."""
         if not self.reference_gain:
             return ""
         return f" ({points / self.reference_gain:.1%} of the gain)"
@@ -91,7 +91,7 @@ def comparison_count(claims: list[Claim]) -> int:
 
 
 def _by_margin(kind: str, interval: Interval, margin: Margin) -> str:
-    """The verdict over every margin >= 0, e.g. 'inconclusive below 0.93 (9.4% of the gain),
+    """The verdict over every margin >= 0, e.g. 'inconclusive below 0.93 (9.9% of the gain),
     reproduced above'."""
     p1, p2, first, between, last = margin_range(kind, interval)
     if p2 <= 0:
