@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 from manifests import SMALL, manifest
+from mlflow import MlflowClient
 from mlflow_writers import assert_nothing_lost, run_writers
 
 from simsiam_lab.rundir import RunDir
-from simsiam_lab.track import DESCRIPTION_TAG, PretrainRun, Tracker, git_commit, source_tags
+from simsiam_lab.track import (
+    DESCRIPTION_TAG,
+    PretrainRun,
+    Tracker,
+    git_commit,
+    log_report,
+    source_tags,
+)
 
 EPOCHS = 15
 
@@ -164,3 +172,28 @@ def test_a_dataset_another_job_inserted_at_the_same_moment_is_logged_on_a_retry(
     assert len(calls) == 2
     with pytest.raises(MlflowException, match="no such run"):  # any other error is raised
         track._retry_duplicate(lambda: (_ for _ in ()).throw(MlflowException("no such run")))
+
+
+def test_a_table_report_is_one_mlflow_run_with_its_verdicts_updated_when_rendered_again(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    page = tmp_path / "table3.html"
+    page.write_text("<p>the page</p>")
+    claims = [
+        {"text": "BN on the hidden layers raises accuracy.", "verdict": "reproduced"},
+        {"text": "The affine is not necessary.", "verdict": "not testable"},
+    ]
+    summary = {"table": "table3", "title": "Table 3", "claims": claims, "mlflow_runs": ["ab" * 16]}
+    first = log_report("smoke", summary, [page])
+    claims[1]["verdict"] = "inconclusive"
+    assert log_report("smoke", summary, [page]) == first  # the same run, updated
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(first)
+    assert run.info.run_name == "report-table3" and run.info.status == "FINISHED"
+    assert run.data.tags["report"] == "table3"
+    assert run.data.tags["claim.02"] == "inconclusive: The affine is not necessary."
+    assert run.data.metrics["inconclusive"] == 1.0 and run.data.metrics["not_testable"] == 0.0
+    note = run.data.tags["mlflow.note.content"]
+    assert f"#/experiments/{run.info.experiment_id}/runs/{'ab' * 16}" in note
+    artifacts = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(first)
+    assert [a.path for a in artifacts] == ["table3.html"]

@@ -410,3 +410,45 @@ def log_evaluation(
         tracker.log_metrics(run_id, metrics, step=step)
     tracker.set_tags(run_id, {f"eval.{key}": value for key, value in settings.items()})
     tracker.log_artifact(run_id, path)
+
+
+def log_report(profile: str, summary: dict[str, Any], files: list[Path]) -> str:
+    """A table report as one MLflow run in the profile's experiment (`report-<table>`, tag
+    `report`), so that the verdicts sit beside the runs they rest on: the counts as metrics,
+    each claim's verdict as a tag, a description linking every trial's run, and the pages as
+    artifacts. A report rendered again updates its run; returns the run's id."""
+    tracker = Tracker()
+    experiment = tracker.experiment_id(experiment_name(profile))
+    table = summary["table"]
+    with _store_lock(tracker.uri):
+        found = tracker.client.search_runs(
+            [experiment], filter_string=f"tags.report = '{table}'", max_results=1
+        )
+    counts = {v: sum(c["verdict"] == v for c in summary["claims"]) for v in REPORT_VERDICTS}
+    claims = {
+        f"claim.{i + 1:02d}": f"{c['verdict']}: {c['text']}"[:5000]
+        for i, c in enumerate(summary["claims"])
+    }
+    links = " ".join(
+        f"[{run[:8]}](#/experiments/{experiment}/runs/{run})" for run in summary["mlflow_runs"]
+    )
+    note = "\n".join(
+        [f"**{summary['title']}**, profile `{profile}`: its claims and verdicts.", ""]
+        + [f"- **{c['verdict']}**: {c['text']}" for c in summary["claims"]]
+        + ["", f"Its trials' runs: {links}"]
+    )
+    tags = {"report": table, "profile": profile, DESCRIPTION_TAG: note} | claims | source_tags()
+    if found:
+        run_id = found[0].info.run_id
+        tracker.reopen(run_id)
+    else:
+        run_id = tracker.start(experiment_name(profile), f"report-{table}", tags, {})
+    tracker.set_tags(run_id, tags | {"status": "ok"})
+    tracker.log_metrics(run_id, {k.replace(" ", "_"): float(n) for k, n in counts.items()}, 0)
+    for path in files:
+        tracker.log_artifact(run_id, path)
+    tracker.finish(run_id)
+    return run_id
+
+
+REPORT_VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not testable", "not judged")

@@ -16,7 +16,7 @@ from ..data import Manifest
 from ..errors import ConfigError, ReportError
 from ..rundir import IndexFiles, ReportFiles
 from ..study import Params
-from ..track import git_commit
+from ..track import git_commit, log_report
 from .allocation import job_seconds, wanted
 from .compare import comparison_count
 from .index import index_json, render_index
@@ -79,14 +79,17 @@ def report_table(
         {"src": _data_uri(files.accuracy_plot), "alt": BARS_ALT},
     ]
     files.html.write_text(render(context | {"figures": figures}, "html"))
-    files.summary.write_text(json.dumps(summary_json(context), indent=2) + "\n")
+    summary = summary_json(context)
+    files.summary.write_text(json.dumps(summary, indent=2) + "\n")
     accuracy_bars(table, context).to_csv(files.accuracy, index=False)
     # Numbers only, for `dvc metrics` and `dvc exp show` (they drop or garble the rest).
     files.metrics.write_text(json.dumps(table_metrics(context), indent=2))
     for quantity, curve in curves_by_row(table, rows).items():
         # "NaN" where a row has no value at an epoch: Vega skips it, and draws an empty cell as 0
         curve.to_csv(files.curve_table(quantity), index=False, na_rep="NaN")
-    print(f"wrote {files.page} and {files.html.name}")
+    # The verdicts beside the runs they rest on, in MLflow (one run per table report).
+    run = log_report(profile, summary, [files.html, files.page, files.summary])
+    print(f"wrote {files.page} and {files.html.name}; MLflow run report-{table_name}: {run}")
 
 
 CURVES_ALT = "Training loss, std of l2-normalised z and kNN accuracy per epoch, by row"
