@@ -48,11 +48,13 @@ def mlflow(project: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{project}/.mlflow/mlflow.db")
 
 
-def mlflow_runs(project: Path, query: str = "") -> list:
-    """The smoke experiment's runs, through MLflow's client (as the UI sees them)."""
+def mlflow_runs(project: Path, query: str = "", reports: bool = False) -> list:
+    """The smoke experiment's training runs (with `reports`, its table reports' runs instead),
+    through MLflow's client (as the UI sees them)."""
     client = mlflow(project)
     experiment = client.get_experiment_by_name("simsiam-smoke")
-    return client.search_runs([experiment.experiment_id], query, max_results=1000)
+    found = client.search_runs([experiment.experiment_id], query, max_results=1000)
+    return [r for r in found if ("report" in r.data.tags) == reports]
 
 
 def report_rows(report: Path) -> list[str]:

@@ -118,6 +118,14 @@ def test_snakemake_smoke_dag(project: Path):
     assert trials.groupby("run_dir")["linear_acc"].nunique().max() <= 1  # a shared run, once
     runs = e2e.mlflow_runs(project)
     assert len(runs) == len(params.plan("smoke", tables))  # a shared config is one run
+    # Each table report is a run of its own, its claims' verdicts as the pages give them.
+    reports = {r.data.tags["report"]: r for r in e2e.mlflow_runs(project, reports=True)}
+    assert sorted(reports) == sorted(tables)
+    for table in tables:
+        summary = json.loads((project / "reports" / f"{table}.json").read_text())
+        tags = reports[table].data.tags
+        verdicts = [tags[f"claim.{i + 1:02d}"] for i in range(len(summary["claims"]))]
+        assert verdicts == [f"{c['verdict']}: {c['text']}" for c in summary["claims"]]
     n_keys = len(flatten(params.resolve("smoke").training()))
     assert all(r.info.status == "FINISHED" and len(r.data.params) == n_keys for r in runs)
     assert {r.data.tags["engine"] for r in runs} == {"snakemake"}
