@@ -19,6 +19,7 @@ from simsiam_lab.track import (
     git_commit,
     log_report,
     source_tags,
+    tracking_uri,
 )
 
 EPOCHS = 15
@@ -197,3 +198,14 @@ def test_a_table_report_is_one_mlflow_run_with_its_verdicts_updated_when_rendere
     assert f"#/experiments/{run.info.experiment_id}/runs/{'ab' * 16}" in note
     artifacts = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(first)
     assert [a.path for a in artifacts] == ["table3.html"]
+
+
+def test_the_default_store_is_the_project_root_s_from_a_subfolder_too(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "baseline.yaml").write_text("seed: 0\n")
+    (tmp_path / "src" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == "sqlite:///.mlflow/mlflow.db"
+    monkeypatch.chdir(tmp_path / "src" / "deep")
+    assert tracking_uri() == f"sqlite:///{tmp_path}/.mlflow/mlflow.db"

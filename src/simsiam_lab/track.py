@@ -95,7 +95,18 @@ def check_server(uri: str, timeout: float = 10.0) -> None:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}/mlflow.db"
+    """$MLFLOW_TRACKING_URI, else the project's own store: `.mlflow/` in the project root (the
+    nearest folder up from here that holds params/baseline.yaml), so a command run from a
+    subfolder (src/) writes where the others do; here where no project is found."""
+    if found := os.environ.get("MLFLOW_TRACKING_URI"):
+        return found
+    here = Path.cwd()
+    root = next((d for d in (here, *here.parents) if (d / PROJECT_MARK).is_file()), here)
+    store = DEFAULT_STORE if root == here else root / DEFAULT_STORE
+    return f"sqlite:///{store}/mlflow.db"
+
+
+PROJECT_MARK = Path("params") / "baseline.yaml"  # what makes a folder the project root
 
 
 def experiment_name(profile: str) -> str:
