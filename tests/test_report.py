@@ -767,6 +767,11 @@ def test_the_index_counts_the_whole_study_under_holm_over_the_tested_comparisons
     assert (study["rate_claims"], study["other_claims"]) == (1, 1)
     # The headline counts the study's verdicts: B and C reproduced under Holm, not on the page.
     assert counts["tables"]["table3"]["reproduced"] == 4 == counts["totals"]["reproduced"]
+    headline = counts["headline"]
+    assert (headline["reproduced"], headline["claims"], headline["decided"]) == (4, 5, 4)
+    assert "Holm at one-sided 0.05 over the 3 tested (1 untested listed apart)" in (
+        headline["family"]
+    )
     index = render_index([summary], "abc")
     assert "over the study's 3 tested comparison claims" in index
     assert "- [table3](table3.md): D (a row not trained at this scale)" in index

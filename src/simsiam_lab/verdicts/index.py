@@ -55,6 +55,7 @@ def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
             for t in summaries
         },
         "totals": _totals(summaries),
+        "headline": _headline(summaries),
         "study_wide": study_wide(summaries),
         "sensitivity": sensitivity(summaries),
     }
@@ -168,6 +169,23 @@ def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "rate_alpha": ALPHA,
         "rate_expected_errors": len(rates) * ALPHA,
         "other_claims": sum(len(t["claims"]) for t in judged) - len(family) - len(untested),
+    }
+
+
+def _headline(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's count as one statement: the verdicts over every judged claim, comparisons
+    under Holm over the tested ones, and the family each kind of claim is controlled in."""
+    totals, study = _totals(summaries), study_wide(summaries)
+    return {
+        "reproduced": totals["reproduced"],
+        "claims": totals["claims"],
+        "decided": totals["reproduced"] + totals["not reproduced"],
+        "not_testable": totals[NOT_TESTABLE],
+        "inconclusive": totals["inconclusive"],
+        "family": f"comparisons: Holm at one-sided {ALPHA} over the {study['family']} tested "
+        f"({len(study['untested'])} untested listed apart); collapse and instability: an "
+        f"exact rate test each, one-sided {ALPHA} at each end; the kNN trend: a t test at "
+        f"one-sided {ALPHA}",
     }
 
 
