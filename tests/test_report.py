@@ -185,6 +185,7 @@ def test_collapse_claims_follow_the_rule_over_their_trials():
     assert found.result == "reproduced" and "5 of 5 trials collapsed" in found.evidence
     assert found.sequence == {
         "design": "exact binomial",
+        "planned": [3, 5, 8, 12],
         "looks": 2,
         "seeds": 5,
         "stopped": "decided",
@@ -967,3 +968,20 @@ def test_a_bad_seeds_file_is_refused_in_one_line(tmp_path, text, says):
     (tmp_path / "params" / "seeds" / "cpu.yaml").write_text(text)
     with pytest.raises(ConfigError, match=re.escape(says)):
         Params(tmp_path / "params").plan("cpu", ["table3"], read_data=False)
+
+
+def test_a_profile_s_looks_are_its_budget_and_a_bad_list_is_refused(tmp_path):
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    path = tmp_path / "params" / "profiles.yaml"
+    assert Params(tmp_path / "params").looks("cpu") == (3, 5, 8, 12)
+    text = path.read_text().replace("  trials: 3\n", "  trials: 3\n  looks: [3, 6, 9]\n", 1)
+    path.write_text(text)
+    assert Params(tmp_path / "params").looks("cpu") == (3, 6, 9)
+    # A collapse claim over the profile's looks: 6 of 6 collapsed decides it at look 2.
+    collapsed = {"ratio": 0.01, "losses": (-0.5, -0.999), "random_linear": 10.0}
+    row = _row("flat", *[10.0] * 6, **collapsed)
+    found = verdict(Claim.of_check("", {"collapsed": "flat"}), {"flat": row}, 0.05, (3, 6, 9))
+    assert found.sequence["planned"] == [3, 6, 9] and found.sequence["looks"] == 2
+    path.write_text(text.replace("looks: [3, 6, 9]", "looks: [2, 6]"))
+    with pytest.raises(ConfigError, match=r"cpu.looks = \[2, 6\]: must be a rising list"):
+        Params(tmp_path / "params").looks("cpu")

@@ -117,6 +117,8 @@ def _parse_table(name: str, raw: Any, path: Path) -> Table:
     )
 
 
+# The seeds a claimed row has at each look of the sequential study, unless a profile says.
+DEFAULT_LOOKS = (3, 5, 8, 12)
 # A profile's jobs and what each asks of a cluster, with each value's least: threads, memory
 # (MB), time limit (minutes), GPUs.
 JOBS = ("prepare", "pretrain", "evaluate")
@@ -180,6 +182,24 @@ class Params:
                 "integer >= 1 (seeds per row that a claim names)"
             )
         return count
+
+    def looks(self, profile: str) -> tuple[int, ...]:
+        """The seeds a claimed row has at each look of the sequential study, the last its
+        budget (params/profiles.yaml: `looks`, default 3, 5, 8, 12)."""
+        self.profile(profile)
+        found = self.profiles[profile].get("looks", list(DEFAULT_LOOKS))
+        ok = (
+            isinstance(found, list)
+            and found
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in found)
+        )
+        if not ok or found[0] < 3 or found != sorted(set(found)):
+            raise ConfigError(
+                f"{self.root / 'profiles.yaml'}: {profile}.looks = {found!r}: must be a rising "
+                "list of seed counts from 3 (the first look's paired t needs 3), e.g. "
+                "[3, 5, 8, 12]; the last is the budget"
+            )
+        return tuple(found)
 
     def resources(self, profile: str) -> dict[str, dict[str, int]]:
         """What one job of each kind (prepare, pretrain, evaluate) asks of a cluster at this

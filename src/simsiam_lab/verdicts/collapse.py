@@ -33,13 +33,18 @@ from typing import Any
 
 from ..config import RunConfig
 from ..loss import SIMILARITIES, batch_norm_std_floor
-from .sequential import RateDesign, RateSequential, rate_verdict
+from .sequential import LOOKS, RateDesign, RateSequential, rate_verdict
 from .stability import FINAL_WINDOW_LOSS
 from .stats import threshold_flips
 
 # A collapse (or instability) claim is a rate: shown above or below one half, one-sided 0.05 at
 # each end over the looks. One half: "collapses" is read as "collapses more often than not".
-RATE_DESIGN = RateDesign(alpha=0.05, rate=0.5)
+RATE_ALPHA, RATE = 0.05, 0.5
+
+
+def rate_design(looks: tuple[int, ...]) -> RateDesign:
+    return RateDesign(looks=looks, alpha=RATE_ALPHA, rate=RATE)
+
 
 COLLAPSED, NOT_COLLAPSED, DISAGREE = "collapsed", "not collapsed", "signals disagree"
 
@@ -158,16 +163,20 @@ class Signals:
         return f"{', '.join(said) or 'none'}; not: {', '.join(denied) or 'none'}"
 
 
-def rate_test(kind: str, trials: list[Signals], th: Thresholds = RULE) -> RateSequential:
+def rate_test(
+    kind: str, trials: list[Signals], th: Thresholds = RULE, looks: tuple[int, ...] = LOOKS
+) -> RateSequential:
     """A collapse claim over its trials in seed order: the exact test of its collapse rate
     against one half, look by look (sequential.RateDesign)."""
     events = {COLLAPSED: True, NOT_COLLAPSED: False}
     outcomes = [events.get(t.outcome(th)) for t in trials]
-    return rate_verdict(kind == "collapsed", outcomes, RATE_DESIGN)
+    return rate_verdict(kind == "collapsed", outcomes, rate_design(looks))
 
 
-def claim_result(kind: str, trials: list[Signals], th: Thresholds = RULE) -> str:
-    return rate_test(kind, trials, th).result
+def claim_result(
+    kind: str, trials: list[Signals], th: Thresholds = RULE, looks: tuple[int, ...] = LOOKS
+) -> str:
+    return rate_test(kind, trials, th, looks).result
 
 
 def _breakpoints(name: str, trials: list[Signals]) -> list[float]:
@@ -193,11 +202,13 @@ class Flip:
         return "std_bound", floor**self.rule, floor**self.at
 
 
-def flips(kind: str, trials: list[Signals], th: Thresholds = RULE) -> list[Flip]:
+def flips(
+    kind: str, trials: list[Signals], th: Thresholds = RULE, looks: tuple[int, ...] = LOOKS
+) -> list[Flip]:
     """For each threshold on its own, the nearest value in its range at which the claim's
     verdict changes; thresholds that change nothing in their range are left out."""
     found = threshold_flips(
-        lambda rule: claim_result(kind, trials, rule),
+        lambda rule: claim_result(kind, trials, rule, looks),
         th,
         lambda name: _breakpoints(name, trials),
         RANGES,

@@ -150,14 +150,16 @@ def untestable(
     )
 
 
-def compare(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
+def compare(
+    claim: Claim, rows: dict[str, RowResult], alpha: float, looks: tuple[int, ...]
+) -> Verdict:
     """A comparison claim's verdict: X against Y paired by seed, under the group-sequential
     design at the claim's one-sided `alpha` over its looks, against its margin, and only where
     the rows learned and the margin is no finer than the instrument."""
     x, y = rows[claim.row], rows[claim.other]
     what = compared(claim.kind)
     margin = claim_margin(claim, rows) or Margin(0.0, None, None)
-    design = Design(alpha=alpha)
+    design = Design(looks=looks, alpha=alpha)
     level = 1 - 2 * alpha
     digits = what.digits
     evidence = (

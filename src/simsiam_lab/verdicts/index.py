@@ -11,7 +11,7 @@ from ..claims import CHECKS
 from .compare import compared
 from .render import template
 from .rules import RULES
-from .sequential import Design, level_holm, sequential_verdict
+from .sequential import LOOKS, Design, level_holm, sequential_verdict
 from .verdict import ALPHA, NOT_JUDGED, NOT_TESTABLE, VERDICTS
 from .votes import CHOICES
 
@@ -68,17 +68,20 @@ def tested(claim: dict[str, Any]) -> bool:
 
 
 @cache
-def _reproduces(kind: str, diffs: tuple[float, ...], margin: float, level: float) -> bool:
+def _reproduces(
+    kind: str, diffs: tuple[float, ...], margin: float, looks: tuple[int, ...], level: float
+) -> bool:
     """Whether the claim's sequential test, at one-sided `level`, reproduces it on its seeds."""
-    rule = compared(kind).rule
-    return sequential_verdict(rule, list(diffs), margin, Design(alpha=level)).result == (
+    design = Design(looks=looks, alpha=level)
+    return sequential_verdict(compared(kind).rule, list(diffs), margin, design).result == (
         "reproduced"
     )
 
 
 def _decides(claim: dict[str, Any]):
     diffs, margin = tuple(claim["diffs"]), float(claim["margin"] or 0.0)
-    return lambda level: _reproduces(claim["kind"], diffs, margin, level)
+    looks = tuple(claim["sequence"].get("planned") or LOOKS)
+    return lambda level: _reproduces(claim["kind"], diffs, margin, looks, level)
 
 
 def _under_holm(summaries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:

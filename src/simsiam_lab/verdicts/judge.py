@@ -5,13 +5,16 @@ from __future__ import annotations
 from ..claims import Claim
 from .compare import compare
 from .results import RowResult
+from .sequential import LOOKS
 from .verdict import NOT_TRAINED, Verdict
 from .votes import collapse_verdict, improving_verdict, instability_verdict, refresh_steps
 
 
-def verdict(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
+def verdict(
+    claim: Claim, rows: dict[str, RowResult], alpha: float, looks: tuple[int, ...] = LOOKS
+) -> Verdict:
     """One claim, decided from its rows' trials; `alpha` is a comparison's one-sided share of
-    the study's error rate."""
+    the study's error rate; `looks`, the seeds a row has at each look (the profile's)."""
     if skipped := [rows[r] for r in claim.named if rows[r].status == "skipped"]:
         return Verdict(
             "inconclusive",
@@ -36,7 +39,7 @@ def verdict(claim: Claim, rows: dict[str, RowResult], alpha: float) -> Verdict:
     if claim.kind == "improving":
         return improving_verdict(row)
     if claim.kind == "unstable":
-        return instability_verdict(row, rows[claim.other])
+        return instability_verdict(row, rows[claim.other], looks)
     if not claim.compares:
-        return collapse_verdict(claim.kind, row)
-    return compare(claim, rows, alpha)
+        return collapse_verdict(claim.kind, row, looks)
+    return compare(claim, rows, alpha, looks)

@@ -21,6 +21,7 @@ from .judge import verdict
 from .render import template
 from .results import RowResult, RunResult
 from .rules import RULES
+from .sequential import LOOKS
 from .verdict import ALPHA, NOT_JUDGED, VERDICTS, Verdict, fmt_trials
 
 # A pause longer than this with no run of a table in progress ends a sitting: the table's runs
@@ -113,11 +114,13 @@ def build_context(
     judged: bool,
     family: int,
     curves: str | None = None,
+    looks: tuple[int, ...] = LOOKS,
 ) -> dict[str, Any]:
     """Everything a table's report shows. `judged`: whether the profile's runs can test the
     paper's claims; where not, each claim is listed with its evidence and `not judged`.
     `family`: the study's comparison claims, over which each comparison's share of ALPHA is
-    split (Bonferroni, fixed before any run, so a claim's looks never wait on another table)."""
+    split (Bonferroni, fixed before any run, so a claim's looks never wait on another table).
+    `looks`: the seeds a row has at each look, the profile's (Params.looks)."""
     first_row = next(iter(rows.values()))  # the random-init control is the first row's network
     first = first_row.trials[0].config
     table_rows, paper_notes = [], []
@@ -151,7 +154,7 @@ def build_context(
     alpha = ALPHA / max(1, family)
     claims = []
     for claim in table.claims:
-        found = verdict(claim, rows, alpha)
+        found = verdict(claim, rows, alpha, looks)
         declared = claim_margin(claim, rows)
         interval = found.interval
         claims.append(
@@ -230,6 +233,7 @@ def build_context(
         "comparisons": k,
         "family": family,
         "alpha": alpha,
+        "looks": list(looks),
         "power": power(table, rows, claims),
         "rules": RULES,
         "curves": curves,

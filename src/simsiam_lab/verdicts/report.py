@@ -70,6 +70,7 @@ def report_table(
         judged=params.verdicts(profile),
         family=sum(comparison_count(params.table(t).claims) for t in params.table_names()),
         curves=files.curves.name,
+        looks=params.looks(profile),
     )
     plot_accuracy_bars(table, context, files.accuracy_plot)
     files.page.write_text(render(context))

@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 
+from ..study import DEFAULT_LOOKS as LOOKS  # the seeds a row has at each look
 from .stats import Interval, decide
 
-LOOKS = (3, 5, 8, 12)  # seeds a row has at each look
 DECIDED, FUTILE, SPENT, WAITING = "decided", "futile", "budget spent", "waiting for seeds"
 
 
@@ -439,6 +439,7 @@ def sequence_json(found: Sequential, design: Design) -> dict[str, object]:
     waiting = found.stopped == WAITING
     return {
         "design": f"group-sequential t, {design.spending} spending",
+        "planned": list(design.looks),
         "alpha": design.alpha,
         "looks": found.looks,
         "seeds": found.seeds,

@@ -11,7 +11,6 @@ from .collapse import (
     COLLAPSED,
     DISAGREE,
     NAMES,
-    RATE_DESIGN,
     RULE,
     Signals,
     batch_norm_std_floor,
@@ -19,10 +18,12 @@ from .collapse import (
     flips,
     has_floor,
     lowest_loss,
+    rate_design,
     rate_test,
 )
 from .results import RowResult, RunResult
 from .sequential import (
+    LOOKS,
     WAITING,
     Design,
     RateSequential,
@@ -74,7 +75,7 @@ def _final_read(row: RowResult) -> str:
     return " / ".join(sorted(reads)) or "none"
 
 
-def collapse_verdict(kind: str, row: RowResult) -> Verdict:
+def collapse_verdict(kind: str, row: RowResult, looks: tuple[int, ...] = LOOKS) -> Verdict:
     signals = [t.signals for t in row.trials]
     if row.unstable or None in signals:
         return Verdict("inconclusive", _collapse_evidence(row, [s for s in signals if s]))
@@ -82,11 +83,11 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
     outcomes = [s.outcome(RULE) for s in signals]
     collapsed = outcomes.count(COLLAPSED)
     bound = rate_bound(collapsed, len(outcomes), ALPHA)
-    test = rate_test(kind, signals)
+    test = rate_test(kind, signals, looks=looks)
     evidence += (
         f"; {collapsed} of {len(outcomes)} trials collapsed (collapse rate "
         f"{bound[0]:.2f} to {bound[1]:.2f}, exact binomial, each end one-sided {1 - ALPHA:.0%})"
-        f"; {_rate_reading(test, 'collapse')}"
+        f"; {_rate_reading(test, 'collapse', looks)}"
     )
     disagree = [
         f"seed {t.config.seed}: {s.disagreement(RULE)}"
@@ -95,7 +96,7 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
     ]
     if disagree:
         evidence += f"; signals disagree in {len(disagree)} ({'; '.join(disagree)})"
-    found = flips(kind, signals)
+    found = flips(kind, signals, looks=looks)
     batch = row.trials[0].config.optim.batch_size
     sensitivity = "by threshold: " + (
         ", ".join(describe_flip(f, batch) for f in found) if found else "no change in any range"
@@ -104,7 +105,7 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
         test.result,
         evidence,
         rate_bound=bound,
-        sequence=rate_sequence(test),
+        sequence=rate_sequence(test, looks),
         sensitivity=sensitivity,
         thresholds={
             name: {"rule": rule, "flips_at": at, "to": f.to}
@@ -114,10 +115,10 @@ def collapse_verdict(kind: str, row: RowResult) -> Verdict:
     )
 
 
-def _rate_reading(test: RateSequential, event: str) -> str:
+def _rate_reading(test: RateSequential, event: str, looks: tuple[int, ...]) -> str:
     """How a rate claim's exact test stands, e.g. 'exact test of the collapse rate against
     0.5 at look 2 of 4 (5 trials): shown above it, decided'."""
-    design = RATE_DESIGN
+    design = rate_design(looks)
     unsure = f", {test.unsure} undecided counted against each side" if test.unsure else ""
     shown = {"reproduced": "the claim's side shown", "not reproduced": "the other side shown"}
     return (
@@ -128,13 +129,14 @@ def _rate_reading(test: RateSequential, event: str) -> str:
     )
 
 
-def rate_sequence(test: RateSequential) -> dict[str, object]:
+def rate_sequence(test: RateSequential, looks: tuple[int, ...]) -> dict[str, object]:
     """A rate claim's looks for the JSON: taken, trials spent, why it stopped, and what the
     next look needs."""
-    design = RATE_DESIGN
+    design = rate_design(looks)
     waiting = test.stopped == WAITING
     return {
         "design": "exact binomial",
+        "planned": list(design.looks),
         "looks": test.looks,
         "seeds": test.trials,
         "stopped": test.stopped,
@@ -145,7 +147,9 @@ def rate_sequence(test: RateSequential) -> dict[str, object]:
     }
 
 
-def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
+def instability_verdict(
+    row: RowResult, reference: RowResult, looks: tuple[int, ...] = LOOKS
+) -> Verdict:
     """'Training is unstable': where no trial diverged or rose, a sequential t test of the
     step-noise ratio to the reference row (log, paired by seed) against the smallest ratio
     read as oscillating (stability.RULE.noise_factor); where some did, the exact rate test of
@@ -178,20 +182,22 @@ def instability_verdict(row: RowResult, reference: RowResult) -> Verdict:
     rose = [t.rise is not None and t.rise > rule.rise for t in trials]
     if any(t.diverged for t in trials) or any(rose) or None in ratios or not ratios:
         events = {stability.UNSTABLE: True, stability.STABLE: False}
-        test = rate_verdict(True, [events.get(o) for o in outcomes], RATE_DESIGN)
+        test = rate_verdict(True, [events.get(o) for o in outcomes], rate_design(looks))
         return Verdict(
             test.result,
-            evidence + f"; {_rate_reading(test, 'instability')}",
+            evidence + f"; {_rate_reading(test, 'instability', looks)}",
             rate_bound=bound,
-            sequence=rate_sequence(test),
+            sequence=rate_sequence(test, looks),
         )
-    return noise_ratio_verdict(evidence, [math.log(r) for r in ratios], rule.noise_factor)
+    return noise_ratio_verdict(evidence, [math.log(r) for r in ratios], rule.noise_factor, looks)
 
 
-def noise_ratio_verdict(evidence: str, logs: list[float], factor: float) -> Verdict:
+def noise_ratio_verdict(
+    evidence: str, logs: list[float], factor: float, looks: tuple[int, ...] = LOOKS
+) -> Verdict:
     """The step-noise ratio shown above `factor` (reproduced) or below it (not reproduced),
     from the log ratios by seed, under the comparisons' sequential design at one-sided ALPHA."""
-    design = Design(alpha=ALPHA)
+    design = Design(looks=looks, alpha=ALPHA)
     found = sequential_verdict("better", logs, math.log(factor), design)
     if found.interval is None:
         return Verdict("inconclusive", evidence + "; needs the ratio of 3 seeds (the first look)")
