@@ -6,7 +6,7 @@ from ..claims import Claim
 from .compare import compare
 from .results import RowResult
 from .sequential import LOOKS
-from .verdict import NOT_TRAINED, Verdict
+from .verdict import NOT_TESTED, NOT_TRAINED, Verdict
 from .votes import collapse_verdict, improving_verdict, instability_verdict, refresh_steps
 
 
@@ -35,6 +35,7 @@ def verdict(
                 f"{row.id} refreshes its target every {steps or '?'} SGD steps at this scale, "
                 f"not less often than {other.id}'s {others or '?'}: the row does not test the "
                 "longer interval the claim is about",
+                sequence={"looks": 0, "seeds": 0, "stopped": NOT_TESTED, "next_seeds": None},
             )
     if claim.kind == "improving":
         return improving_verdict(row)

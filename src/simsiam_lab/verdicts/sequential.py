@@ -437,6 +437,9 @@ def sequence_json(found: Sequential, design: Design) -> dict[str, object]:
     """A comparison's looks for the JSON: taken, seeds spent, why it stopped, the seeds it
     would still need (from the last look's estimate and SD), and the next look's seeds."""
     waiting = found.stopped == WAITING
+    needed = found.seeds_needed
+    if needed is not None and math.isfinite(needed) and waiting:
+        needed = max(needed, design.looks[found.looks])  # at least the next look's
     return {
         "design": f"group-sequential t, {design.spending} spending",
         "planned": list(design.looks),
@@ -445,7 +448,5 @@ def sequence_json(found: Sequential, design: Design) -> dict[str, object]:
         "seeds": found.seeds,
         "stopped": found.stopped,
         "next_seeds": design.looks[found.looks] if waiting else None,
-        "seeds_needed": None
-        if found.seeds_needed is None or not math.isfinite(found.seeds_needed)
-        else math.ceil(found.seeds_needed),
+        "seeds_needed": None if needed is None or not math.isfinite(needed) else math.ceil(needed),
     }

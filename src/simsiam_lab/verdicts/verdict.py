@@ -15,6 +15,7 @@ from .stats import Interval
 NOT_TESTABLE = "not testable"
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", NOT_TESTABLE)
 NOT_TRAINED = "not trained at this scale"  # why a claim whose row the profile skips stopped
+NOT_TESTED = "its row does not test the claim at this scale"  # refresh_longer_than unmet
 NOT_JUDGED = "not judged"  # every claim's verdict at a profile with `verdicts: false`
 ALPHA = 0.05  # one-sided error rate of the study's comparison claims together
 POWER = 0.8  # for the smallest difference a table's seed noise can resolve
