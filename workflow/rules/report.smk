@@ -2,6 +2,7 @@
 localrules:
     report,
     index,
+    next_look,
 
 
 # What renders a report (the library's own list, as dvc.yaml's report stages have it): editing a
@@ -95,3 +96,23 @@ rule index:
     shell:
         "bash workflow/scripts/logged.sh {log} simsiam index"
         " {params.summaries} --out {output.index}"
+
+
+rule next_look:
+    # The sequential study's next look (`snakemake next_look`): from the tables' reports, the
+    # seeds their waiting claims need, written to params/seeds/PROFILE.yaml. That file is read
+    # when a plan is made, so the next `snakemake` run trains them (dvc.yaml: regenerate).
+    input:
+        reports=[str(ReportFiles.of(table).summary) for table in TABLES],
+    output:
+        f"logs/{PROFILE}/next-look.txt",
+    conda:
+        "../envs/simsiam.yaml"
+    log:
+        f"logs/{PROFILE}/next-look.log",
+    params:
+        profile=PROFILE,
+        reports=lambda wc, input: os.path.dirname(input.reports[0]),
+    shell:
+        "bash workflow/scripts/logged.sh {log}"
+        " simsiam seeds --profile {params.profile} --reports {params.reports} && cp {log} {output}"

@@ -130,6 +130,13 @@ class Stages:
         for name in self.tables:
             stages[f"report-{name}"] = self.report(name)
         stages["index"] = self.index()
+        # The sequential study's next look: the seeds its waiting claims need, written to
+        # params/seeds/PROFILE.yaml. This file is generated from that one, so after a look
+        # that adds trials the next `dvc repro` stops at --check until it is regenerated.
+        stages["next-look"] = {
+            "cmd": f"simsiam seeds --profile {self.profile} --reports reports",
+            "deps": [str(ReportFiles.of(t).summary) for t in self.tables],
+        }
         return stages
 
     def pretrain(self, training: list[str]) -> dict:

@@ -122,15 +122,16 @@ def report_index(summaries: list[Path], out: Path) -> None:
 
 def next_look(params: Params, profile: str, reports: Path, dry_run: bool) -> None:
     """The sequential study's next look: from the table reports in `reports` (each table's
-    `<table>.json`), the trials each waiting claim's rows need; print what that adds to the
-    plan and its cost from the measured run times, and (unless `dry_run`) write the profile's
-    seeds file, which both engines read."""
+    `<table>.json` there, the tables a pipeline built), the trials each waiting claim's rows
+    need; print what that adds to the plan and its cost from the measured run times, and
+    (unless `dry_run`) write the profile's seeds file, which both engines read."""
     paths = [reports / f"{name}.json" for name in params.table_names()]
-    if missing := [p for p in paths if not p.is_file()]:
+    if not (paths := [p for p in paths if p.is_file()]):
         raise ConfigError(
-            f"seeds: {missing[0]} not found; build every table's report of profile {profile} "
+            f"seeds: no table report in {reports}; build the reports of profile {profile} "
             f"first (snakemake --cores all all --config profile={profile})"
         )
+    print(f"the looks of {len(paths)} table reports: {', '.join(p.stem for p in paths)}")
     loaded = [load_summary(path) for path in paths]
     if wrong := [s["table"] for s in loaded if s["profile"] != profile]:
         raise ConfigError(
