@@ -947,6 +947,17 @@ def test_the_next_look_allots_seeds_to_the_rows_of_waiting_claims(tmp_path, caps
     assert "train table3:b@3" not in printed and "train table3:c-affine@3" not in printed
     assert "their cost is unknown" in printed
 
+    # A budget: ten minutes a run measured, 0.4 CPU-hours afford one claim's two runs.
+    for row in summary["rows"].values():
+        for trial in row["trials"]:
+            trial["job_s"] = 600.0
+    (reports / "table3.json").write_text(json.dumps(summary))
+    next_look(params, "cpu", reports, dry_run=True, hours=0.4)
+    printed = capsys.readouterr().out
+    assert "train table3:a@3" in printed and "train table3:d@3" not in printed
+    assert "left for a later look, past the budget of 0.4 CPU-hours: (d)'s failure" in printed
+    assert "2 runs to train, about 0.3 CPU-hours" in printed
+
     next_look(Params(tmp_path / "params"), "cpu", reports, dry_run=False)
     allotted = yaml.safe_load(params.seeds_file("cpu").read_text())
     assert allotted == {"table3:a": 5, "table3:d": 5}

@@ -56,7 +56,9 @@ COMMANDS = {
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
     ),
     "index": lambda a: _report().report_index([Path(s) for s in a.summaries], Path(a.out)),
-    "seeds": lambda a: _report().next_look(Params(a.params), a.profile, Path(a.reports), a.dry_run),
+    "seeds": lambda a: _report().next_look(
+        Params(a.params), a.profile, Path(a.reports), a.dry_run, a.budget_hours
+    ),
     "init-tracking": lambda a: jobs.init_tracking(Params(a.params), a.profile),
 }
 
@@ -170,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be trained and its cost only"
+    )
+    p.add_argument(
+        "--budget-hours",
+        type=float,
+        help="CPU-hours this look may cost: the claims fewest seeds from a decision go first, "
+        "the rest wait for a later look",
     )
 
     p = sub.add_parser("init-tracking", help="create the MLflow store and the profile's experiment")

@@ -3,26 +3,37 @@ reports' claims (each claim's looks and why it stopped), and what training them 
 
 from __future__ import annotations
 
+import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from .sequential import WAITING
 
 
-def wanted(summaries: list[dict[str, Any]]) -> dict[str, int]:
-    """{TABLE:ROW: trials} that the judged tables' waiting claims ask for: each claim still
-    undecided, neither futile nor out of budget, wants its next look's seeds of every row it
-    names."""
-    found: dict[str, int] = {}
+@dataclass(frozen=True)
+class Waiting:
+    """A claim that waits for its next look: the trials each of its rows needs then, and the
+    seeds a row it would need to be decided at its estimate and SD (None: not estimated)."""
+
+    text: str
+    trials: dict[str, int]  # TABLE:ROW: trials at its next look
+    needed: int | None
+
+
+def waiting(summaries: list[dict[str, Any]]) -> list[Waiting]:
+    """The judged tables' claims still undecided, neither futile nor out of budget, the most
+    decidable first (the fewest seeds needed): where a budget runs out, the claims it leaves
+    are those the next look was least likely to decide."""
+    found = []
     for table in (t for t in summaries if t["judged"]):
         for claim in table["claims"]:
             sequence = claim.get("sequence") or {}
             if sequence.get("stopped") != WAITING or not sequence.get("next_seeds"):
                 continue
-            for row in claim["rows"]:
-                ref = f"{table['table']}:{row}"
-                found[ref] = max(found.get(ref, 0), int(sequence["next_seeds"]))
-    return found
+            rows = {f"{table['table']}:{row}": int(sequence["next_seeds"]) for row in claim["rows"]}
+            found.append(Waiting(claim["text"], rows, sequence.get("seeds_needed")))
+    return sorted(found, key=lambda w: math.inf if w.needed is None else w.needed)
 
 
 def job_seconds(summaries: list[dict[str, Any]]) -> dict[str, float]:

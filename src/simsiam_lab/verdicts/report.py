@@ -15,9 +15,9 @@ import yaml
 from ..data import Manifest
 from ..errors import ConfigError, ReportError
 from ..rundir import IndexFiles, ReportFiles
-from ..study import Params
+from ..study import Params, Trial
 from ..track import git_commit, log_report
-from .allocation import job_seconds, wanted
+from .allocation import job_seconds, waiting
 from .compare import comparison_count
 from .index import index_json, render_index
 from .page import (
@@ -120,11 +120,14 @@ def report_index(summaries: list[Path], out: Path) -> None:
     print(f"wrote {files.page}, {files.html}, {files.counts} and {files.runs}")
 
 
-def next_look(params: Params, profile: str, reports: Path, dry_run: bool) -> None:
+def next_look(
+    params: Params, profile: str, reports: Path, dry_run: bool, hours: float | None = None
+) -> None:
     """The sequential study's next look: from the table reports in `reports` (each table's
     `<table>.json` there, the tables a pipeline built), the trials each waiting claim's rows
     need; print what that adds to the plan and its cost from the measured run times, and
-    (unless `dry_run`) write the profile's seeds file, which both engines read."""
+    (unless `dry_run`) write the profile's seeds file, which both engines read. `hours`: a
+    budget in CPU-hours, spent on the most decidable claims first."""
     paths = [reports / f"{name}.json" for name in params.table_names()]
     if not (paths := [p for p in paths if p.is_file()]):
         raise ConfigError(
@@ -139,30 +142,46 @@ def next_look(params: Params, profile: str, reports: Path, dry_run: bool) -> Non
             f"profile's; pass the folder of profile {profile}'s reports"
         )
     before = dict(params.allotted(profile))
-    asked = wanted(loaded)
-    after = before | {ref: max(before.get(ref, 0), n) for ref, n in asked.items()}
     tables = params.table_names()
     old = params.plan(profile, tables, read_data=False)
-    params.allot(profile, after)
-    new = {run: trials for run, trials in params.plan(profile, tables, read_data=False).items()}
-    added = [trials[0] for run, trials in new.items() if run not in old]
     seconds = job_seconds(loaded)
-    known = [seconds[t.row.ref] for t in added if t.row.ref in seconds]
-    typical = statistics.median(known) if known else None
-    cost = sum(seconds.get(t.row.ref, typical or 0.0) for t in added)
+
+    def look(allotted: dict[str, int]) -> tuple[list[Trial], float]:
+        """The runs these trials add to the plan, and their cost in seconds."""
+        params.allot(profile, allotted)
+        new = params.plan(profile, tables, read_data=False)
+        added = [trials[0] for run, trials in new.items() if run not in old]
+        known = [seconds[t.row.ref] for t in added if t.row.ref in seconds]
+        typical = statistics.median(known) if known else 0.0
+        return added, sum(seconds.get(t.row.ref, typical) for t in added)
+
+    after, added, cost, left = before, [], 0.0, []
+    for claim in waiting(loaded):
+        more = after | {ref: max(after.get(ref, 0), n) for ref, n in claim.trials.items()}
+        runs, seconds_then = look(more)
+        if hours is not None and seconds_then > hours * 3600:
+            left.append(claim)
+            continue
+        after, added, cost = more, runs, seconds_then
+    params.allot(profile, before)  # the plan as the seeds file has it, until it is written
     for trial in added:
         print(f"train {trial.ref}")
+    for claim in left:
+        print(f"left for a later look, past the budget of {hours:g} CPU-hours: {claim.text}")
     if not added:
         print(
-            f"no claim of profile {profile} waits for seeds: every one is decided, futile or "
-            "out of budget (or its reports predate the seeds it has)"
+            f"no claim of profile {profile} waits for seeds"
+            + (" within the budget" if left else "")
+            + ": every one is decided, futile or out of seeds (or its reports predate the "
+            "seeds it has)"
         )
         return
+    timed = any(t.row.ref in seconds for t in added)
     print(
         f"{len(added)} runs to train, about {cost / 3600:.1f} CPU-hours at the median "
         "measured time of each row's trials so far (pretraining and evaluation, or pretraining "
         "alone for runs that predate the evaluation's record)"
-        if typical is not None
+        if timed
         else f"{len(added)} runs to train; their cost is unknown: no trial of these reports "
         "recorded its time"
     )
