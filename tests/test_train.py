@@ -1,3 +1,4 @@
+import errno
 import json
 import math
 import statistics
@@ -13,6 +14,7 @@ from simsiam_lab.distributed import autocast_dtype
 from simsiam_lab.errors import ConfigError
 from simsiam_lab.evaluate import KnnProbe, frozen_accuracies
 from simsiam_lab.loss import SimSiamLoss
+from simsiam_lab.rundir import RunDir
 from simsiam_lab.schedule import learning_rate
 from simsiam_lab.study import Params
 from simsiam_lab.target import LiveTarget
@@ -308,3 +310,38 @@ def test_cpu_threads_are_rounded_down_to_a_power_of_two():
         assert safe_cpu_threads(lines.append) == 2 and len(lines) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_full_disk_under_torch_s_writer_is_one_oserror_naming_the_file(tmp_path, monkeypatch):
+    """torch's zip writer says 'file write failed' in a RuntimeError without a path; a full
+    disk is then ENOSPC naming the file (the CLI's one line), and no temporary is left."""
+    from collections import namedtuple
+
+    from simsiam_lab import train as train_module
+
+    def full(obj, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(train_module.torch, "save", full)
+    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: usage(100, 100, 0))
+    with pytest.raises(OSError) as err:
+        train_module.atomic_save({"x": 1}, tmp_path / "state.pt")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "state.pt")
+    assert list(tmp_path.iterdir()) == []
+    # With room left, torch's own error stands: it is not a full disk.
+    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 1 << 40))
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter"):
+        train_module.atomic_save({"x": 1}, tmp_path / "state.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trainer_clears_the_half_written_files_an_earlier_one_left(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    (run.root / ".state.pt.tmp-4242").write_bytes(b"half")
+    (run.root / "state.pt").write_bytes(b"kept")
+    with run.exclusive():
+        assert not (run.root / ".state.pt.tmp-4242").exists()
+    assert (run.root / "state.pt").read_bytes() == b"kept"

@@ -106,6 +106,10 @@ class RunDir:
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
+            # Half-written files of an earlier trainer that died mid-write (a full disk, a
+            # kill): no other trainer is here, so none of them is being written.
+            for stale in self.root.glob(".*.tmp-*"):
+                stale.unlink(missing_ok=True)
             yield
         finally:
             os.close(fd)
