@@ -1,3 +1,4 @@
+import errno
 import gzip
 import importlib.util
 import json
@@ -784,3 +785,25 @@ def test_a_run_is_tagged_with_its_rows_with_and_without_their_seeds():
     assert tags["table.table3"] == "c@0" and tags["row.table3"] == "c"
     # The baseline of §4.3 on: one run, each of its tables' rows named.
     assert tags["row.similarity"] == "cosine" and tags["table.similarity"] == "cosine@0"
+
+
+def test_ctrl_c_and_a_refused_write_are_one_line(capsys, monkeypatch):
+    """Ctrl-C in any command, and a write the file system refuses (a read-only path: tested as
+    the error it raises, since root, which runs CI, may write anywhere), print one line."""
+    from simsiam_lab import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "prepare", interrupted)
+    assert main(["prepare", "--profile", "smoke", "--out", "x"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "simsiam prepare: interrupted; run it again" in err
+    for number, says in ((errno.EROFS, "read-only file system"), (errno.EACCES, "permission")):
+
+        def refused(args, number=number):
+            raise OSError(number, os.strerror(number), "/reports/table3.md")
+
+        monkeypatch.setitem(cli.COMMANDS, "report", refused)
+        argv = ["report", "--profile", "smoke", "--table", "table3", "--data", "d", "--out", "o"]
+        _one_line_error(capsys, argv, f"/reports/table3.md: {says}")

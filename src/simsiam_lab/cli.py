@@ -197,18 +197,29 @@ def main(argv: list[str] | None = None) -> int:
     except (BusyError, ConfigError, DataError, PlacementError, ReportError, TrackingError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        where = err.filename or "a file it writes"
+    except KeyboardInterrupt:
         print(
-            f"simsiam {args.command}: error: {where}: no space left on device; free space "
-            "there and run this again (a finished training is kept, and the rerun only "
-            "records it)",
+            f"simsiam {args.command}: interrupted; run it again to go on (a pretraining "
+            "resumes from its last finished epoch)",
             file=sys.stderr,
         )
+        return 130
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        where = err.filename or "a file it writes"
+        print(f"simsiam {args.command}: error: {where}: {WRITE_ERRORS[err.errno]}", file=sys.stderr)
         return 2
     return 0
+
+
+# What a write refused by the file system means for the user, by errno.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device; free space there and run this again (a finished "
+    "training is kept, and the rerun only records it)",
+    errno.EACCES: "permission denied; make it writable, or write elsewhere (--out)",
+    errno.EROFS: "read-only file system; write elsewhere (--out)",
+}
 
 
 if __name__ == "__main__":
