@@ -22,7 +22,9 @@ class Waiting:
 
 
 def waiting(summaries: list[dict[str, Any]]) -> list[Waiting]:
-    """The judged tables' claims still undecided, neither futile nor out of budget, the most
+    """The judged tables' claims still undecided (study-wide: pass the summaries through
+    index.study_verdicts, where Holm may decide what a page left waiting), neither futile nor
+    out of budget, the most
     decidable first (the fewest seeds needed): where a budget runs out, the claims it leaves
     are those the next look was least likely to decide."""
     found = []
@@ -30,6 +32,8 @@ def waiting(summaries: list[dict[str, Any]]) -> list[Waiting]:
         for claim in table["claims"]:
             sequence = claim.get("sequence") or {}
             if sequence.get("stopped") != WAITING or not sequence.get("next_seeds"):
+                continue
+            if claim["verdict"] != "inconclusive":  # decided study-wide (index.study_verdicts)
                 continue
             rows = {f"{table['table']}:{row}": int(sequence["next_seeds"]) for row in claim["rows"]}
             found.append(Waiting(claim["text"], rows, sequence.get("seeds_needed")))

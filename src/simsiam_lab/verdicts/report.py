@@ -19,7 +19,7 @@ from ..study import Params, Trial
 from ..track import git_commit, log_report
 from .allocation import job_seconds, waiting
 from .compare import comparison_count
-from .index import index_json, render_index
+from .index import index_json, render_index, study_verdicts
 from .page import (
     accuracy_bars,
     build_context,
@@ -156,7 +156,7 @@ def next_look(
         return added, sum(seconds.get(t.row.ref, typical) for t in added)
 
     after, added, cost, left = before, [], 0.0, []
-    for claim in waiting(loaded):
+    for claim in waiting(study_verdicts(loaded)):
         more = after | {ref: max(after.get(ref, 0), n) for ref, n in claim.trials.items()}
         runs, seconds_then = look(more)
         if hours is not None and seconds_then > hours * 3600:
