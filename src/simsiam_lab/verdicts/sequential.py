@@ -222,18 +222,22 @@ def sequential_verdict(
         result = decide(kind, interval, margin)
         sd = interval.se * math.sqrt(n)
         needed = design.seeds_needed(kind, interval.estimate, sd, margin)
-        last = look == len(design.looks) - 1
-        if result != "inconclusive":
-            stopped = DECIDED
-        elif last:
-            stopped = SPENT
-        elif look > 0 and needed > design.futility * design.looks[-1]:
-            stopped = FUTILE
-        else:
-            found = Sequential(result, WAITING, look + 1, n, interval, needed)
-            continue
-        return Sequential(result, stopped, look + 1, n, interval, needed)
+        futile = look > 0 and needed > design.futility * design.looks[-1]
+        found = Sequential(
+            result, _stopped(result, look, design.looks, futile), look + 1, n, interval, needed
+        )
+        if found.stopped != WAITING:
+            return found
     return found
+
+
+def _stopped(result: str, look: int, looks: Sequence[int], futile: bool) -> str:
+    """Why a claim stops at this look, or WAITING for the next."""
+    if result != "inconclusive":
+        return DECIDED
+    if look == len(looks) - 1:
+        return SPENT
+    return FUTILE if futile else WAITING
 
 
 @dataclass(frozen=True)
@@ -381,18 +385,11 @@ def rate_verdict(
         result = "inconclusive"
         if high or low:
             result = "reproduced" if high == above else "not reproduced"
-        last = look == len(design.looks) - 1
-        reachable = _still_decidable(design, look, events, unsure)
-        if result != "inconclusive":
-            stopped = DECIDED
-        elif last:
-            stopped = SPENT
-        elif not reachable:
-            stopped = FUTILE
-        else:
-            found = RateSequential(result, WAITING, look + 1, n, events, unsure)
-            continue
-        return RateSequential(result, stopped, look + 1, n, events, unsure)
+        futile = not _still_decidable(design, look, events, unsure)
+        stopped = _stopped(result, look, design.looks, futile)
+        found = RateSequential(result, stopped, look + 1, n, events, unsure)
+        if stopped != WAITING:
+            return found
     return found
 
 
