@@ -50,7 +50,7 @@ class Row:
         difference needs an interval, and a collapse verdict from one seed can be luck. Then
         the next seeds up to `allotted` trials, where a sequential look asked for more."""
         seeds = list(self.seeds or range(count if self.claimed else 1))
-        seeds += [s for s in range(max(seeds) + 1, max(seeds) + 1 + allotted - len(seeds))]
+        seeds += range(max(seeds) + 1, max(seeds) + 1 + allotted - len(seeds))
         return [Trial(self, seed) for seed in seeds]
 
 

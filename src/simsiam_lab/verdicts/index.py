@@ -47,6 +47,7 @@ def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
     comparison's verdict the study-wide one (Holm over the tested comparisons), and the
     family it controls."""
     summaries = study_verdicts(summaries)
+    study = study_wide(summaries)
     return {
         "commit": commit,
         "tables": {
@@ -55,8 +56,8 @@ def index_json(summaries: list[dict[str, Any]], commit: str) -> dict[str, Any]:
             for t in summaries
         },
         "totals": _totals(summaries),
-        "headline": _headline(summaries),
-        "study_wide": study_wide(summaries),
+        "headline": _headline(summaries, study),
+        "study_wide": study,
         "sensitivity": sensitivity(summaries),
     }
 
@@ -175,10 +176,11 @@ def study_wide(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _headline(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def _headline(summaries: list[dict[str, Any]], study: dict[str, Any]) -> dict[str, Any]:
     """The study's count as one statement: the verdicts over every judged claim, comparisons
-    under Holm over the tested ones, and the family each kind of claim is controlled in."""
-    totals, study = _totals(summaries), study_wide(summaries)
+    under Holm over the tested ones (`study`: study_wide's), and the family each kind of claim
+    is controlled in."""
+    totals = _totals(summaries)
     return {
         "reproduced": totals["reproduced"],
         "claims": totals["claims"],

@@ -251,6 +251,18 @@ class Operating:
     mean_seeds: float
     studies: int
 
+    @classmethod
+    def of(cls, found: Sequence[Sequential | RateSequential], seeds: Sequence[int]) -> Operating:
+        """The rates over the simulated studies' verdicts, and the seeds (or trials) each spent."""
+        n = len(found)
+        return cls(
+            reproduced=sum(f.result == "reproduced" for f in found) / n,
+            not_reproduced=sum(f.result == "not reproduced" for f in found) / n,
+            futile=sum(f.stopped == FUTILE for f in found) / n,
+            mean_seeds=sum(seeds) / n,
+            studies=n,
+        )
+
 
 def simulate(
     design: Design,
@@ -268,13 +280,7 @@ def simulate(
     rng = np.random.default_rng(seed)
     draws = rng.normal(difference, sd, (studies, design.looks[-1]))
     found = [sequential_verdict(kind, list(row), margin, design) for row in draws]
-    return Operating(
-        reproduced=sum(f.result == "reproduced" for f in found) / studies,
-        not_reproduced=sum(f.result == "not reproduced" for f in found) / studies,
-        futile=sum(f.stopped == FUTILE for f in found) / studies,
-        mean_seeds=sum(f.seeds for f in found) / studies,
-        studies=studies,
-    )
+    return Operating.of(found, [f.seeds for f in found])
 
 
 def level_holm(decides: Sequence[Callable[[float], bool]], alpha: float) -> list[bool]:
@@ -421,13 +427,7 @@ def simulate_rates(
         )
         for row in draws
     ]
-    return Operating(
-        reproduced=sum(f.result == "reproduced" for f in found) / studies,
-        not_reproduced=sum(f.result == "not reproduced" for f in found) / studies,
-        futile=sum(f.stopped == FUTILE for f in found) / studies,
-        mean_seeds=sum(f.trials for f in found) / studies,
-        studies=studies,
-    )
+    return Operating.of(found, [f.trials for f in found])
 
 
 def sequence_json(found: Sequential, design: Design) -> dict[str, object]:
