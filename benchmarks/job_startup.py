@@ -1,23 +1,19 @@
-"""What a pretrain or evaluate job spends turning its config hash back into a config, before and
-after Snakemake hands the resolved config over (`--resolved`), on a large data source; and what
-a DVC stage's job (`--row`) spends resolving its row, with and without the fingerprint that DVC's
-source stage recorded (`--source-record`).
+"""What a pretrain or evaluate job spends getting its config, on a large data source: as jobs
+once did, rebuilding the plan from params/ (every table's configs, the source fingerprinted
+again), and as every job of both engines does now, reading the plan that the plan step wrote
+into its run directory (`runplan.RunPlan.read`: config.yaml and plan.json, checked).
 
     python benchmarks/job_startup.py [--files 100000] [--archive-gb 2] [--dir /tmp/startup]
 
-Before, every job rebuilt the whole plan (`Params.run_config`: every table's configs) and so
-fingerprinted the data source again: an archive's sha256, or a walk of every file of a tree.
-After, the job reads the config from its command line and checks its hash. A DVC job resolves
-its row, which fingerprints the source, unless it reads the source stage's record. All are measured
-in the same run on a generated ImageFolder tree of `--files` files and a `--archive-gb` GB tar
-(their content is never decoded: only names, sizes and bytes are read), each in a fresh
-process, as a job starts. Prints one line per source and path.
+Measured in the same run on a generated ImageFolder tree of `--files` files and a
+`--archive-gb` GB tar (their content is never decoded: only names, sizes and bytes are read),
+each in a fresh process, as a job starts, beside what planning costs once per pipeline run (the
+plan step). Prints one line per source.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,31 +26,20 @@ PROFILE = "folder"  # the profile for one's own ImageFolder tree or archive
 # In a fresh interpreter: the library imported, then the timed part alone.
 BEFORE = """
 import sys, time
+from simsiam_lab.config import config_hash
 from simsiam_lab.study import Params
 params = Params("params")
 t = time.perf_counter()
-params.run_config("folder", sys.argv[1])
+first = params.plan("folder", params.table_names())[sys.argv[1]][0]
+assert config_hash(params.resolve("folder", first.row, first.seed)) == sys.argv[1]
 print(time.perf_counter() - t)
 """
 AFTER = """
 import sys, time
-from simsiam_lab.jobs import handed_over
-from simsiam_lab.study import Params
-params = Params("params")
+from simsiam_lab.rundir import RunDir
+from simsiam_lab.runplan import RunPlan
 t = time.perf_counter()
-handed_over(params, sys.stdin.read(), sys.argv[1])
-print(time.perf_counter() - t)
-"""
-
-# A DVC stage's job: its row resolved, the source fingerprinted, or read from the record.
-DVC = """
-import sys, time
-from simsiam_lab.study import Params
-params = Params("params")
-t = time.perf_counter()
-if len(sys.argv) > 2:
-    params.use_source_record("folder", sys.argv[2])
-params.resolve("folder", params.trial(sys.argv[1]).row, params.trial(sys.argv[1]).seed)
+RunPlan.read(RunDir(sys.argv[2]))
 print(time.perf_counter() - t)
 """
 
@@ -97,11 +82,10 @@ def make_archive(path: Path, gigabytes: float) -> Path:
     return path
 
 
-def timed(code: str, source: Path, *argv: str, stdin: str = "") -> float:
+def timed(code: str, source: Path, *argv: str) -> float:
     env = dict(os.environ, SIMSIAM_DATA=str(source))
     done = subprocess.run(
         [sys.executable, "-c", code, *argv],
-        input=stdin,
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -111,10 +95,12 @@ def timed(code: str, source: Path, *argv: str, stdin: str = "") -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def plan_of(source: Path, record: Path) -> tuple[str, str, str, float]:
-    """A run hash, its --resolved JSON and its first trial for the source, and what planning
-    took (once per pipeline run, in Snakemake); writes the source's record as DVC's stage does."""
+def plan_of(source: Path, runs: Path) -> tuple[str, float]:
+    """A run's hash, its plan written under `runs` as the plan step writes it, and what
+    planning took (once per pipeline run)."""
     os.environ["SIMSIAM_DATA"] = str(source)
+    from simsiam_lab.rundir import RunDir
+    from simsiam_lab.runplan import RunPlan
     from simsiam_lab.study import Params
 
     params = Params(ROOT / "params")
@@ -123,10 +109,8 @@ def plan_of(source: Path, record: Path) -> tuple[str, str, str, float]:
     run, trials = next(iter(plan.items()))
     cfg = params.resolve(PROFILE, trials[0].row, trials[0].seed)
     took = time.perf_counter() - started
-    fingerprint = cfg.data.source_sha256
-    record.write_text(json.dumps({"dataset": cfg.data.dataset, "source_sha256": fingerprint}))
-    resolved = json.dumps({"config": cfg.to_dict(), "trials": [t.ref for t in trials]})
-    return run, resolved, trials[0].ref, took
+    RunPlan(PROFILE, cfg, tuple(t.ref for t in trials), True).write(RunDir(runs / run))
+    return run, took
 
 
 def main() -> None:
@@ -142,20 +126,14 @@ def main() -> None:
     }
     print(f"job start-up at the {PROFILE} profile: the config lookup, in a fresh process")
     for name, source in sources.items():
-        record = args.dir / f"{source.name}.source.json"
-        run, resolved, trial, planning = plan_of(source, record)
+        runs = args.dir / f"{source.name}.runs"
+        run, planning = plan_of(source, runs)
         before = timed(BEFORE, source, run)
-        after = timed(AFTER, source, run, stdin=resolved)
+        after = timed(AFTER, source, run, str(runs / run))
         print(
             f"{name}: before {before:.2f} s a job (plan rebuilt, source fingerprinted), "
-            f"after {after * 1000:.1f} ms (handed over, hash checked); "
+            f"after {after * 1000:.1f} ms (the run's plan read, checked); "
             f"planning once per pipeline run {planning:.2f} s"
-        )
-        fingerprinted = timed(DVC, source, trial)
-        recorded = timed(DVC, source, trial, str(record))
-        print(
-            f"{name}, a DVC stage's job: {fingerprinted:.2f} s fingerprinting the source, "
-            f"{recorded * 1000:.1f} ms with the source stage's record"
         )
 
 

@@ -3,7 +3,6 @@ import gzip
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from simsiam_lab.cli import main
 from simsiam_lab.codedeps import imports
 from simsiam_lab.config import config_hash
 from simsiam_lab.errors import ConfigError
-from simsiam_lab.jobs import handed_over
 from simsiam_lab.study import Params
 
 ROOT = Path(__file__).parents[1]
@@ -42,27 +40,11 @@ def test_pretrain_without_prepared_data_says_what_to_run(capsys, monkeypatch, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_a_job_takes_the_config_the_planner_hands_over_after_checking_its_hash(monkeypatch):
-    monkeypatch.chdir(ROOT)
-    params = Params(ROOT / "params")
-    cfg = params.resolve("smoke", params.row("table3:c"), 0)
-    run = config_hash(cfg)
-    resolved = json.dumps({"config": cfg.to_dict(), "trials": ["table3:c@0", "table1:no-decay@0"]})
-    found, trials = handed_over(params, resolved, run)
-    assert found == cfg and [t.ref for t in trials] == ["table3:c@0", "table1:no-decay@0"]
-    with pytest.raises(ConfigError, match=f"--resolved holds config {run}, not --config-hash 0"):
-        handed_over(params, resolved, "0123456789")
-    with pytest.raises(ConfigError, match=re.escape('--resolved: expected JSON {"config"')):
-        handed_over(params, "{not json", run)
-    with pytest.raises(ConfigError, match="trial 'table3:c': expected TABLE:ROW@SEED"):
-        handed_over(params, json.dumps({"config": cfg.to_dict(), "trials": ["table3:c"]}), run)
-
-
 def test_evaluate_without_a_finished_pretraining_says_what_to_run(capsys, tmp_path):
-    args = ["evaluate", "--profile", "smoke", "--run", str(tmp_path / "run")]
+    args = ["evaluate", "--run", str(tmp_path / "run")]
     assert main([*args, "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "config.yaml, pretrain.json missing" in err
+    assert err.count("\n") == 1 and "checkpoint.pt, pretrain.json missing" in err
 
 
 def _one_line_error(capsys, argv: list[str], needle: str) -> None:
@@ -208,9 +190,9 @@ def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     for row, out in runs.items():
         if row == "cross-entropy":
             monkeypatch.setattr(SimSiamLoss, "forward", lambda self, p1, *_: p1.sum() * math.nan)
-        common = ["--profile", "smoke", "--data", str(data)]
-        assert main(["pretrain", "--row", f"similarity:{row}", *common, "--out", str(out)]) == 0
-        assert main(["evaluate", "--run", str(out), *common]) == 0
+        common = ["--data", str(data), "--out", str(out)]
+        assert main(["pretrain", "--row", f"similarity:{row}", "--profile", "smoke", *common]) == 0
+        assert main(["evaluate", "--run", str(out), "--data", str(data)]) == 0
     assert json.loads((runs["cross-entropy"] / "metrics.json").read_text())["status"] == "diverged"
 
     report = tmp_path / "similarity.md"
@@ -562,18 +544,25 @@ def test_training_over_an_unreadable_state_ends_the_earlier_mlflow_run_and_says_
 
 
 @pytest.mark.slow  # pretrainings through the CLI
-def test_a_config_named_by_its_hash_has_its_row_s_name_and_the_encoder_can_be_left_out(
+def test_a_planned_run_has_its_rows_name_and_the_encoder_can_be_left_out(
     monkeypatch, tmp_path, write_prepared
 ):
+    """What an engine's job does: the plan step writes the plan into the run's directory, and
+    `pretrain --out` trains it, reading nothing else."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     prepared = write_prepared(
         tmp_path / "prepared", classes=10, train_per_class=40, test_per_class=20
     )
     cfg_hash = _shared_hash()
-    args = ["pretrain", "--profile", "smoke", "--config-hash", cfg_hash, "--data", str(prepared)]
-    assert main([*args, "--out", str(tmp_path / "run"), "--encoder-artifact", "false"]) == 0
-    client, run = _tracked_run(tmp_path / "run")
+    planned = ["plan", "--profile", "smoke", "--out", str(tmp_path / "runs")]
+    assert main([*planned, "--encoder-artifact", "false", "--table", "similarity"]) == 0
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {
+        run for run, trials in Params("params").plan("smoke", ["similarity"]).items()
+    }
+    out = tmp_path / "runs" / cfg_hash
+    assert main(["pretrain", "--data", str(prepared), "--out", str(out)]) == 0
+    client, run = _tracked_run(out)
     assert run.data.tags["mlflow.runName"] == SHARED_NAME + cfg_hash[:6]  # as by --row, above
     assert run.data.tags["engine"] == "cli" and "engine.experiment" not in run.data.tags
     assert run.data.tags["status"] == "ok"
@@ -597,7 +586,7 @@ def test_a_finished_run_of_another_config_is_refused_not_overwritten(
     assert main([*args, "--row", "table3:a", "--encoder-artifact", "false"]) == 0
     finished = {path.name: path.read_bytes() for path in out.iterdir()}
     capsys.readouterr()
-    _one_line_error(capsys, [*args, "--row", "table3:b"], f"{out} holds a finished run of another")
+    _one_line_error(capsys, [*args, "--row", "table3:b"], f"{out} holds the run of another")
     assert {path.name: path.read_bytes() for path in out.iterdir()} == finished
     client = Tracker().client
     (experiment,) = [e for e in client.search_experiments() if e.name == "simsiam-smoke"]
@@ -627,18 +616,6 @@ def test_an_out_that_cannot_be_written_is_one_line_and_leaves_nothing(
     assert not (tmp_path / "new" / "run").exists()
 
 
-def test_the_encoder_artifact_switch_is_the_flag_else_pipeline_yaml_else_on(tmp_path):
-    from simsiam_lab.jobs import encoder_artifact
-    from simsiam_lab.study import Params
-
-    (tmp_path / "baseline.yaml").write_text("{}\n")  # a params directory, read no further
-    params = Params(tmp_path)
-    assert encoder_artifact(params, None)  # no pipeline.yaml: on
-    (tmp_path / "pipeline.yaml").write_text("profile: smoke\nencoder_artifact: false\n")
-    assert not encoder_artifact(params, None)  # what DVC's stage, which passes no flag, reads
-    assert encoder_artifact(params, "true") and not encoder_artifact(params, "false")
-
-
 class _Planted:
     """A pickle that, loaded as PyTorch's pickle format allows without weights_only, runs a
     command: it would write `marker`."""
@@ -654,7 +631,6 @@ def test_a_run_directory_s_planted_pickle_is_refused_and_never_run(
     capsys, monkeypatch, tmp_path, write_prepared
 ):
     import torch
-    import yaml
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -670,11 +646,10 @@ def test_a_run_directory_s_planted_pickle_is_refused_and_never_run(
     assert not marker.exists()
     # Evaluating: checkpoint.pt of a run that says it finished.
     (out / "state.pt").unlink()
-    cfg = Params(ROOT / "params").resolve("smoke", Params(ROOT / "params").row("table3:a"), 0)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    assert (out / "config.yaml").is_file() and (out / "plan.json").is_file()  # --row's plan
     (out / "pretrain.json").write_text(json.dumps({"status": "ok", "mlflow_run_id": "x"}))
     torch.save(planted, out / "checkpoint.pt")
-    evaluate = ["evaluate", "--run", str(out), *common]
+    evaluate = ["evaluate", "--run", str(out), "--data", str(data)]
     _one_line_error(capsys, evaluate, "checkpoint.pt: refused, it is not a file this project")
     assert not marker.exists()
 
@@ -777,10 +752,9 @@ def test_small_mistakes_in_params_are_one_line_each(capsys, tmp_path, monkeypatc
 
 def test_a_run_is_tagged_with_its_rows_with_and_without_their_seeds():
     params = Params("params")
-    trials = params.run_trials(
-        "smoke", config_hash(params.resolve("smoke", params.row("table3:c"), 0))
-    )
-    tags = jobs.run_tags("smoke", "abc", trials)
+    cfg = params.resolve("smoke", params.row("table3:c"), 0)
+    trials = params.plan("smoke", params.table_names())[config_hash(cfg)]
+    tags = jobs.run_tags("smoke", "abc", tuple(t.ref for t in trials))
     assert tags["table.table3"] == "c@0" and tags["row.table3"] == "c"
     # The baseline of §4.3 on: one run, each of its tables' rows named.
     assert tags["row.similarity"] == "cosine" and tags["table.similarity"] == "cosine@0"

@@ -42,6 +42,7 @@ LAYERS = {
     "study": ["study.py", "claims.py"],
     "data": ["data.py", "datasource.py"],
     "base": [
+        "runplan.py",
         "config.py",
         "rundir.py",
         "progress.py",

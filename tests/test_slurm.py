@@ -1,5 +1,5 @@
 """The Slurm profile on a real Slurm: the README's one-node block (workflow/scripts/
-slurm_cluster.py and the tracking server on PostgreSQL) runs the smoke Table 3 through the queue
+slurm_cluster.py and the tracking server on PostgreSQL) runs the smoke Figure 2 through the queue
 as printed; then a pretraining cancelled mid-run with scancel resumes from its state.pt."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _queue(env: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.slow
-def test_the_readme_s_one_node_slurm_block_queues_the_smoke_table_3_and_a_cancelled_run_resumes(
+def test_the_readme_s_one_node_slurm_block_queues_the_smoke_figure_2_and_a_cancelled_run_resumes(
     tmp_path,
 ):
     from mlflow import MlflowClient
@@ -90,12 +90,12 @@ def test_the_readme_s_one_node_slurm_block_queues_the_smoke_table_3_and_a_cancel
         done = readme.run(BLOCK, project, OUT=str(out), PORT=str(port))
         env = _cluster_env(out, port)
 
-        # Through the queue: prepare, the 5 pretrainings and their evaluations; not the report.
+        # Through the queue: prepare, the 2 pretrainings and their evaluations; not the report.
         queued = QUEUED.findall(done.stdout)
         assert collections.Counter(rule for _, rule, _ in queued) == {
             "prepare": 1,
-            "pretrain": 5,
-            "evaluate": 5,
+            "pretrain": 2,
+            "evaluate": 2,
         }, done.stdout
         assert {state for _, _, state in queued} == {"COMPLETED"}
         # Each asked for what the smoke profile's resources say (params/profiles.yaml), as
@@ -109,16 +109,16 @@ def test_the_readme_s_one_node_slurm_block_queues_the_smoke_table_3_and_a_cancel
             ("1", "10", "cpu=1,mem=2000M,node=1,billing=1")
         }
         assert "Finished jobid" in done.stderr and "(Rule: report)" in done.stderr
-        report = (project / "reports" / "table3.md").read_text()
-        assert "Table 3" in report
+        report = (project / "reports" / "figure2.md").read_text()
+        assert "Figure 2" in report
 
         # In the server: every run, each epoch's metrics and each step's loss, the artifacts.
         client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
         experiment = client.get_experiment_by_name("simsiam-smoke")
         found = client.search_runs([experiment.experiment_id])
         runs = [r for r in found if "report" not in r.data.tags]  # the trainings
-        assert [r.data.tags["report"] for r in found if r not in runs] == ["table3"]
-        assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+        assert [r.data.tags["report"] for r in found if r not in runs] == ["figure2"]
+        assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
         for run in runs:
             run_id = run.info.run_id
             assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2]

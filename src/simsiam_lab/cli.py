@@ -11,6 +11,7 @@ from types import ModuleType
 
 from . import jobs
 from .errors import BusyError, ConfigError, DataError, PlacementError, ReportError
+from .runplan import RunPlan
 from .study import Params
 from .track import TrackingError
 
@@ -21,6 +22,17 @@ def _params(args: argparse.Namespace) -> Params:
     if getattr(args, "source_record", None):
         params.use_source_record(args.profile, Path(args.source_record))
     return params
+
+
+def _named_row(args: argparse.Namespace) -> RunPlan | None:
+    """pretrain's --row: that row's plan, resolved here; else None (the plan in --out)."""
+    if args.row is None:
+        if args.seed is not None or args.profile is not None:
+            raise ConfigError("--profile and --seed go with --row: without it, --out's plan is run")
+        return None
+    if args.profile is None:
+        raise ConfigError(f"--row {args.row}: name its profile too (--profile smoke, cpu, ...)")
+    return jobs.plan_row(_params(args), args.profile, args.row, args.seed, args.encoder_artifact)
 
 
 def _report() -> ModuleType:
@@ -36,22 +48,24 @@ COMMANDS = {
         _params(a), a.profile, Path(a.out), Path(a.download_root)
     ),
     "source": lambda a: jobs.record_source(Params(a.params), a.profile, Path(a.out)),
-    "pretrain": lambda a: jobs.pretrain_run(
+    "plan": lambda a: jobs.plan_runs(
         _params(a),
         a.profile,
+        Path(a.out),
+        a.encoder_artifact,
+        a.table or Params(a.params).table_names(),
+        a.dirs == "first-trial",
+    ),
+    "pretrain": lambda a: jobs.pretrain_run(
+        _params(a),
         Path(a.data),
         Path(a.out),
-        run=a.config_hash,
-        row_ref=a.row,
-        seed=a.seed,
-        resolved=a.resolved,
+        plan=_named_row(a),
         engine=a.engine,
         experiment=a.experiment,
         artifact=a.encoder_artifact,
     ),
-    "evaluate": lambda a: jobs.evaluate_run(
-        _params(a), a.profile, Path(a.run), Path(a.data), a.settings
-    ),
+    "evaluate": lambda a: jobs.evaluate_run(Path(a.run), Path(a.data)),
     "report": lambda a: _report().report_table(
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
     ),
@@ -95,25 +109,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("pretrain", help="train one table row's config")
+    p = sub.add_parser(
+        "plan",
+        help="write every config's plan (config.yaml, plan.json) into its run directory under "
+        "--out: what each pretraining and evaluation then reads",
+    )
     p.add_argument("--profile", required=True)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--row", help="TABLE:ROW, e.g. table3:c")
-    which.add_argument(
-        "--config-hash",
-        help="a resolved config's hash (Snakemake's run name): the config itself, whichever "
-        "tables' rows share it, so adding a table never renames a run",
-    )
-    p.add_argument("--seed", type=int, help="one trial of a row with several seeds")
+    p.add_argument("--out", required=True, help="the profile's runs, e.g. results/cpu/runs")
     p.add_argument(
-        "--resolved",
-        help="with --config-hash: that config and its trials as JSON, "
-        '{"config": {...}, "trials": ["table3:c@0", ...]}, as the planner resolved them '
-        "(Snakemake hands them over: the job then neither rebuilds the plan nor fingerprints "
-        "the data source again)",
+        "--table", action="append", help="only these tables' configs (default: every table)"
     )
-    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument(
+        "--dirs",
+        choices=("config-hash", "first-trial"),
+        default="config-hash",
+        help="name each run directory by its config's hash (Snakemake's runs), or by its first "
+        "trial over every table, table3-a-s0 (dvc.yaml's, fixed when it is written)",
+    )
+    p.add_argument(
+        "--encoder-artifact",
+        choices=("true", "false"),
+        default="true",
+        help="log each trained backbone as encoder.pt on its MLflow run (not part of a config: "
+        "it changes nothing that trains)",
+    )
+    _source_record(p)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="train the config planned in --out (by the plan step), or a row named here",
+    )
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument(
+        "--row", help="TABLE:ROW, e.g. table3:c: plan that row's config into --out, then train it"
+    )
+    p.add_argument("--profile", help="with --row: the profile it trains at")
+    p.add_argument("--seed", type=int, help="with --row: one trial of a row with several seeds")
     _source_record(p)
     p.add_argument(
         "--engine",
@@ -131,22 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder-artifact",
         choices=("true", "false"),
         help="log the trained backbone's state_dict as encoder.pt on the MLflow run when it "
-        "ends ok (default: params/pipeline.yaml's encoder_artifact, else true; not part of the "
-        "config: it changes nothing that trains)",
+        "ends ok (default: the plan's, which the pipeline's encoder_artifact sets; true for "
+        "--row)",
     )
 
-    p = sub.add_parser("evaluate", help="kNN and linear probe on frozen features of a run")
-    p.add_argument(
-        "--profile", required=True, help="the profile whose eval settings apply (params/)"
+    p = sub.add_parser(
+        "evaluate", help="kNN and linear probe on frozen features of a run, as its plan says"
     )
-    p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument(
-        "--settings",
-        help="the eval settings as JSON, as the planner resolved them (Snakemake hands them "
-        "over); default: the profile's for this run's config, which rebuilds the plan",
-    )
-    _source_record(p)
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--data", required=True, help="prepared data directory")
 
     p = sub.add_parser("report", help="render a table's report from its rows' runs")
     p.add_argument("--profile", required=True)

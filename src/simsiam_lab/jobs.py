@@ -10,14 +10,17 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-
-from .config import EVALUATION, RunConfig, config_hash, flatten, load_yaml, validate
+from .config import EVALUATION, config_hash, flatten
 from .data import Manifest, check_source, open_split, prepare
 from .errors import ConfigError, DataError
 from .rundir import RunDir, make_writable_dir
-from .study import Params, Row, Trial
+from .runplan import RunPlan
+from .study import Params
+
+if TYPE_CHECKING:
+    from .track import PretrainRun
 
 # What `evaluate` adds to a pretraining's summary (None where training did not end ok).
 EVALUATED = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "z_top_share")
@@ -45,16 +48,14 @@ def record_source(params: Params, profile: str, out: Path) -> None:
     print(f"data source of {profile}: {where} ({record['source_sha256']})")
 
 
-def run_tags(profile: str, cfg_hash: str, trials: list[Trial]) -> dict[str, str]:
+def run_tags(profile: str, cfg_hash: str, trials: tuple[str, ...]) -> dict[str, str]:
     """Two tags per table whose rows resolve to this config (a shared config is one run): its
     rows with their seeds (`table.table3`: `c@0`), and without (`row.table3`: `c`), on which
     MLflow's group-by gives a row's mean, min and max over its seeds."""
     tags = {"profile": profile, "config_hash": cfg_hash}
-    for trial in trials:
-        for key, name in (
-            (f"table.{trial.row.table}", trial.ref.split(":", 1)[1]),
-            (f"row.{trial.row.table}", trial.row.id),
-        ):
+    for ref in trials:
+        table, trial = ref.split(":", 1)
+        for key, name in ((f"table.{table}", trial), (f"row.{table}", trial.rpartition("@")[0])):
             tags[key] = ",".join(filter(None, [tags.get(key), name]))
     return tags
 
@@ -65,23 +66,12 @@ def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
     return {"engine": engine} | ({"engine.experiment": experiment} if experiment else {})
 
 
-def _run_name(cfg: RunConfig, cfg_hash: str, trials: list[Trial], row: Row) -> str:
+def _run_name(plan: RunPlan) -> str:
     """The config's name, whichever engine trains it: every row that trains it, over the tables
     sorted by name (`similarity-cosine+table3-c-seed0-…`), so a shared config is not named
-    after one table only, nor after the row it was asked for (DVC asks by a row, Snakemake by
-    the hash). A config that no table plans (a --seed beyond the row's trials) is its row's."""
-    rows = [trial.row for trial in trials] or [row]
-    return f"{'+'.join(f'{r.table}-{r.id}' for r in rows)}-seed{cfg.seed}-{cfg_hash[:6]}"
-
-
-def encoder_artifact(params: Params, flag: str | None) -> bool:
-    """--encoder-artifact, else params/pipeline.yaml's `encoder_artifact` (what DVC's stage
-    reads: a flag in its command would retrain every run when it changes), else true."""
-    if flag is not None:
-        return flag == "true"
-    pipeline = params.root / "pipeline.yaml"
-    setting = load_yaml(pipeline).get("encoder_artifact", True) if pipeline.is_file() else True
-    return str(setting).lower() == "true"
+    after one table only."""
+    rows = [ref.rpartition("@")[0].replace(":", "-") for ref in plan.trials]
+    return f"{'+'.join(rows)}-seed{plan.config.seed}-{plan.config_hash[:6]}"
 
 
 def _make_out_dir(root: Path) -> bool:
@@ -96,83 +86,68 @@ def _make_out_dir(root: Path) -> bool:
     return new
 
 
-def handed_over(params: Params, resolved: str, run: str | None) -> tuple[RunConfig, list[Trial]]:
-    """The config and trials that the planner resolved for run `run` (`--resolved`, JSON), so
-    that a job neither rebuilds the plan nor fingerprints the data again; its hash is checked."""
-    try:
-        found = json.loads(resolved)
-        cfg, refs = found["config"], found["trials"]
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(
-            '--resolved: expected JSON {"config": {...}, "trials": ["TABLE:ROW@SEED", ...]}'
-        ) from None
-    if run is None or config_hash(cfg) != run:
-        raise ConfigError(
-            f"--resolved holds config {config_hash(cfg)}, not --config-hash {run}: "
-            "pass the two from the same plan (rerun snakemake)"
-        )
-    validate(cfg, "--resolved")
-    return RunConfig.of(cfg), [params.trial(ref) for ref in refs]
+def plan_row(
+    params: Params, profile: str, row_ref: str, seed: int | None, artifact: str | None
+) -> RunPlan:
+    """The plan of one row's trial, for a person at the command line: resolved once, over
+    every table (the rows that share its config name its MLflow run); a config that no table
+    plans (a --seed beyond the row's trials) is its row's alone."""
+    row = params.row(row_ref)
+    cfg = params.resolve(profile, row, seed)
+    trials = params.plan(profile, params.table_names()).get(config_hash(cfg))
+    refs = tuple(t.ref for t in trials) if trials else (f"{row.ref}@{cfg.seed}",)
+    return RunPlan(profile, cfg, refs, artifact != "false")
 
 
-def _what_to_train(
-    params: Params,
-    profile: str,
-    run: str | None,
-    row_ref: str | None,
-    seed: int | None,
-    resolved: str | None,
-) -> tuple[RunConfig, list[Trial], Row]:
-    """The config a pretraining trains, the trials over every table that share it (its MLflow
-    run's table tags and name), and the row it was asked for."""
-    if resolved:
-        cfg, trials = handed_over(params, resolved, run)
-        return cfg, trials, trials[0].row
-    if row_ref:
-        row = params.row(row_ref)
-        cfg = params.resolve(profile, row, seed)
-        return cfg, params.plan(profile, params.table_names()).get(config_hash(cfg), []), row
-    trials = params.run_trials(profile, run)
-    return params.resolve(profile, trials[0].row, trials[0].seed), trials, trials[0].row
+def plan_runs(
+    params: Params, profile: str, root: Path, artifact: str, tables: list[str], by_trial: bool
+) -> None:
+    """The plan step: every config of these tables' trials at this profile, its plan written
+    into its run directory under `root`, named by the config's hash (Snakemake's) or, with
+    `by_trial`, by its first trial over every table (dvc.yaml's stages, whose paths are fixed
+    when it is written). The trials are every table's: they name the config's MLflow run."""
+    plan = {
+        cfg_hash: trials
+        for cfg_hash, trials in params.plan(profile, params.table_names()).items()
+        if any(t.row.table in tables for t in trials)
+    }
+    written = 0
+    for cfg_hash, trials in plan.items():
+        cfg = params.resolve(profile, trials[0].row, trials[0].seed)
+        run = RunPlan(profile, cfg, tuple(t.ref for t in trials), artifact == "true")
+        written += run.write(RunDir(root / (trials[0].key if by_trial else cfg_hash)))
+    print(f"planned {len(plan)} runs of profile {profile} under {root} ({written} files written)")
 
 
 def pretrain_run(
     params: Params,
-    profile: str,
     data: Path,
     out: Path,
     *,
-    run: str | None = None,
-    row_ref: str | None = None,
-    seed: int | None = None,
-    resolved: str | None = None,
+    plan: RunPlan | None = None,
     engine: str = "cli",
     experiment: str = "",
     artifact: str | None = None,
 ) -> None:
     """Trains one config into run directory `out` (resuming from its state.pt), tracked in
-    MLflow. The config is named by its hash (`run`, with `resolved` as the planner resolved it)
-    or by a row and seed (`row_ref`)."""
+    MLflow: the plan the plan step wrote there, or `plan` (a row named at the command line),
+    which is written there first. `artifact` (true/false) overrides the plan's encoder
+    artifact."""
     from .progress import progress, write
     from .track import PretrainRun, experiment_description, experiment_name
-    from .train import (
-        atomic_write_json,
-        check_finished,
-        check_resumable,
-        pretrain,
-        save_encoder,
-    )
+    from .train import check_resumable, pretrain
 
-    cfg, trials, row = _what_to_train(params, profile, run, row_ref, seed, resolved)
-    cfg_hash = config_hash(cfg)
+    rundir = RunDir(out)
+    named, plan = plan is not None, plan or RunPlan.read(rundir)
+    cfg = plan.config
     manifest = Manifest.read(data)
     manifest.check(cfg.data, data)
-    rundir = RunDir(out)
-    check_finished(rundir.root, cfg)
     new = _make_out_dir(rundir.root)
     if int(os.environ.get("RANK", "0")) != 0:
         pretrain(cfg, data, rundir.root)  # torchrun's other processes: rank 0 records
         return
+    if named:
+        plan.write(rundir)
 
     with rundir.exclusive():  # one trainer per run directory
 
@@ -187,21 +162,23 @@ def pretrain_run(
             tracked = PretrainRun.open(
                 rundir,
                 resuming,
-                experiment_name(profile),
-                _run_name(cfg, cfg_hash, trials, row),
-                run_tags(profile, cfg_hash, trials) | _engine_tags(engine, experiment),
+                experiment_name(plan.profile),
+                _run_name(plan),
+                run_tags(plan.profile, plan.config_hash, plan.trials)
+                | _engine_tags(engine, experiment),
                 flatten(cfg.training()),
                 manifest,
-                description=experiment_description(params.description(profile)),
+                description=experiment_description(params.description(plan.profile)),
             )
         except BaseException:
             if new:  # a refused run leaves no directory behind
                 shutil.rmtree(rundir.root, ignore_errors=True)
             raise
+        asked = plan.trials[0].rpartition("@")[0]
         began = f"resumed from {rundir.state}" if resuming else "started"
         say(
-            f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {row.ref} seed {cfg.seed} [{cfg_hash}]: "
-            f"{began}, MLflow run {tracked.run_id} ==="
+            f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {asked} seed {cfg.seed} "
+            f"[{plan.config_hash}]: {began}, MLflow run {tracked.run_id} ==="
         )
         if tracked.abandoned:
             say(f"the earlier attempt's MLflow run {tracked.abandoned} ended as FAILED (abandoned)")
@@ -221,47 +198,65 @@ def pretrain_run(
             raise
         finally:
             epochs.close()
-        summary |= {"config_hash": cfg_hash, "mlflow_run_id": tracked.run_id, "profile": profile}
-        # What it trained on: the dataset, where it was read from and its content, and the path
-        # (data.loader decides that from the data and the config alone).
-        summary |= {
-            "dataset": manifest.dataset,
-            "data_source": manifest.source,
-            "data_source_sha256": manifest.source_sha256,
-            "data_prepared": str(data),
-            "data_format": manifest.format,
-        }
-        history = json.loads(rundir.history.read_text())
-        # What training read; `evaluate` takes the evaluation settings from params/ at its time.
-        rundir.config.write_text(yaml.safe_dump(cfg.training(), sort_keys=False))
-        artifacts = [rundir.config, rundir.history]
-        if summary["status"] != "skipped":
-            from .curves import plot_curves  # matplotlib: only once training is done
-
-            plot_curves([(f"{row.ref} seed {cfg.seed}", cfg, history)], rundir.curves)
-            artifacts.append(rundir.curves)
-        # The run's files first, then MLflow, then state.pt: a failure while recording (a full
-        # disk, the tracking store) leaves state.pt at the last epoch, and a rerun only records.
-        atomic_write_json(summary, rundir.summary)
-        # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
-        with tempfile.TemporaryDirectory() as scratch:
-            if summary["status"] == "ok" and encoder_artifact(params, artifact):
-                artifacts.append(save_encoder(rundir.checkpoint, Path(scratch)))
-            tracked.finish(summary["status"], artifacts)
-        rundir.state.unlink(missing_ok=True)
+        keep_encoder = plan.encoder_artifact if artifact is None else artifact == "true"
+        _record(plan, manifest, data, rundir, summary, tracked, keep_encoder)
         say(
-            f"{row.ref} [{cfg_hash}]: {summary['status']} after {summary['epochs_completed']} "
-            f"epochs, {summary['wall_s']:.0f} s, final loss {summary['final_loss']}"
+            f"{asked} [{plan.config_hash}]: {summary['status']} after "
+            f"{summary['epochs_completed']} epochs, {summary['wall_s']:.0f} s, final loss "
+            f"{summary['final_loss']}"
         )
 
 
-def evaluate_run(
-    params: Params, profile: str, run: Path, data: Path, settings: str | None = None
+def _record(
+    plan: RunPlan,
+    manifest: Manifest,
+    data: Path,
+    rundir: RunDir,
+    summary: dict,
+    tracked: PretrainRun,
+    keep_encoder: bool,
 ) -> None:
+    """A finished training's files, then its MLflow run, then state.pt's removal: a failure
+    while recording (a full disk, the tracking store) leaves state.pt at the last epoch, and a
+    rerun only records."""
+    from .train import atomic_write_json, save_encoder
+
+    cfg = plan.config
+    summary |= {
+        "config_hash": plan.config_hash,
+        "mlflow_run_id": tracked.run_id,
+        "profile": plan.profile,
+    }
+    # What it trained on: the dataset, where it was read from and its content, and the path
+    # (data.loader decides that from the data and the config alone).
+    summary |= {
+        "dataset": manifest.dataset,
+        "data_source": manifest.source,
+        "data_source_sha256": manifest.source_sha256,
+        "data_prepared": str(data),
+        "data_format": manifest.format,
+    }
+    artifacts = [rundir.config, rundir.history]
+    if summary["status"] != "skipped":
+        from .curves import plot_curves  # matplotlib: only once training is done
+
+        history = json.loads(rundir.history.read_text())
+        label = f"{plan.trials[0].rpartition('@')[0]} seed {cfg.seed}"
+        plot_curves([(label, cfg, history)], rundir.curves)
+        artifacts.append(rundir.curves)
+    atomic_write_json(summary, rundir.summary)
+    # The encoder goes to MLflow only, not into the run directory (the engines' outputs).
+    with tempfile.TemporaryDirectory() as scratch:
+        if summary["status"] == "ok" and keep_encoder:
+            artifacts.append(save_encoder(rundir.checkpoint, Path(scratch)))
+        tracked.finish(summary["status"], artifacts)
+    rundir.state.unlink(missing_ok=True)
+
+
+def evaluate_run(run: Path, data: Path) -> None:
     """kNN and linear probe of a finished pretraining's frozen features and of the same network
-    at random init, into its metrics.json and MLflow run. `settings`: the eval section as JSON,
-    as the planner resolved it; default: the profile's for this run's config (rebuilds the
-    plan)."""
+    at random init, with the eval settings of the run's plan, into its metrics.json and MLflow
+    run."""
 
     from .distributed import device
     from .evaluate import evaluation_metrics
@@ -270,19 +265,13 @@ def evaluate_run(
 
     started = time.time()
     rundir = RunDir(run)
-    if missing := [p.name for p in (rundir.config, rundir.summary) if not p.is_file()]:
+    if missing := [p.name for p in (rundir.checkpoint, rundir.summary) if not p.is_file()]:
         raise DataError(
             f"{rundir.root}: no finished pretraining ({', '.join(missing)} missing); run "
             f"`simsiam pretrain --out {rundir.root}` first"
         )
-    trained_with = yaml.safe_load(rundir.config.read_text())
-    if settings:
-        evaluation = json.loads(settings)
-    else:
-        evaluation = asdict(params.run_config(profile, config_hash(trained_with)).eval)
-    evaluated = trained_with | {EVALUATION: evaluation}
-    validate(evaluated, f"{rundir.config} with its eval settings")
-    cfg = RunConfig.of(evaluated)
+    cfg = RunPlan.read(rundir).config
+    evaluation = asdict(cfg.eval)
     summary = json.loads(rundir.summary.read_text())
     metrics = dict(summary) | dict.fromkeys(EVALUATED)
     if summary["status"] == "ok":

@@ -1,9 +1,9 @@
 """The files each step writes, declared once: a pretraining's directory (`RunDir`), a table's
 report (`ReportFiles`) and the index over the tables (`IndexFiles`).
 
-`pretrain` writes all of a run's files but the evaluation's, `evaluate` adds metrics.json, and
-`report` reads config, history and metrics; Snakemake's rules and dvc.yaml's stages declare the
-paths these classes give.
+The plan step writes a run's config and plan, `pretrain` the training's files, `evaluate` adds
+metrics.json, and `report` reads config, history and metrics; Snakemake's rules and dvc.yaml's
+stages declare the paths these classes give.
 """
 
 from __future__ import annotations
@@ -41,8 +41,18 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        """The resolved config the run trained with."""
+        """The training config, whose hash names the run (written by the plan step)."""
         return self.root / "config.yaml"
+
+    @property
+    def evaluation(self) -> Path:
+        """The eval settings the run is evaluated with (written by the plan step)."""
+        return self.root / "eval.json"
+
+    @property
+    def plan(self) -> Path:
+        """What the pipeline asks of the run beyond its config (runplan.RunPlan)."""
+        return self.root / "plan.json"
 
     @property
     def checkpoint(self) -> Path:
@@ -114,9 +124,13 @@ class RunDir:
         finally:
             os.close(fd)
 
-    def evaluation_inputs(self) -> list[Path]:
-        """What `evaluate` reads from the directory."""
-        return [self.config, self.checkpoint, self.summary]
+    def planned(self) -> list[Path]:
+        """What the plan step writes."""
+        return [self.config, self.evaluation, self.plan]
+
+    def trained(self) -> list[Path]:
+        """What `pretrain` writes that later steps read."""
+        return [self.checkpoint, self.history, self.summary]
 
 
 # The history's per-epoch quantities a table's curves show (one CSV each): their axis labels.

@@ -65,6 +65,11 @@ class Trial:
     def ref(self) -> str:
         return f"{self.row.ref}@{self.seed}"
 
+    @property
+    def key(self) -> str:
+        """A name fit for a path: `table3-a-s0` (DVC's run directories and stage keys)."""
+        return f"{self.row.table}-{self.row.id}-s{self.seed}"
+
 
 @dataclass(frozen=True)
 class Table:
@@ -390,18 +395,3 @@ class Params:
                         )
                     runs.setdefault(run, []).append(trial)
         return runs
-
-    def run_trials(self, profile: str, run: str) -> list[Trial]:
-        """The trials, over every table, that train the config with this hash."""
-        trials = self.plan(profile, self.table_names()).get(run)
-        if not trials:
-            raise ConfigError(
-                f"no row of {self.root / 'tables'} resolves to config {run} at profile "
-                f"{profile}; `snakemake -n` lists the configs a profile trains"
-            )
-        return trials
-
-    def run_config(self, profile: str, run: str) -> RunConfig:
-        """The resolved config of the run with this hash, eval settings included."""
-        first = self.run_trials(profile, run)[0]
-        return self.resolve(profile, first.row, first.seed)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from . import distributed
@@ -372,23 +371,6 @@ def check_resumable(out_dir: Path, cfg: RunConfig, say: Callable[[str], None] = 
             f"config with --out {out_dir}; to train this one, pick another --out or delete {path}"
         )
     return True
-
-
-def check_finished(out_dir: Path, cfg: RunConfig) -> None:
-    """A finished run of another config in out_dir is refused, as an interrupted one is:
-    training here would overwrite it. (The same config retrains: the user asked for it.)"""
-    path = RunDir(out_dir).config
-    if not path.is_file():
-        return
-    try:
-        trained = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        trained = None
-    if not isinstance(trained, dict) or training_config(trained) != cfg.training():
-        raise ConfigError(
-            f"{out_dir} holds a finished run of another config ({path}); to train this one, "
-            f"pick another --out or delete {out_dir}"
-        )
 
 
 def check_data_parallel(cfg: RunConfig, world: int) -> None:

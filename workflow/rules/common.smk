@@ -1,12 +1,12 @@
 # The plan: every distinct resolved config of the requested tables, computed by the library
 # from params/ (the single source of truth shared with dvc.yaml).
-import json
 from dataclasses import asdict
 
 from simsiam_lab.codedeps import rendering_code
 from simsiam_lab.data import check_source, prepared_identity
 from simsiam_lab.errors import ConfigError, DataError
 from simsiam_lab.rundir import IndexFiles, ReportFiles, RunDir
+from simsiam_lab.runplan import RunPlan
 from simsiam_lab.study import Params
 from simsiam_lab.track import TrackingError, check_server, check_tracking_uri, tracking_uri
 
@@ -46,6 +46,8 @@ onstart:
         check_server(tracking_uri())
     except TrackingError as err:
         raise WorkflowError(str(err)) from None
+    # The plan step: each run's plan into its directory, where its jobs read their config.
+    write_plans()
 
 
 PARAMS = Params("params")
@@ -70,24 +72,30 @@ if not os.path.isfile(f"{PREPARED}/manifest.json"):  # a prepared source has bee
     except DataError as err:
         raise WorkflowError(f"profile {PROFILE}'s data: {err}") from None
 RUN_OF = {trial.ref: run for run, trials in PLAN.items() for trial in trials}
-# Each run's resolved config, handed to its jobs: they then neither rebuild the plan nor
-# fingerprint the data source again (minutes a job on ImageNet).
+# Each run's resolved config, written into its directory (the plan step) for its jobs, which
+# then neither rebuild the plan nor fingerprint the data source again (minutes a job on ImageNet).
 RESOLVED = {
     run: PARAMS.resolve(PROFILE, trials[0].row, trials[0].seed) for run, trials in PLAN.items()
 }
 EVALUATION_OF = {run: asdict(cfg.eval) for run, cfg in RESOLVED.items()}
 
 
-def handed_over(wildcards, output):
-    """pretrain's --resolved: the run's config and trials. A function of the output, which
-    Snakemake's params trigger skips: adding a table that shares a config retrains nothing."""
-    trials = [trial.ref for trial in PLAN[wildcards.run]]
-    return json.dumps({"config": RESOLVED[wildcards.run].to_dict(), "trials": trials})
+def run_plan(run: str) -> RunPlan:
+    """A run's plan, as the plan step writes it into its directory."""
+    trials = tuple(trial.ref for trial in PLAN[run])
+    artifact = str(config["encoder_artifact"]).lower() == "true"
+    return RunPlan(PROFILE, RESOLVED[run], trials, artifact)
 
 
-def settings_json(wildcards, output):
-    """evaluate's --settings (the `settings` param is what reruns it when they change)."""
-    return json.dumps(EVALUATION_OF[wildcards.run], sort_keys=True)
+def write_plans() -> None:
+    """The plan step: every planned run's plan (runplan.RunPlan) written into its directory,
+    each file only where its content changed. Before the first job rather than as a rule: a
+    rule upstream of every pretraining would, whenever it reran, hide the others' own reasons
+    to run (Snakemake masks what lies downstream of a job it reruns)."""
+    for run in PLAN:
+        run_plan(run).write(RunDir(f"{RUNS}/{run}"))
+
+
 RUNS = f"results/{PROFILE}/runs"
 RUN = RunDir(f"{RUNS}/{{run}}")  # a run's files, by the wildcard
 # `--config threads=N` overrides the threads (torch threads) of both jobs.

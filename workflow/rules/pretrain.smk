@@ -1,11 +1,11 @@
+# Each job reads its config from the plan the onstart handler wrote into its run directory
+# (common.smk, write_plans): config.yaml, whose hash names the directory, and plan.json for
+# pretraining; eval.json for evaluation, whose `settings` param reruns it when they change.
 rule pretrain:
     input:
-        PREPARED,
+        data=PREPARED,
     output:
-        config=str(RUN.config),
-        checkpoint=str(RUN.checkpoint),
-        history=str(RUN.history),
-        summary=str(RUN.summary),
+        *map(str, RUN.trained()),
     conda:
         "../envs/simsiam.yaml"
     log:
@@ -13,12 +13,7 @@ rule pretrain:
     benchmark:
         f"logs/{PROFILE}/benchmark/pretrain/{{run}}.tsv"
     params:
-        profile=PROFILE,
-        out=lambda wc, output: os.path.dirname(output.summary),
-        # Not the run's identity: a function of the output, which Snakemake's params trigger
-        # skips, so switching the MLflow artifact on or off retrains nothing.
-        encoder_artifact=lambda wc, output: str(config["encoder_artifact"]).lower(),
-        resolved=handed_over,
+        out=lambda wc, output: os.path.dirname(output[0]),
     threads: THREADS["pretrain"]
     resources:
         mem_mb=RESOURCES["pretrain"]["mem_mb"],
@@ -26,15 +21,13 @@ rule pretrain:
         gpu=RESOURCES["pretrain"]["gpu"],  # --resources gpu=N: N at once, each on its own GPU
     shell:
         "bash workflow/scripts/logged.sh {log}"
-        " simsiam --threads {threads} pretrain --profile {params.profile}"
-        " --config-hash {wildcards.run} --resolved {params.resolved:q} --engine snakemake"
-        " --encoder-artifact {params.encoder_artifact}"
-        " --data {input} --out {params.out}"
+        " simsiam --threads {threads} pretrain --out {params.out} --data {input.data}"
+        " --engine snakemake"
 
 
 rule evaluate:
     input:
-        *map(str, RUN.evaluation_inputs()),
+        *map(str, RUN.trained()),
         data=PREPARED,
     output:
         str(RUN.metrics),
@@ -45,11 +38,9 @@ rule evaluate:
     benchmark:
         f"logs/{PROFILE}/benchmark/evaluate/{{run}}.tsv"
     params:
-        profile=PROFILE,
         run=lambda wc, output: os.path.dirname(output[0]),
-        # Evaluation settings are not part of a run's hash: changing them reruns this job only.
+        # Not a run's hash: changing them reruns this job only (it reads them from eval.json).
         settings=lambda wc: EVALUATION_OF[wc.run],
-        settings_json=settings_json,
     threads: THREADS["evaluate"]
     resources:
         mem_mb=RESOURCES["evaluate"]["mem_mb"],
@@ -57,5 +48,4 @@ rule evaluate:
         gpu=RESOURCES["evaluate"]["gpu"],
     shell:
         "bash workflow/scripts/logged.sh {log}"
-        " simsiam --threads {threads} evaluate --profile {params.profile} --run {params.run}"
-        " --settings {params.settings_json:q} --data {input.data}"
+        " simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"

@@ -54,8 +54,7 @@ def runs(params: Params, profile: str, tables: list[str]) -> dict[str, list[Tria
     out: dict[str, list[Trial]] = {}
     for trials in params.plan(profile, params.table_names(), read_data=False).values():
         if used := [t for t in trials if t.row.table in tables]:
-            first = trials[0]
-            out[f"{first.row.table}-{first.row.id}-s{first.seed}"] = used
+            out[trials[0].key] = used
     return out
 
 
@@ -72,13 +71,17 @@ class Stages:
         self.params, self.profile, self.tables = params, profile, tables
         self.prepared = f"data/dvc/{profile}"
         self.source = f"data/dvc/{profile}.source.json"
+        self.runs_root = f"results/{profile}/dvc"
+        self.table_args = "".join(f" --table {t}" for t in tables)
+        # Not a config: a switch in the plan stage's command, so changing it retrains nothing.
+        self.encoder_artifact = str(pipeline(params).get("encoder_artifact", True)).lower()
         self.runs = runs(params, profile, tables)
         self.run_of = {t.ref: key for key, trials in self.runs.items() for t in trials}
         data = params.resolve_params(profile)["data"]
         self.class_list = [data["class_list"]] if data["class_list"] else []
 
     def run_dir(self, key: str) -> RunDir:
-        return RunDir(f"results/{self.profile}/dvc/{key}")
+        return RunDir(f"{self.runs_root}/{key}")
 
     def settings(self, sections: list[str]) -> list[dict]:
         """The baseline's and the profile's keys of these config sections."""
@@ -112,6 +115,22 @@ class Stages:
                 "params": self.settings(["data"]),
                 "outs": [self.prepared],
             },
+            # Each run's config, eval settings and plan, into its directory, which its stages
+            # read (runplan.py). Run every time, as `source` is (it reads all of params/), and
+            # each file's content decides what reruns after it. Outs, not persisted: DVC deletes
+            # them first, so a run whose config changed (`dvc exp run -S`) is planned afresh.
+            "plan": {
+                "cmd": f"simsiam plan --profile {self.profile} --out {self.runs_root}"
+                f" --dirs first-trial{self.table_args} --source-record {self.source}"
+                f" --encoder-artifact {self.encoder_artifact}",
+                "always_changed": True,
+                "deps": [self.source],
+                "outs": [
+                    {str(path): {"cache": False}}
+                    for key in self.runs
+                    for path in self.run_dir(key).planned()
+                ],
+            },
             "pretrain": {"foreach": {}, "do": {}},
             "evaluate": {"foreach": list(self.runs), "do": self.evaluate()},
             "plots-page": {
@@ -142,30 +161,29 @@ class Stages:
     def pretrain(self, training: list[str]) -> dict:
         run = self.run_dir("${key}")
         return {
-            "cmd": f"simsiam pretrain --profile {self.profile} --row ${{item.table}}:${{item.row}}"
-            f" --seed ${{item.seed}} --data {self.prepared} --out {run.root}"
-            f" --source-record {self.source}"
-            # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`. The encoder artifact's
-            # switch is read from params/pipeline.yaml, not passed: a changed command retrains.
+            "cmd": f"simsiam pretrain --out {run.root} --data {self.prepared}"
+            # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`.
             ' --engine dvc --experiment "$DVC_EXP_NAME"',
-            "deps": [self.prepared, self.source, *TRAINING_CODE],
-            # what training reads: an eval setting re-evaluates, it never retrains
+            "deps": [self.prepared, str(run.config), *TRAINING_CODE],
+            # What training reads, as it reads it from config.yaml: the columns of `dvc exp
+            # show` and `dvc params diff`. An eval setting re-evaluates, it never retrains.
             "params": [
                 *self.settings(training),
                 {"params/tables/${item.table}.yaml": ["rows.${item.row}.overrides"]},
             ],
-            "outs": [str(path) for path in run.evaluation_inputs()] + [str(run.history)],
+            "outs": list(map(str, run.trained())),
         }
 
     def evaluate(self) -> dict:
         run = self.run_dir("${item}")
         return {
-            "cmd": f"simsiam evaluate --profile {self.profile} --run {run.root}"
-            f" --data {self.prepared} --source-record {self.source}",
+            "cmd": f"simsiam evaluate --run {run.root} --data {self.prepared}",
             "deps": [
                 self.prepared,
-                self.source,
-                *map(str, run.evaluation_inputs()),
+                str(run.config),
+                str(run.evaluation),
+                str(run.checkpoint),
+                str(run.summary),
                 *TRAINING_CODE,
             ],
             "params": self.settings([EVALUATION]),
