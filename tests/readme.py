@@ -121,7 +121,7 @@ SIZED: dict[str, Sized] = {
     # Slurm on this machine, as printed, in a temporary folder and on a free port; its two
     # stops run after the test's checks of the queue and the server.
     "slurm_cluster.py start": Sized(
-        "test_slurm::test_the_readme_s_one_node_slurm_block_queues_the_smoke_figure_2_and_a_"
+        "test_slurm::test_the_readme_s_one_node_slurm_block_queues_the_similarity_table_and_a_"
         "cancelled_run_resumes",
         (
             ("python workflow/scripts/tracking_server.py stop --root /tmp/simsiam-tracking\n", ""),

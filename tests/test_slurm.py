@@ -1,5 +1,5 @@
 """The Slurm profile on a real Slurm: the README's one-node block (workflow/scripts/
-slurm_cluster.py and the tracking server on PostgreSQL) runs the smoke Figure 2 through the queue
+slurm_cluster.py and the tracking server on PostgreSQL) runs the smoke §4.5 table through the queue
 as printed; then a pretraining cancelled mid-run with scancel resumes from its state.pt."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _queue(env: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.slow
-def test_the_readme_s_one_node_slurm_block_queues_the_smoke_figure_2_and_a_cancelled_run_resumes(
+def test_the_readme_s_one_node_slurm_block_queues_the_similarity_table_and_a_cancelled_run_resumes(
     tmp_path,
 ):
     from mlflow import MlflowClient
@@ -109,15 +109,15 @@ def test_the_readme_s_one_node_slurm_block_queues_the_smoke_figure_2_and_a_cance
             ("1", "10", "cpu=1,mem=2000M,node=1,billing=1")
         }
         assert "Finished jobid" in done.stderr and "(Rule: report)" in done.stderr
-        report = (project / "reports" / "figure2.md").read_text()
-        assert "Figure 2" in report
+        report = (project / "reports" / "similarity.md").read_text()
+        assert "Similarity function" in report
 
         # In the server: every run, each epoch's metrics and each step's loss, the artifacts.
         client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
         experiment = client.get_experiment_by_name("simsiam-smoke")
         found = client.search_runs([experiment.experiment_id])
         runs = [r for r in found if "report" not in r.data.tags]  # the trainings
-        assert [r.data.tags["report"] for r in found if r not in runs] == ["figure2"]
+        assert [r.data.tags["report"] for r in found if r not in runs] == ["similarity"]
         assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
         for run in runs:
             run_id = run.info.run_id

@@ -47,6 +47,22 @@ def _server(root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _assert_private(root: Path) -> None:
+    """What a shared node needs: artifacts and the socket for the owner alone, and a database
+    that refuses TCP however it is started (no `trust` line but the socket's)."""
+    for private in ("artifacts", "pgsocket", "pgdata"):
+        assert (root / private).stat().st_mode & 0o077 == 0, private
+    hba = [
+        line.split()
+        for line in (root / "pgdata" / "pg_hba.conf").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert {fields[-1] for fields in hba if fields[0] == "host"} == {"reject"}, hba
+    assert {fields[-1] for fields in hba if fields[0] == "local"} == {"trust"}, hba
+    conf = (root / "pgdata" / "postgresql.conf").read_text()
+    assert "listen_addresses = ''" in conf
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[str, Path]]:
     """A fresh server (its URI and root) for the test, stopped after it whatever happened."""
@@ -61,6 +77,7 @@ def server() -> Iterator[tuple[str, Path]]:
         assert started.returncode == 0, started.stderr
         (line,) = started.stdout.splitlines()  # the one line to export
         assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:")
+        _assert_private(root)
         yield line.partition("=")[2], root
     finally:
         stopped = _server(root, "stop")

@@ -146,10 +146,10 @@ def pretrain_run(
     if int(os.environ.get("RANK", "0")) != 0:
         pretrain(cfg, data, rundir.root)  # torchrun's other processes: rank 0 records
         return
-    if named:
-        plan.write(rundir)
 
     with rundir.exclusive():  # one trainer per run directory
+        if named:  # the row's plan, once no other trainer holds the directory
+            plan.write(rundir)
 
         def say(line: str) -> None:
             """The console (above the progress bar) and the run's journal, pretrain.log."""

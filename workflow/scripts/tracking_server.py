@@ -162,8 +162,12 @@ def prepare_dirs(layout: Layout) -> None:
             f"{socket_file}: too long for a unix socket ({SOCKET_PATH_MAX} bytes at most); "
             "use a shorter --root"
         )
-    for path in (layout.root, layout.artifacts):
-        path.mkdir(parents=True, exist_ok=True)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    # Only this server's owner reads or writes the artifacts (jobs send them through the
+    # server), whatever the umask: on a shared node they are other users' models and configs.
+    layout.artifacts.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if layout.artifacts.stat().st_uid == os.getuid():
+        layout.artifacts.chmod(0o700)
     # 0700: with trust authentication the socket directory's permissions are the access
     # control, so only the server's owner (and root) can reach the database.
     for path in (layout.pgdata, layout.socket_dir):
@@ -188,12 +192,25 @@ def init_database_cluster(layout: Layout, bindir: Path) -> None:
             str(bindir / "initdb"),
             f"--pgdata={layout.pgdata}",
             f"--username={SUPERUSER}",
-            "--auth=trust",  # see prepare_dirs: the socket directory is the gate
+            # The unix socket: its 0700 directory is the gate (prepare_dirs). TCP: refused, so
+            # a PostgreSQL started on this data directory any other way (a plain `pg_ctl
+            # start` listens on localhost) lets no local user in as superuser.
+            "--auth-local=trust",
+            "--auth-host=reject",
             "--encoding=UTF8",
             "--no-locale",  # a minimal image may have no locales generated
         ],
         "initdb",
     )
+    # The same for any start: no TCP port, the socket in its private directory.
+    settings = (
+        "\n# tracking_server.py: no TCP port; the socket only in its 0700 directory\n"
+        "listen_addresses = ''\n"
+        f"unix_socket_directories = '{layout.socket_dir}'\n"
+        f"port = {PG_PORT}\n"
+    )
+    with (layout.pgdata / "postgresql.conf").open("a") as conf:  # root writes it too
+        conf.write(settings)
 
 
 def postgres_running(layout: Layout, bindir: Path) -> bool:
