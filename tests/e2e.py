@@ -50,11 +50,15 @@ def mlflow(project: Path):
 
 def mlflow_runs(project: Path, query: str = "", reports: bool = False) -> list:
     """The smoke experiment's training runs (with `reports`, its table reports' runs instead),
-    through MLflow's client (as the UI sees them)."""
+    through MLflow's client (as the UI sees them); not the evaluations nested under them."""
     client = mlflow(project)
     experiment = client.get_experiment_by_name("simsiam-smoke")
     found = client.search_runs([experiment.experiment_id], query, max_results=1000)
-    return [r for r in found if ("report" in r.data.tags) == reports]
+    return [
+        r
+        for r in found
+        if ("report" in r.data.tags) == reports and "mlflow.parentRunId" not in r.data.tags
+    ]
 
 
 def report_rows(report: Path) -> list[str]:

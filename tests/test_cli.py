@@ -17,7 +17,7 @@ from simsiam_lab import jobs
 from simsiam_lab.cli import main
 from simsiam_lab.codedeps import imports
 from simsiam_lab.config import config_hash
-from simsiam_lab.errors import ConfigError
+from simsiam_lab.errors import ConfigError, ReportError
 from simsiam_lab.study import Params
 
 ROOT = Path(__file__).parents[1]
@@ -204,6 +204,17 @@ def test_a_diverged_run_is_evaluated_and_reported_and_the_dag_goes_on(
     # The browser's page and the accuracy bars, which draw the diverged row without a number.
     assert "<td>diverged</td>" in report.with_suffix(".html").read_text()
     assert report.with_suffix(".accuracy.png").stat().st_size > 10_000
+    # A report that fails half-way leaves the previous one whole, and no scratch behind.
+    made = {p.name: p.read_bytes() for p in tmp_path.glob("similarity.*")}
+    import simsiam_lab.verdicts.report as reporting
+
+    def broken(*args):
+        raise ReportError("the accuracy bars broke")
+
+    monkeypatch.setattr(reporting, "plot_accuracy_bars", broken)
+    assert main([*args, "--out", str(report)]) == 2
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("similarity.*")} == made
+    assert not list(tmp_path.glob(".similarity.tmp-*"))
 
 
 @pytest.mark.parametrize(

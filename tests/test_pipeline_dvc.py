@@ -24,6 +24,25 @@ def dvc_project(tmp_path_factory) -> Path:
     return project
 
 
+def _assert_mlflow_holds(project: Path, first: dict, other: dict) -> None:
+    """Per Table 3 row: its DVC training run holds the `first` evaluation's linear accuracy
+    (as table3.metrics.json gave it), and the run nested under it the `other`'s."""
+    client = e2e.mlflow(project)
+    for run in e2e.mlflow_runs(project, "tags.engine = 'dvc'"):
+        row = run.data.tags["row.table3"]
+        (nested,) = client.search_runs(
+            [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        )
+        for record, numbers in ((run, first), (nested, other)):
+            assert record.data.metrics.get("linear_acc") == pytest.approx(
+                numbers[row]["linear"], abs=0.01
+            ), (row, record.info.run_name)
+        assert (run.data.tags["eval.linear_epochs"], nested.data.tags["eval.linear_epochs"]) == (
+            "5",
+            "6",
+        )
+
+
 def _dvc_changed(project: Path) -> set[str]:
     """The stages `dvc status` says changed ('source' and 'plan' always run: they reread the
     data's fingerprint and params/), Table 3's only: the other tables were not built."""
@@ -92,8 +111,13 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     readme.project_as_cloned(project)
     again = readme.run("dvc repro    ", project).stdout
     assert "Running stage 'pretrain@" not in again and "Running stage 'evaluate@" not in again
+    numbers = project / "reports" / "table3.metrics.json"
+    head = json.loads(numbers.read_text())["rows"]
     rerun = readme.run("dvc exp run -n lin6", project).stdout
     assert "Running stage 'evaluate@" in rerun and "Running stage 'pretrain@" not in rerun
+    # One truth: each training run keeps its first evaluation's numbers (HEAD's, as `dvc
+    # metrics` and the report give them), and the experiment's are a record nested under it.
+    _assert_mlflow_holds(project, head, json.loads(numbers.read_text())["rows"])
     diff = json.loads(e2e.run(["dvc", "metrics", "diff", "HEAD", "--json"], project).stdout)
     assert any("linear" in key for key in diff["reports/table3.metrics.json"]), diff
     table = e2e.run(["dvc", "exp", "show", "--csv", "--only-changed"], project).stdout
@@ -113,6 +137,13 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     )
     (bars,) = json.loads(diff.stdout)["data"]["table3: accuracy"]
     assert {bar["rev"] for bar in bars["content"]["data"]["values"]} == {"HEAD", "lin6"}
+    # And back: HEAD's evaluations come from DVC's run cache, and the three agree again.
+    lin6 = json.loads(numbers.read_text())["rows"]
+    e2e.run([*git, "checkout", "-q", "--", "."], project)
+    back = e2e.run(["dvc", "repro", "report-table3"], project).stdout
+    assert "Running stage 'evaluate@" not in back
+    assert json.loads(numbers.read_text())["rows"] == head
+    _assert_mlflow_holds(project, head, lin6)
 
     # The same archive elsewhere is the same data; data the profile cannot read is refused by
     # the `source` stage, before `prepare` would delete the prepared data.

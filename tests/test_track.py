@@ -17,6 +17,7 @@ from simsiam_lab.track import (
     PretrainRun,
     Tracker,
     git_commit,
+    log_evaluation,
     log_report,
     source_tags,
     tracking_uri,
@@ -209,3 +210,31 @@ def test_the_default_store_is_the_project_root_s_from_a_subfolder_too(tmp_path, 
     assert tracking_uri() == "sqlite:///.mlflow/mlflow.db"
     monkeypatch.chdir(tmp_path / "src" / "deep")
     assert tracking_uri() == f"sqlite:///{tmp_path}/.mlflow/mlflow.db"
+
+
+def test_an_evaluation_with_other_settings_is_its_own_record(tmp_path: Path, monkeypatch):
+    """A DVC experiment that evaluates with other settings must not rewrite the first
+    evaluation's numbers on the training run: it gets a run nested under it, one per settings,
+    and the same settings again update the record that holds them."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracker = Tracker(uri)
+    trained = tracker.start("simsiam-test", "table3-c-seed0", {"row.table3": "c"}, {"seed": 0})
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("{}")
+    five, six = {"linear_epochs": 5}, {"linear_epochs": 6}
+
+    assert log_evaluation(trained, {"linear_acc": 18.0}, 2, five, metrics) == trained
+    nested = log_evaluation(trained, {"linear_acc": 19.0}, 2, six, metrics)
+    assert nested != trained
+    assert log_evaluation(trained, {"linear_acc": 19.5}, 2, six, metrics) == nested
+    assert log_evaluation(trained, {"linear_acc": 18.0}, 2, five, metrics) == trained
+
+    client = MlflowClient(uri)
+    first, other = client.get_run(trained), client.get_run(nested)
+    assert first.data.metrics["linear_acc"] == 18.0 and first.data.tags["eval.linear_epochs"] == "5"
+    assert other.data.metrics["linear_acc"] == 19.5 and other.data.tags["eval.linear_epochs"] == "6"
+    assert other.data.tags["mlflow.parentRunId"] == trained
+    assert other.info.run_name == "table3-c-seed0-eval-" + other.data.tags["eval.settings"][:6]
+    assert "row.table3" not in other.data.tags  # a row's group-by holds one record a seed
+    assert [m.value for m in client.get_metric_history(trained, "linear_acc")] == [18.0, 18.0]

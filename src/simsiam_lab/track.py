@@ -25,9 +25,12 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
+from .config import digest
 from .rundir import STEP, STEP_LOSS, RunDir, make_writable_dir
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
+
     from .data import Manifest
 
 DEFAULT_STORE = Path(".mlflow")
@@ -411,16 +414,54 @@ class PretrainRun:
         self.tracker.finish(self.run_id)
 
 
+# The evaluation settings a record holds (a digest of them): the training run's own (its
+# first evaluation's), or a nested run's of its own (tag mlflow.parentRunId).
+EVAL_SETTINGS = "eval.settings"
+
+
 def log_evaluation(
     run_id: str, metrics: dict[str, float], step: int, settings: dict[str, Any], path: Path
-) -> None:
-    """The evaluation's metrics, its settings (tags: a run may be re-evaluated with others,
-    and MLflow params cannot change) and its metrics file, on the pretraining's run."""
+) -> str:
+    """An evaluation as its own record: on the pretraining's run where it holds none yet or
+    one with these same settings; else on a run nested under it, one per settings (found again
+    by them), so that an evaluation with other settings (a DVC experiment's) never rewrites
+    the first's numbers. The settings, the metrics and the metrics file; the record's run id."""
     tracker = Tracker()
+    key = digest(settings)
+    tags = {EVAL_SETTINGS: key} | {f"eval.{k}": v for k, v in settings.items()}
+    with _store_lock(tracker.uri):
+        trained = tracker.client.get_run(run_id)
+    record = run_id
+    if trained.data.tags.get(EVAL_SETTINGS, key) != key:
+        record = _nested_evaluation(tracker, trained, key, tags)
     if metrics:
-        tracker.log_metrics(run_id, metrics, step=step)
-    tracker.set_tags(run_id, {f"eval.{key}": value for key, value in settings.items()})
-    tracker.log_artifact(run_id, path)
+        tracker.log_metrics(record, metrics, step=step)
+    tracker.set_tags(record, tags)
+    tracker.log_artifact(record, path)
+    if record != run_id:
+        tracker.finish(record)
+    return record
+
+
+def _nested_evaluation(tracker: Tracker, trained: Run, key: str, tags: dict[str, str]) -> str:
+    """The run nested under a pretraining's run that holds its evaluation with these settings
+    (digest `key`), made if there is none."""
+    parent = trained.info.run_id
+    with _store_lock(tracker.uri):
+        found = tracker.client.search_runs(
+            [trained.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' "
+            f"and tags.`{EVAL_SETTINGS}` = '{key}'",
+            max_results=1,
+        )
+        if found:
+            return found[0].info.run_id
+        nested = tracker.client.create_run(
+            trained.info.experiment_id,
+            run_name=f"{trained.info.run_name}-eval-{key[:6]}",
+            tags=tags | {"mlflow.parentRunId": parent},
+        )
+    return nested.info.run_id
 
 
 def log_report(profile: str, summary: dict[str, Any], files: list[Path]) -> str:

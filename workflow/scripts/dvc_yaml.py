@@ -217,9 +217,11 @@ class Stages:
             # In DVC's cache (reports/ is git-ignored), so that every revision and experiment
             # has its own: `dvc plots diff` reads each revision's curves, `dvc checkout` and
             # `dvc exp apply` bring its reports back.
-            "outs": list(map(str, files.outputs)),
+            # Persisted: DVC keeps them while the stage runs, and `simsiam report` replaces
+            # them all at its end, so a report that fails leaves the previous one in place.
+            "outs": [{str(path): {"persist": True}} for path in files.outputs],
             # numbers only, per row: what `dvc exp show` and `dvc metrics diff` compare
-            "metrics": [str(files.metrics)],
+            "metrics": [{str(files.metrics): {"persist": True}}],
         }
 
     def index(self) -> dict:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import statistics
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +17,7 @@ import yaml
 from ..data import Manifest
 from ..errors import ConfigError, ReportError
 from ..rundir import IndexFiles, ReportFiles
-from ..study import Params, Trial
+from ..study import Params, Table, Trial
 from ..track import git_commit, log_report
 from .allocation import job_seconds, waiting
 from .compare import comparison_count
@@ -54,8 +56,31 @@ def report_table(
     table = params.table(table_name)
     run_dirs = _runs_of_rows(table_name, list(table.rows), runs)
     manifest = Manifest.read(data)
-    files = ReportFiles(out)
-    files.page.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Every file is made in a scratch directory beside `out`, then all are moved into place:
+    # a report that fails half-way leaves the previous one whole (where the engine kept it).
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.tmp-") as scratch:
+        made = ReportFiles(Path(scratch) / out.name)
+        summary = _write_report(params, profile, table, run_dirs, manifest, made)
+        files = ReportFiles(out)
+        for new, old in zip(
+            [*made.outputs, made.metrics], [*files.outputs, files.metrics], strict=True
+        ):
+            os.replace(new, old)
+    # The verdicts beside the runs they rest on, in MLflow (one run per table report).
+    run = log_report(profile, summary, [files.html, files.page, files.summary])
+    print(f"wrote {files.page} and {files.html.name}; MLflow run report-{table_name}: {run}")
+
+
+def _write_report(
+    params: Params,
+    profile: str,
+    table: Table,
+    run_dirs: dict[str, list[Path]],
+    manifest: Manifest,
+    files: ReportFiles,
+) -> dict:
+    """A table's report files; its summary (the JSON)."""
     test_images = manifest.images("test") or None
     rows = read_rows({row: run_dirs[row] for row in table.rows}, test_images)
     # Every number the verdicts rest on, one line a trial, for a reader to recompute them.
@@ -88,9 +113,7 @@ def report_table(
     for quantity, curve in curves_by_row(table, rows).items():
         # "NaN" where a row has no value at an epoch: Vega skips it, and draws an empty cell as 0
         curve.to_csv(files.curve_table(quantity), index=False, na_rep="NaN")
-    # The verdicts beside the runs they rest on, in MLflow (one run per table report).
-    run = log_report(profile, summary, [files.html, files.page, files.summary])
-    print(f"wrote {files.page} and {files.html.name}; MLflow run report-{table_name}: {run}")
+    return summary
 
 
 CURVES_ALT = "Training loss, std of l2-normalised z and kNN accuracy per epoch, by row"
