@@ -177,11 +177,13 @@ class Stages:
     def evaluate(self) -> dict:
         run = self.run_dir("${item}")
         return {
+            # It reads the eval settings from the run's eval.json, which the plan stage (always
+            # run, before pretraining) writes from the params below: those are what rerun it,
+            # and no file of the run is a dependency twice (each is a column of `dvc exp show`).
             "cmd": f"simsiam evaluate --run {run.root} --data {self.prepared}",
             "deps": [
                 self.prepared,
                 str(run.config),
-                str(run.evaluation),
                 str(run.checkpoint),
                 str(run.summary),
                 *TRAINING_CODE,
