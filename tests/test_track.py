@@ -193,6 +193,7 @@ def test_a_table_report_is_one_mlflow_run_with_its_verdicts_updated_when_rendere
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(first)
     assert run.info.run_name == "report-table3" and run.info.status == "FINISHED"
     assert run.data.tags["report"] == "table3"
+    assert run.data.tags["mlflow.source.name"] == "simsiam report"
     assert run.data.tags["claim.02"] == "inconclusive: The affine is not necessary."
     assert run.data.metrics["inconclusive"] == 1.0 and run.data.metrics["not_testable"] == 0.0
     note = run.data.tags["mlflow.note.content"]
@@ -235,6 +236,7 @@ def test_an_evaluation_with_other_settings_is_its_own_record(tmp_path: Path, mon
     assert first.data.metrics["linear_acc"] == 18.0 and first.data.tags["eval.linear_epochs"] == "5"
     assert other.data.metrics["linear_acc"] == 19.5 and other.data.tags["eval.linear_epochs"] == "6"
     assert other.data.tags["mlflow.parentRunId"] == trained
+    assert other.data.tags["mlflow.source.name"] == "simsiam evaluate"
     assert other.info.run_name == "table3-c-seed0-eval-" + other.data.tags["eval.settings"][:6]
     assert "row.table3" not in other.data.tags  # a row's group-by holds one record a seed
     assert [m.value for m in client.get_metric_history(trained, "linear_acc")] == [18.0, 18.0]

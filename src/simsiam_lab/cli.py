@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "plan",
-        help="write every config's plan (config.yaml, plan.json) into its run directory under "
-        "--out: what each pretraining and evaluation then reads",
+        help="write every config's plan (config.yaml, eval.json, plan.json) into its run "
+        "directory under --out: what each pretraining and evaluation then reads",
     )
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True, help="the profile's runs, e.g. results/cpu/runs")

@@ -153,17 +153,18 @@ def _user() -> str:
         return "unknown"
 
 
-def source_tags() -> dict[str, str]:
-    """MLflow's standard tags (the source, commit and creator the UI shows) for a run started
-    here: the full commit, so `git show` finds it, and whether the tracked files differed from
-    it (what `-dirty` says in the reports). Both "unknown" outside git or before a first commit."""
+def source_tags(command: str = "simsiam pretrain") -> dict[str, str]:
+    """MLflow's standard tags (the source, commit and creator the UI shows) for a run that
+    `command` started here: the full commit, so `git show` finds it, and whether the tracked
+    files differed from it (what `-dirty` says in the reports). Both "unknown" outside git or
+    before a first commit."""
     commit = _git("rev-parse", "--verify", "--quiet", "HEAD")
     changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
         "mlflow.source.git.commit": commit or "unknown",
         "git_dirty": "unknown" if changes is None else str(bool(changes)).lower(),
         "mlflow.user": _user(),
-        "mlflow.source.name": "simsiam pretrain",
+        "mlflow.source.name": command,
         "mlflow.source.type": "LOCAL",
     }
 
@@ -459,7 +460,7 @@ def _nested_evaluation(tracker: Tracker, trained: Run, key: str, tags: dict[str,
         nested = tracker.client.create_run(
             trained.info.experiment_id,
             run_name=f"{trained.info.run_name}-eval-{key[:6]}",
-            tags=tags | {"mlflow.parentRunId": parent},
+            tags=tags | {"mlflow.parentRunId": parent} | source_tags("simsiam evaluate"),
         )
     return nested.info.run_id
 
@@ -489,7 +490,8 @@ def log_report(profile: str, summary: dict[str, Any], files: list[Path]) -> str:
         + [f"- **{c['verdict']}**: {c['text']}" for c in summary["claims"]]
         + ["", f"Its trials' runs: {links}"]
     )
-    tags = {"report": table, "profile": profile, DESCRIPTION_TAG: note} | claims | source_tags()
+    tags = {"report": table, "profile": profile, DESCRIPTION_TAG: note} | claims
+    tags |= source_tags("simsiam report")
     if found:
         run_id = found[0].info.run_id
         tracker.reopen(run_id)
