@@ -317,6 +317,7 @@ def test_a_full_disk_under_torch_s_writer_is_one_oserror_naming_the_file(tmp_pat
     disk is then ENOSPC naming the file (the CLI's one line), and no temporary is left."""
     from collections import namedtuple
 
+    from simsiam_lab import rundir as rundir_module
     from simsiam_lab import train as train_module
 
     def full(obj, path):
@@ -325,13 +326,13 @@ def test_a_full_disk_under_torch_s_writer_is_one_oserror_naming_the_file(tmp_pat
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(train_module.torch, "save", full)
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: usage(100, 100, 0))
+    monkeypatch.setattr(rundir_module.shutil, "disk_usage", lambda p: usage(100, 100, 0))
     with pytest.raises(OSError) as err:
         train_module.atomic_save({"x": 1}, tmp_path / "state.pt")
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "state.pt")
     assert list(tmp_path.iterdir()) == []
     # With room left, torch's own error stands: it is not a full disk.
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 1 << 40))
+    monkeypatch.setattr(rundir_module.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 1 << 40))
     with pytest.raises(RuntimeError, match="PytorchStreamWriter"):
         train_module.atomic_save({"x": 1}, tmp_path / "state.pt")
     assert list(tmp_path.iterdir()) == []

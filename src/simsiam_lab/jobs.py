@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .config import EVALUATION, config_hash, flatten
 from .data import Manifest, check_source, open_split, prepare
 from .errors import ConfigError, DataError
-from .rundir import RunDir, make_writable_dir
+from .rundir import RunDir, atomic_write_json, make_writable_dir
 from .runplan import RunPlan
 from .study import Params
 
@@ -70,7 +70,7 @@ def _run_name(plan: RunPlan) -> str:
     """The config's name, whichever engine trains it: every row that trains it, over the tables
     sorted by name (`similarity-cosine+table3-c-seed0-…`), so a shared config is not named
     after one table only."""
-    rows = [ref.rpartition("@")[0].replace(":", "-") for ref in plan.trials]
+    rows = [row.replace(":", "-") for row in plan.rows]
     return f"{'+'.join(rows)}-seed{plan.config.seed}-{plan.config_hash[:6]}"
 
 
@@ -174,7 +174,7 @@ def pretrain_run(
             if new:  # a refused run leaves no directory behind
                 shutil.rmtree(rundir.root, ignore_errors=True)
             raise
-        asked = plan.trials[0].rpartition("@")[0]
+        asked = plan.rows[0]
         began = f"resumed from {rundir.state}" if resuming else "started"
         say(
             f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {asked} seed {cfg.seed} "
@@ -219,7 +219,7 @@ def _record(
     """A finished training's files, then its MLflow run, then state.pt's removal: a failure
     while recording (a full disk, the tracking store) leaves state.pt at the last epoch, and a
     rerun only records."""
-    from .train import atomic_write_json, save_encoder
+    from .train import save_encoder
 
     cfg = plan.config
     summary |= {
@@ -241,7 +241,7 @@ def _record(
         from .curves import plot_curves  # matplotlib: only once training is done
 
         history = json.loads(rundir.history.read_text())
-        label = f"{plan.trials[0].rpartition('@')[0]} seed {cfg.seed}"
+        label = f"{plan.rows[0]} seed {cfg.seed}"
         plot_curves([(label, cfg, history)], rundir.curves)
         artifacts.append(rundir.curves)
     atomic_write_json(summary, rundir.summary)
@@ -261,7 +261,7 @@ def evaluate_run(run: Path, data: Path) -> None:
     from .distributed import device
     from .evaluate import evaluation_metrics
     from .track import log_evaluation
-    from .train import atomic_write_json, build_model, initial_weights, load_tensors
+    from .train import build_model, initial_weights, load_tensors
 
     started = time.time()
     rundir = RunDir(run)

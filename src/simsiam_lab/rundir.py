@@ -8,15 +8,45 @@ stages declare the paths these classes give.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import BusyError
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`path` written whole or not at all: into a temporary file beside it, then renamed; a
+    failed write leaves no temporary behind. torch's zip writer reports a full disk as a
+    RuntimeError without the path: that is an OSError ENOSPC naming it here."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except RuntimeError as err:
+        tmp.unlink(missing_ok=True)
+        if shutil.disk_usage(path.parent).free < DISK_FULL_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+# Free space below which a failed write is taken for a full disk (a checkpoint is megabytes).
+DISK_FULL_BYTES = 1 << 20
 
 
 def make_writable_dir(directory: Path) -> None:

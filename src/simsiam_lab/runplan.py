@@ -11,14 +11,13 @@ share the config, the encoder artifact): rewriting it reruns nothing.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import yaml
 
 from .config import EVALUATION, RunConfig, config_hash, load_yaml, training_config, validate
 from .errors import ConfigError, DataError
-from .rundir import RunDir
+from .rundir import RunDir, atomic_write
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,13 @@ class RunPlan:
     def config_hash(self) -> str:
         return config_hash(self.config)
 
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """The trials' rows, TABLE:ROW (the first is the one a run is asked for and logged as)."""
+        return tuple(ref.rpartition("@")[0] for ref in self.trials)
+
     def texts(self) -> dict[str, str]:
-        """Each file's content, by file name (Snakemake's plan rule reruns when one changes)."""
+        """Each file's content, by file name."""
         planned = {
             "profile": self.profile,
             "config_hash": self.config_hash,
@@ -47,10 +51,10 @@ class RunPlan:
             "plan.json": json.dumps(planned, indent=2) + "\n",
         }
 
-    def write(self, rundir: RunDir, names: tuple[str, ...] = ()) -> int:
-        """Writes the files (those `names`, else all) whose content differs (the others keep
-        their time stamps); how many. A directory that holds another config's run is refused:
-        training here would overwrite it."""
+    def write(self, rundir: RunDir) -> int:
+        """Writes the files whose content differs (the others keep their time stamps); how
+        many. A directory that holds another config's run is refused: training here would
+        overwrite it."""
         if rundir.config.is_file() and _trained(rundir) != self.config.training():
             raise ConfigError(
                 f"{rundir.root} holds the run of another config ({rundir.config}); to train "
@@ -60,12 +64,8 @@ class RunPlan:
         written = 0
         for name, text in self.texts().items():
             path = rundir.root / name  # rundir.config, .evaluation, .plan
-            if names and name not in names:
-                continue
             if not path.is_file() or path.read_text() != text:
-                tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-                tmp.write_text(text)
-                tmp.replace(path)
+                atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
                 written += 1
         return written
 

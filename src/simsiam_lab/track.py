@@ -257,6 +257,18 @@ class Tracker:
                 self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
 
+    def find_or_create(
+        self, experiment_id: str, where: str, run_name: str, tags: dict[str, str]
+    ) -> tuple[str, bool]:
+        """The run of the experiment that the filter `where` finds, else a new one with this
+        name and these tags; whether it was found (a report's run, a nested evaluation)."""
+        with _store_lock(self.uri):
+            found = self.client.search_runs([experiment_id], filter_string=where, max_results=1)
+            if found:
+                return found[0].info.run_id, True
+            created = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        return created.info.run_id, False
+
     def reopen(self, run_id: str) -> None:
         with _store_lock(self.uri):
             self.client.update_run(run_id, status="RUNNING")
@@ -448,21 +460,13 @@ def _nested_evaluation(tracker: Tracker, trained: Run, key: str, tags: dict[str,
     """The run nested under a pretraining's run that holds its evaluation with these settings
     (digest `key`), made if there is none."""
     parent = trained.info.run_id
-    with _store_lock(tracker.uri):
-        found = tracker.client.search_runs(
-            [trained.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' "
-            f"and tags.`{EVAL_SETTINGS}` = '{key}'",
-            max_results=1,
-        )
-        if found:
-            return found[0].info.run_id
-        nested = tracker.client.create_run(
-            trained.info.experiment_id,
-            run_name=f"{trained.info.run_name}-eval-{key[:6]}",
-            tags=tags | {"mlflow.parentRunId": parent} | source_tags("simsiam evaluate"),
-        )
-    return nested.info.run_id
+    run_id, _ = tracker.find_or_create(
+        trained.info.experiment_id,
+        f"tags.`mlflow.parentRunId` = '{parent}' and tags.`{EVAL_SETTINGS}` = '{key}'",
+        f"{trained.info.run_name}-eval-{key[:6]}",
+        tags | {"mlflow.parentRunId": parent} | source_tags("simsiam evaluate"),
+    )
+    return run_id
 
 
 def log_report(profile: str, summary: dict[str, Any], files: list[Path]) -> str:
@@ -473,10 +477,6 @@ def log_report(profile: str, summary: dict[str, Any], files: list[Path]) -> str:
     tracker = Tracker()
     experiment = tracker.experiment_id(experiment_name(profile))
     table = summary["table"]
-    with _store_lock(tracker.uri):
-        found = tracker.client.search_runs(
-            [experiment], filter_string=f"tags.report = '{table}'", max_results=1
-        )
     counts = {v: sum(c["verdict"] == v for c in summary["claims"]) for v in REPORT_VERDICTS}
     claims = {
         f"claim.{i + 1:02d}": f"{c['verdict']}: {c['text']}"[:5000]
@@ -492,11 +492,10 @@ def log_report(profile: str, summary: dict[str, Any], files: list[Path]) -> str:
     )
     tags = {"report": table, "profile": profile, DESCRIPTION_TAG: note} | claims
     tags |= source_tags("simsiam report")
+    where = f"tags.report = '{table}'"
+    run_id, found = tracker.find_or_create(experiment, where, f"report-{table}", tags)
     if found:
-        run_id = found[0].info.run_id
         tracker.reopen(run_id)
-    else:
-        run_id = tracker.start(experiment_name(profile), f"report-{table}", tags, {})
     tracker.set_tags(run_id, tags | {"status": "ok"})
     tracker.log_metrics(run_id, {k.replace(" ", "_"): float(n) for k, n in counts.items()}, 0)
     for path in files:

@@ -10,12 +10,8 @@ can go on and report the row as unstable (the paper's Table 3d).
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import math
-import os
 import pickle
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -33,7 +29,7 @@ from .errors import ConfigError, DataError
 from .evaluate import monitor_probe, z_std
 from .loss import SimSiamLoss
 from .model import SimSiam
-from .rundir import STEP, STEP_LOSS, RunDir
+from .rundir import STEP, STEP_LOSS, RunDir, atomic_write, atomic_write_json
 from .schedule import learning_rate, scaled_lr
 from .target import Batch, Target, build_target
 
@@ -143,33 +139,7 @@ def sgd_step(
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """`path` written whole or not at all: into a temporary file beside it, then renamed; a
-    failed write leaves no temporary behind. torch's zip writer reports a full disk as a
-    RuntimeError without the path: that is an OSError ENOSPC naming it here."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except RuntimeError as err:
-        tmp.unlink(missing_ok=True)
-        if shutil.disk_usage(path.parent).free < DISK_FULL_BYTES:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# Free space below which a failed write is taken for a full disk (a checkpoint is megabytes).
-DISK_FULL_BYTES = 1 << 20
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class Stopwatch:

@@ -80,20 +80,15 @@ RESOLVED = {
 EVALUATION_OF = {run: asdict(cfg.eval) for run, cfg in RESOLVED.items()}
 
 
-def run_plan(run: str) -> RunPlan:
-    """A run's plan, as the plan step writes it into its directory."""
-    trials = tuple(trial.ref for trial in PLAN[run])
-    artifact = str(config["encoder_artifact"]).lower() == "true"
-    return RunPlan(PROFILE, RESOLVED[run], trials, artifact)
-
-
 def write_plans() -> None:
     """The plan step: every planned run's plan (runplan.RunPlan) written into its directory,
     each file only where its content changed. Before the first job rather than as a rule: a
     rule upstream of every pretraining would, whenever it reran, hide the others' own reasons
     to run (Snakemake masks what lies downstream of a job it reruns)."""
-    for run in PLAN:
-        run_plan(run).write(RunDir(f"{RUNS}/{run}"))
+    artifact = str(config["encoder_artifact"]).lower() == "true"
+    for run, trials in PLAN.items():
+        refs = tuple(trial.ref for trial in trials)
+        RunPlan(PROFILE, RESOLVED[run], refs, artifact).write(RunDir(f"{RUNS}/{run}"))
 
 
 RUNS = f"results/{PROFILE}/runs"

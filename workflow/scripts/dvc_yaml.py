@@ -67,15 +67,16 @@ def _keys(file: str, keys: list[str]) -> list[dict]:
 class Stages:
     """dvc.yaml's stages for one profile."""
 
-    def __init__(self, params: Params, profile: str, tables: list[str]) -> None:
-        self.params, self.profile, self.tables = params, profile, tables
+    def __init__(self, params: Params, profile: str, settings: dict) -> None:
+        """`settings`: params/pipeline.yaml's (the tables; the encoder switch)."""
+        self.params, self.profile, self.tables = params, profile, settings["tables"]
         self.prepared = f"data/dvc/{profile}"
         self.source = f"data/dvc/{profile}.source.json"
         self.runs_root = f"results/{profile}/dvc"
-        self.table_args = "".join(f" --table {t}" for t in tables)
+        self.table_args = "".join(f" --table {t}" for t in self.tables)
         # Not a config: a switch in the plan stage's command, so changing it retrains nothing.
-        self.encoder_artifact = str(pipeline(params).get("encoder_artifact", True)).lower()
-        self.runs = runs(params, profile, tables)
+        self.encoder_artifact = str(settings.get("encoder_artifact", True)).lower()
+        self.runs = runs(params, profile, self.tables)
         self.run_of = {t.ref: key for key, trials in self.runs.items() for t in trials}
         data = params.resolve_params(profile)["data"]
         self.class_list = [data["class_list"]] if data["class_list"] else []
@@ -275,7 +276,7 @@ class Stages:
 def render(params: Params, profile: str | None = None) -> str:
     settings = pipeline(params)
     profile = profile or settings["profile"]
-    stages = Stages(params, profile, settings["tables"])
+    stages = Stages(params, profile, settings)
     doc = {"stages": stages.all(), "plots": stages.plots()}
     body = yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True)
     return HEADER + PROFILE_LINE.format(profile) + body
