@@ -130,6 +130,11 @@ SIZED: dict[str, Sized] = {
             ("--root /tmp/simsiam-tracking)", "--root $OUT/tracking --port $PORT)"),
         ),
     ),
+    # After a kill -9 of Snakemake: the killed command's target at smoke ($TARGET).
+    "--rerun-incomplete": Sized(
+        "test_pipeline::test_a_killed_engine_s_training_stops_with_it_and_resumes_once",
+        (("reports/table3.md --rerun", "$TARGET --config profile=smoke threads=1 --rerun"),),
+    ),
     # DVC, on test_pipeline_dvc's smoke project: `dvc repro` as one table (Table 3).
     "dvc repro    ": Sized(
         "test_pipeline_dvc::test_dvc_repro_smoke_table3",
@@ -189,10 +194,15 @@ def project_as_cloned(project: Path) -> None:
         archive.symlink_to(e2e.env()["SIMSIAM_DATA"])  # the tests' data, resolved
 
 
+def new_shell() -> str:
+    """The README's line for a new shell (the venv, SIMSIAM_DATA), before every block."""
+    (line,) = [b for b in blocks() if b.startswith(". .venv/bin/activate")]
+    return f"set -eo pipefail\n{line}"
+
+
 def script(key: str) -> str:
     """The README's new-shell line, then the sized block: what bash runs for `key`."""
-    (new_shell,) = [b for b in blocks() if b.startswith(". .venv/bin/activate")]
-    return f"set -eo pipefail\n{new_shell}{sized(key)}"
+    return new_shell() + sized(key)
 
 
 def run(key: str, project: Path, **extra: str) -> subprocess.CompletedProcess:

@@ -470,21 +470,19 @@ def _saved_epoch(state: Path) -> int:
         return 0
 
 
-def _kill_the_pretraining(session: int) -> None:
-    """kill -9 the pretraining process (and its shell), not the engine that started it."""
-    found = subprocess.run(
-        ["pgrep", "-s", str(session), "-f", "simsiam.* pretrain "], capture_output=True, text=True
-    )
-    for pid in found.stdout.split():
-        os.kill(int(pid), signal.SIGKILL)
+def _pids(session: int, pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-s", str(session), "-f", pattern], capture_output=True)
+    return [int(pid) for pid in found.stdout.split()]
 
 
 # The resume logic is the library's; the DVC variant (a minute more) runs with `pytest -m extended`.
 @pytest.mark.parametrize("engine", ["snakemake", pytest.param("dvc", marks=pytest.mark.extended)])
-def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
-    tmp_path: Path, engine: str
-):
+def test_a_killed_engine_s_training_stops_with_it_and_resumes_once(tmp_path: Path, engine: str):
+    """kill -9 of the engine mid-training: its pretraining stops with it (no orphan), and the
+    README's recovery, run as printed, resumes it to an uninterrupted run's weights, in one
+    MLflow run."""
     project = copy_project(tmp_path / "project")
+    readme.project_as_cloned(project)
     profiles = project / "params" / "profiles.yaml"  # longer than smoke's 2 epochs: room to kill
     profiles.write_text(
         profiles.read_text().replace("epochs: 2, batch_size: 64", "epochs: 6, batch_size: 64")
@@ -494,17 +492,25 @@ def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
         run = Path("results/smoke/runs") / config_hash(
             params.resolve("smoke", params.row("table3:a"))
         )
-        cmd = f"snakemake --cores 1 {run}/metrics.json --config profile=smoke threads=1".split()
+        target = f"{run}/metrics.json"
+        cmd = f"snakemake --cores all {target} --config profile=smoke threads=1"
         threads = "--threads 1"
     else:
         use_dvc_profile(project, "smoke")
-        run, cmd = Path("results/smoke/dvc/table3-a-s0"), ["dvc", "repro", "pretrain@table3-a-s0"]
+        run, cmd = Path("results/smoke/dvc/table3-a-s0"), "dvc repro pretrain@table3-a-s0"
         threads = ""  # as dvc.yaml: torch's default
     state = project / run / "state.pt"
 
-    job = subprocess.Popen(
-        cmd, cwd=project, env=e2e.env(), start_new_session=True, stdout=subprocess.DEVNULL
-    )
+    output = tmp_path / "engine.out"
+    with output.open("w") as out:  # the orphan's stderr too, where it inherits the engine's
+        job = subprocess.Popen(
+            ["bash", "-c", readme.new_shell() + cmd],
+            cwd=project,
+            env=readme.new_shell_env(),
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 300
     while _saved_epoch(state) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -512,15 +518,36 @@ def test_a_killed_pretraining_resumes_to_the_same_weights_and_mlflow_run(
     while _saved_epoch(state) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep((time.monotonic() - saved) / 2)  # halfway through epoch 4
-    _kill_the_pretraining(job.pid)
+    [engine_pid] = _pids(job.pid, "snakemake --cores|dvc repro")
+    os.kill(engine_pid, signal.SIGKILL)
     assert job.wait() != 0
+    stopped_by = time.monotonic() + 30
+    while _pids(job.pid, "simsiam.* pretrain ") and time.monotonic() < stopped_by:
+        time.sleep(0.1)
+    assert not _pids(job.pid, "simsiam.* pretrain "), "the pretraining outlived its engine"
+    logs = [output, *project.glob("logs/smoke/pretrain/*.log")]
+    said = "".join(log.read_text() for log in logs)
+    assert f"the process that started it (pid {engine_pid}) has ended; stopping" in said
     assert 3 <= _saved_epoch(state) < 6
     assert not (project / run / "checkpoint.pt").exists()
     run_id = (project / run / "mlflow_run_id").read_text().strip()
 
-    e2e.run(cmd, project)  # the very same command
+    if engine == "snakemake":  # the README's recovery, as printed
+        readme.run("--rerun-incomplete", project, TARGET=target)
+    else:  # the same command, which the README says is all DVC needs
+        subprocess.run(
+            ["bash", "-c", readme.new_shell() + cmd],
+            cwd=project,
+            env=readme.new_shell_env(),
+            check=True,
+            capture_output=True,
+        )
     assert not state.exists()
     run = project / run
+    journal = (run / "pretrain.log").read_text()
+    assert journal.count(": started, MLflow run") == 1
+    assert journal.count(": resumed from ") == 1
+    assert journal.count(": ok after 6 epochs") == 1
 
     reference = tmp_path / "uninterrupted"
     # Same thread count as the engine's job: float sums are only reproducible per thread count.

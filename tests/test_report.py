@@ -770,8 +770,8 @@ def test_the_index_counts_the_whole_study_under_holm_over_the_tested_comparisons
     assert counts["tables"]["table3"]["reproduced"] == 4 == counts["totals"]["reproduced"]
     headline = counts["headline"]
     assert (headline["reproduced"], headline["claims"], headline["decided"]) == (4, 5, 4)
-    assert "Holm at one-sided 0.05 over the 3 tested (1 untested listed apart)" in (
-        headline["family"]
+    assert (
+        "Holm at one-sided 0.05 over the 3 tested (1 untested listed apart)" in (headline["family"])
     )
     index = render_index([summary], "abc")
     assert "over the study's 3 tested comparison claims" in index

@@ -3,9 +3,13 @@ arguments only; what each command does is jobs.py's."""
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import errno
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -75,6 +79,46 @@ COMMANDS = {
     ),
     "init-tracking": lambda a: jobs.init_tracking(Params(a.params), a.profile),
 }
+
+
+def _stop_with_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stop-with",
+        type=_positive_int,
+        metavar="PID",
+        help="stop, as Ctrl-C would, once process PID has ended: the engine that started this "
+        "job ($PPID in Snakemake's and DVC's commands), so a killed engine leaves no orphan",
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie (killed, not yet reaped) has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):  # no /proc (macOS): kill's answer stands
+        return True
+
+
+def _end_with(pid: int, command: str) -> None:
+    """Interrupt the main thread once `pid` has ended. A pretraining then keeps its state.pt
+    and its MLflow run, as after Ctrl-C, and the engine's rerun resumes it alone."""
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(0.5)
+        print(
+            f"simsiam {command}: the process that started it (pid {pid}) has ended; stopping",
+            file=sys.stderr,
+        )
+        _thread.interrupt_main()
+
+    threading.Thread(target=watch, name="stop-with", daemon=True).start()
 
 
 def _positive_int(text: str) -> int:
@@ -147,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="with --row: the profile it trains at")
     p.add_argument("--seed", type=int, help="with --row: one trial of a row with several seeds")
     _source_record(p)
+    _stop_with_option(p)
     p.add_argument(
         "--engine",
         default="cli",
@@ -172,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--data", required=True, help="prepared data directory")
+    _stop_with_option(p)
 
     p = sub.add_parser("report", help="render a table's report from its rows' runs")
     p.add_argument("--profile", required=True)
@@ -218,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        if getattr(args, "stop_with", None):
+            _end_with(args.stop_with, args.command)
         COMMANDS[args.command](args)
     except (BusyError, ConfigError, DataError, PlacementError, ReportError, TrackingError) as err:
         print(f"simsiam {args.command}: error: {err}", file=sys.stderr)

@@ -106,4 +106,3 @@ def _trained(rundir: RunDir) -> dict:
     if not isinstance(found, dict):
         raise ConfigError(f"{rundir.config}: expected a config mapping; delete it and plan again")
     return training_config(found)
-

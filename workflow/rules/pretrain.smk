@@ -1,6 +1,8 @@
 # Each job reads its config from the plan the onstart handler wrote into its run directory
 # (common.smk, write_plans): config.yaml, whose hash names the directory, and plan.json for
 # pretraining; eval.json for evaluation, whose `settings` param reruns it when they change.
+# --stop-with $PPID: the job's shell is Snakemake's child, so a job ends with a killed Snakemake
+# (keeping state.pt) instead of training on beside the rerun.
 rule pretrain:
     input:
         data=PREPARED,
@@ -22,7 +24,7 @@ rule pretrain:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} pretrain --out {params.out} --data {input.data}"
-        " --engine snakemake"
+        " --engine snakemake --stop-with $PPID"
 
 
 rule evaluate:
@@ -49,3 +51,4 @@ rule evaluate:
     shell:
         "bash workflow/scripts/logged.sh {log}"
         " simsiam --threads {threads} evaluate --run {params.run} --data {input.data}"
+        " --stop-with $PPID"

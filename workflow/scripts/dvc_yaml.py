@@ -163,8 +163,9 @@ class Stages:
         run = self.run_dir("${key}")
         return {
             "cmd": f"simsiam pretrain --out {run.root} --data {self.prepared}"
-            # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`.
-            ' --engine dvc --experiment "$DVC_EXP_NAME"',
+            # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`. $PPID: DVC, whose
+            # shell runs the command, so a killed `dvc repro` leaves no training behind.
+            ' --engine dvc --experiment "$DVC_EXP_NAME" --stop-with $PPID',
             "deps": [self.prepared, str(run.config), *TRAINING_CODE],
             # What training reads, as it reads it from config.yaml: the columns of `dvc exp
             # show` and `dvc params diff`. An eval setting re-evaluates, it never retrains.
@@ -181,7 +182,7 @@ class Stages:
             # It reads the eval settings from the run's eval.json, which the plan stage (always
             # run, before pretraining) writes from the params below: those are what rerun it,
             # and no file of the run is a dependency twice (each is a column of `dvc exp show`).
-            "cmd": f"simsiam evaluate --run {run.root} --data {self.prepared}",
+            "cmd": f"simsiam evaluate --run {run.root} --data {self.prepared} --stop-with $PPID",
             "deps": [
                 self.prepared,
                 str(run.config),
