@@ -734,6 +734,86 @@ def test_a_full_disk_while_recording_loses_no_training(
     assert journal.count("epoch 2:") == 1  # the epochs trained once, not again on the rerun
 
 
+# Both places on a real full disk: tmpfs mounts in a private mount namespace (root, or
+# unprivileged user namespaces). Its mounts vanish with it, so the script copies out the store.
+FULL_DISK = """
+set -u
+pretrain() {  # pretrain OUT LOG: a pretraining of table3:a at smoke; its exit status in LOG.rc
+    simsiam pretrain --row table3:a --profile smoke --data "$DATA" --out "$1" \
+        --encoder-artifact false > "$2" 2>&1
+    echo $? > "$2.rc"
+}
+mount -t tmpfs -o size=100k tmpfs "$SMALL"  # too small for the first state.pt
+pretrain "$SMALL/run" "$LOGS/out"
+ls -A "$SMALL/run" > "$LOGS/out.ls"
+mount -o remount,size=64m "$SMALL"
+pretrain "$SMALL/run" "$LOGS/out-rerun"
+
+mount -t tmpfs -o size=20m tmpfs "$STORE"  # filled up once training has begun
+export MLFLOW_TRACKING_URI="sqlite:///$STORE/mlflow.db"
+pretrain "$RUN" "$LOGS/store" &
+until grep -qs ": started, MLflow run" "$RUN/pretrain.log"; do sleep 0.1; done
+dd if=/dev/zero of="$STORE/fill" bs=64k 2> /dev/null
+wait
+rm "$STORE/fill"
+pretrain "$RUN" "$LOGS/store-rerun"
+cp "$STORE/mlflow.db" "$LOGS/"
+"""
+
+
+def _mount_namespace() -> list[str]:
+    """unshare's command for a private mount namespace where tmpfs can be mounted, or a skip."""
+    cmd = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    probe = subprocess.run([*cmd, "mount", "-t", "tmpfs", "tmpfs", "/mnt"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({' '.join(cmd)}: {probe.stderr.decode()[:80]})")
+    return cmd
+
+
+@pytest.mark.slow  # four smoke pretrainings, two cut short by the disk
+def test_a_full_disk_under_the_run_or_the_store_is_one_line_and_the_rerun_finishes(
+    monkeypatch, tmp_path, write_prepared
+):
+    """A tmpfs too small for state.pt, and a store whose tmpfs fills mid-training: each is one
+    line naming the file and "no space left", leaves no temporary, and the rerun ends ok with
+    one MLflow run finished (the cut attempt's ended as abandoned)."""
+    from mlflow import MlflowClient
+
+    namespace = _mount_namespace()
+    places = {name: tmp_path / name for name in ("SMALL", "STORE", "LOGS")}
+    for place in places.values():
+        place.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("SIMSIAM_DATA", "MLFLOW_TRACKING_URI")}
+    env |= {k: str(v) for k, v in places.items()}
+    env["DATA"] = str(write_prepared(tmp_path / "data", 10, 40, 20))
+    env["RUN"] = str(tmp_path / "run")
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/out-store.db"
+    subprocess.run([*namespace, "bash", "-c", FULL_DISK], cwd=ROOT, env=env, check=True)
+    logs = places["LOGS"]
+
+    def said(log: str) -> tuple[int, str]:
+        return int((logs / f"{log}.rc").read_text()), (logs / log).read_text().splitlines()[-1]
+
+    small, store = places["SMALL"], places["STORE"]
+    assert said("out") == (
+        2,
+        f"simsiam pretrain: error: {small}/run/state.pt: no space left on device; free space "
+        "there and run this again (a finished training is kept, and the rerun only records it)",
+    )
+    assert "Traceback" not in (logs / "out").read_text()
+    assert not [name for name in (logs / "out.ls").read_text().split() if ".tmp" in name]
+    assert said("out-rerun")[0] == 0
+
+    code, line = said("store")
+    assert code == 2 and line.startswith(f"simsiam pretrain: error: {store}/mlflow.db: no space")
+    assert "Traceback" not in (logs / "store").read_text()
+    assert said("store-rerun")[0] == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{logs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("simsiam-smoke").experiment_id])
+    statuses = sorted((r.info.status, r.data.tags["status"]) for r in runs)
+    assert statuses in ([("FINISHED", "ok")], [("FAILED", "abandoned"), ("FINISHED", "ok")])
+
+
 def test_small_mistakes_in_params_are_one_line_each(capsys, tmp_path, monkeypatch):
     """A duplicate key (the second would win silently), a paper number that is no accuracy,
     and `simsiam` run away from the project's params/."""

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,9 +49,10 @@ def _server(root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _assert_private(root: Path) -> None:
+def _assert_private(root: Path, local: str = "trust") -> None:
     """What a shared node needs: artifacts and the socket for the owner alone, and a database
-    that refuses TCP however it is started (no `trust` line but the socket's)."""
+    that refuses TCP however it is started (no `trust` line but the socket's, and with --secure
+    not even that)."""
     for private in ("artifacts", "pgsocket", "pgdata"):
         assert (root / private).stat().st_mode & 0o077 == 0, private
     hba = [
@@ -58,7 +61,7 @@ def _assert_private(root: Path) -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert {fields[-1] for fields in hba if fields[0] == "host"} == {"reject"}, hba
-    assert {fields[-1] for fields in hba if fields[0] == "local"} == {"trust"}, hba
+    assert {fields[-1] for fields in hba if fields[0] == "local"} == {local}, hba
     conf = (root / "pgdata" / "postgresql.conf").read_text()
     assert "listen_addresses = ''" in conf
 
@@ -79,6 +82,92 @@ def server() -> Iterator[tuple[str, Path]]:
         assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:")
         _assert_private(root)
         yield line.partition("=")[2], root
+    finally:
+        stopped = _server(root, "stop")
+        shutil.rmtree(root, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "mlflow server: stopped" in stopped.stderr and "PostgreSQL: stopped" in stopped.stderr
+
+
+@pytest.mark.slow  # PostgreSQL and the server started with --secure, and stopped
+def test_a_secure_server_asks_a_login_and_the_database_a_password_shown_nowhere(monkeypatch):
+    from mlflow import MlflowClient
+
+    if not _postgres_installed():
+        pytest.skip("PostgreSQL's binaries are not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="simsiam-pg-"))  # as the server fixture's
+    root.chmod(0o755)
+    started = _server(root, "start", "--port", str(free_port()), "--workers", "2", "--secure")
+    try:
+        assert started.returncode == 0, started.stderr
+        (line,) = started.stdout.splitlines()
+        uri = line.partition("=")[2]
+        assert started.stderr.splitlines()[-1].endswith(f"export $(cat {root}/credentials)")
+        login = dict(var.split("=", 1) for var in (root / "credentials").read_text().split())
+        assert sorted(login) == ["MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME"]
+        pg_password = (root / "pgpass").read_text().strip().rsplit(":", 1)[1]
+        passwords = (login["MLFLOW_TRACKING_PASSWORD"], pg_password)
+
+        _assert_private(root, local="scram-sha-256")
+        for secret in ("credentials", "pgpass", "basic_auth.ini"):
+            assert (root / secret).stat().st_mode & 0o777 == 0o600, secret
+        # 0700; 0711 when run as root, for the postgres user to reach pgdata/ through it
+        mode = root.stat().st_mode & 0o777
+        assert mode == (0o711 if os.geteuid() == 0 else 0o700), oct(mode)
+
+        # No login, no REST API; /health (the script's own check) stays open.
+        for path in ("/api/2.0/mlflow/experiments/search?max_results=1", "/health"):
+            try:
+                with urllib.request.urlopen(uri + path, timeout=30) as response:
+                    status = response.status
+            except urllib.error.HTTPError as err:
+                status = err.code
+            assert status == (200 if path == "/health" else 401), path
+        for name, value in login.items():  # as `export $(cat ROOT/credentials)` sets them
+            monkeypatch.setenv(name, value)
+        client = MlflowClient(tracking_uri=uri)
+        run = client.create_run(client.create_experiment("simsiam-secure"))
+        client.log_metric(run.info.run_id, "loss", 0.25, step=3)
+        (logged,) = client.get_metric_history(run.info.run_id, "loss")
+        assert (logged.value, logged.step) == (0.25, 3)
+
+        # The database asks the password: refused without the password file, let in with it.
+        bindir = tracking_server.pg_bindir()
+        psql = [str(bindir / "psql"), f"--host={root}/pgsocket", "--username=postgres"]
+        psql += ["--dbname=mlflow", "--no-password", "--tuples-only", "--command=SELECT 1"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGPASS")}
+        refused, let_in = (
+            subprocess.run(
+                tracking_server.as_postgres(psql),
+                capture_output=True,
+                text=True,
+                cwd="/",
+                env={**env, "PGPASSFILE": pgpass},
+            )
+            for pgpass in ("/nonexistent", f"{root}/pgpass")
+        )
+        assert refused.returncode != 0 and "no password supplied" in refused.stderr, refused
+        assert let_in.stdout.strip() == "1", let_in.stderr
+
+        # Every user of the node reads every command line: no password in any, nor in the logs.
+        shown = {"start's stdout": started.stdout, "start's stderr": started.stderr}
+        shown |= {log: (root / log).read_text() for log in ("mlflow.log", "postgres.log")}
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                shown[str(cmdline)] = cmdline.read_bytes().decode(errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+        server_cmdline = shown[f"/proc/{int((root / 'mlflow.pid').read_text())}/cmdline"]
+        assert (
+            "--app-name=basic-auth" in server_cmdline
+            and "postgresql://postgres@/" in server_cmdline
+        )
+        assert [where for where, text in shown.items() if any(p in text for p in passwords)] == []
+
+        assert _server(root, "status").returncode == 0
+        refused = _server(root, "start", "--port", str(free_port()))  # without --secure
+        assert refused.returncode == 1
+        assert refused.stderr.strip().endswith("start it with --secure again")
     finally:
         stopped = _server(root, "stop")
         shutil.rmtree(root, ignore_errors=True)

@@ -10,8 +10,10 @@ keeps the artifacts where the server was told to (workflow/scripts/tracking_serv
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -120,15 +122,27 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+# How each store says that its disk is full: SQLite, PostgreSQL (DiskFull), a server relaying one.
+DISK_FULL = ("database or disk is full", "No space left on device", "DiskFull")
+
+
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
+    """One writer at a time on a SQLite store. A store whose disk is full raises ENOSPC naming
+    it, as a full run directory does, so the CLI says so in one line."""
     db = _sqlite_path(uri)
-    if db is None:
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(db) + ".lock", timeout=600):
-        yield
+    with contextlib.ExitStack() as held:
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(FileLock(str(db) + ".lock", timeout=600))
+        try:
+            yield
+        except OSError:
+            raise
+        except Exception as err:
+            if any(words in str(err) for words in DISK_FULL):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(db or uri)) from err
+            raise
 
 
 def _git(*args: str) -> str | None:
@@ -207,6 +221,9 @@ class Tracker:
         from mlflow import MlflowClient  # heavy import, only where tracking happens
 
         self.uri = uri or tracking_uri()
+        # MLflow's SQL store logs each database error's traceback before raising it as an
+        # MlflowException, which reaches the console as one line (a full disk: _store_lock).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         check_tracking_uri(self.uri)
         check_server(self.uri)
         with _store_lock(self.uri):  # the client creates a fresh store's tables

@@ -12,7 +12,8 @@ DIR holds pgdata/ (the database), pgsocket/ (PostgreSQL's unix socket: it opens 
 artifacts/ (unless --artifacts puts them elsewhere), postgres.log, mlflow.log, mlflow.pid and
 mlflow.url. Run as root, the PostgreSQL commands run as the `postgres` user (initdb refuses
 root), which then owns pgdata/ and pgsocket/. Jobs need no access to DIR: they send artifacts
-through the server.
+through the server. `start --secure` adds a login to the MLflow server and a password to the
+database (tracking_secure.py); a job then needs only DIR/credentials' two variables.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+import tracking_secure
 
 DATABASE = "mlflow"
 SUPERUSER = "postgres"  # initdb -U: the same role name whoever runs the server
@@ -84,10 +87,10 @@ class Layout:
     def url_file(self) -> Path:
         return self.root / "mlflow.url"
 
-    def backend_uri(self) -> str:
+    def backend_uri(self, database: str = DATABASE) -> str:
         # libpq takes a socket directory as `host`: SQLAlchemy passes the query on to psycopg2.
         return (
-            f"postgresql://{SUPERUSER}@/{DATABASE}"
+            f"postgresql://{SUPERUSER}@/{database}"
             f"?host={quote(str(self.socket_dir), safe='/')}&port={PG_PORT}"
         )
 
@@ -139,9 +142,9 @@ def as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def run_pg(cmd: list[str], what: str, log: Path | None = None) -> str:
+def run_pg(cmd: list[str], what: str, log: Path | None = None, stdin: str | None = None) -> str:
     # cwd=/ because the postgres user may not be allowed into the caller's directory.
-    done = subprocess.run(as_postgres(cmd), capture_output=True, text=True, cwd="/")
+    done = subprocess.run(as_postgres(cmd), capture_output=True, text=True, cwd="/", input=stdin)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
         where = f"; see {log}" if log else ""
@@ -255,17 +258,36 @@ def psql(layout: Layout, bindir: Path, sql: str) -> str:
             "--no-psqlrc",
             "--tuples-only",
             "--no-align",
-            f"--command={sql}",
+            "--set=ON_ERROR_STOP=1",
         ],
         "psql",
         layout.pg_log,
+        stdin=sql,  # not on the command line, where `ps` shows a password to every user
     ).strip()
 
 
-def create_database(layout: Layout, bindir: Path) -> None:
-    if psql(layout, bindir, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") == "1":
+def create_database(layout: Layout, bindir: Path, name: str = DATABASE) -> None:
+    if psql(layout, bindir, f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1":
         return
-    psql(layout, bindir, f"CREATE DATABASE {DATABASE}")
+    psql(layout, bindir, f"CREATE DATABASE {name}")
+
+
+def secure(layout: Layout, bindir: Path) -> None:
+    """--secure: secrets made or reused; the password set while the socket trusts, then asked."""
+    if layout.root.stat().st_uid == os.getuid():  # 0711 as root: the postgres user goes through
+        layout.root.chmod(0o711 if running_as_root() else 0o700)
+    os.environ.update(tracking_secure.server_env(layout.root))  # psql and the MLflow server
+    create_database(layout, bindir, tracking_secure.AUTH_DATABASE)  # MLflow's users
+    auth_uri = layout.backend_uri(tracking_secure.AUTH_DATABASE)
+    pg = tracking_secure.write_secrets(layout.root, layout.socket_dir, PG_PORT, SUPERUSER, auth_uri)
+    give_to_postgres(tracking_secure.pgpass(layout.root))  # its psql reads it too (0600)
+    hba = layout.pgdata / "pg_hba.conf"
+    if (asking := tracking_secure.scram_hba(hba.read_text())) != hba.read_text():
+        verifier = tracking_secure.scram_verifier(pg)
+        psql(layout, bindir, f"ALTER ROLE {SUPERUSER} PASSWORD '{verifier}'")
+        hba.write_text(asking)
+        reload = [str(bindir / "pg_ctl"), "reload", f"--pgdata={layout.pgdata}"]
+        run_pg(reload, "reloading PostgreSQL", layout.pg_log)
 
 
 def stop_postgres(layout: Layout, bindir: Path) -> bool:
@@ -283,13 +305,18 @@ def stop_postgres(layout: Layout, bindir: Path) -> bool:
 # ---- MLflow -------------------------------------------------------------------------------
 
 
-def check_python_packages() -> None:
+def check_python_packages(secure: bool) -> None:
     if importlib.util.find_spec("mlflow") is None:
         raise ServerError(f"mlflow is not installed in {sys.executable}: pip install -e .")
     if importlib.util.find_spec("psycopg2") is None:
         raise ServerError(
             f"psycopg2 (MLflow's PostgreSQL driver) is not installed in {sys.executable}: "
             "pip install -e '.[cluster]' (or pip install psycopg2-binary)"
+        )
+    if secure and importlib.util.find_spec("flask_wtf") is None:
+        raise ServerError(
+            f"Flask-WTF (MLflow's basic-auth app needs it) is not installed in {sys.executable}: "
+            "pip install -e . (or pip install 'mlflow[auth]')"
         )
 
 
@@ -342,7 +369,9 @@ def allowed_hosts(host: str) -> str:
     return ",".join([*sorted(n for name in names for n in (name, f"{name}:*")), *private])
 
 
-def start_mlflow(layout: Layout, host: str, port: int, workers: int) -> subprocess.Popen:
+def start_mlflow(
+    layout: Layout, host: str, port: int, workers: int, secure: bool
+) -> subprocess.Popen:
     cmd = [
         sys.executable,  # the interpreter whose packages were checked
         "-m",
@@ -354,6 +383,7 @@ def start_mlflow(layout: Layout, host: str, port: int, workers: int) -> subproce
         f"--port={port}",
         f"--workers={workers}",
         f"--allowed-hosts={allowed_hosts(host)}",
+        *(["--app-name=basic-auth"] if secure else []),  # the login: MLflow's users (admin)
     ]
     # Its job runner (seven huey processes, for GenAI scorers and trace roll-ups) would serve
     # nothing this project logs, and slows starting and stopping on a small node.
@@ -450,28 +480,43 @@ def say(line: str) -> None:
 
 def cmd_start(args: argparse.Namespace) -> int:
     layout = Layout(args.root.resolve(), args.artifacts and args.artifacts.resolve())
-    if (pid := mlflow_pid(layout)) is not None:
+    pid = mlflow_pid(layout)
+    # A --secure root stays one: its database asks a password only --secure gives. A plain
+    # root becomes one when started with --secure (its runs then visible to the admin alone).
+    if tracking_secure.made_secure(layout.root) and not args.secure:
+        raise ServerError(f"{args.root} was started with --secure: start it with --secure again")
+    if pid is not None and args.secure and not tracking_secure.made_secure(layout.root):
+        raise ServerError(f"runs without --secure (pid {pid}): stop it, then start --secure")
+    login = tracking_secure.credentials(layout.root)
+    login_line = f"login for jobs in {login}: export $(cat {login})"
+    if pid is not None:
         url = layout.url_file.read_text().strip()
         say(
             f"already running (pid {pid}); `{Path(__file__).name} stop --root {args.root}` first "
             "to restart"
         )
+        if args.secure:
+            say(login_line)
         print(f"MLFLOW_TRACKING_URI={url}")
         return 0
-    check_python_packages()
+    check_python_packages(args.secure)
     bindir = pg_bindir()
     check_port_free(args.host, args.port)
     prepare_dirs(layout)
     init_database_cluster(layout, bindir)
     start_postgres(layout, bindir)
+    if args.secure:
+        secure(layout, bindir)
     create_database(layout, bindir)
-    server = start_mlflow(layout, args.host, args.port, args.workers)
+    server = start_mlflow(layout, args.host, args.port, args.workers, args.secure)
     wait_until_answering(layout, server, local_url(args.host, args.port))
     url = public_url(args.host, args.port)
     say(
         f"MLflow server {url} (pid {server.pid}): runs in PostgreSQL {layout.pgdata}, "
         f"artifacts in {layout.artifacts}, log {layout.mlflow_log}"
     )
+    if args.secure:
+        say(login_line)
     print(f"MLFLOW_TRACKING_URI={url}")
     return 0
 
@@ -524,6 +569,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             )
             p.add_argument("--port", type=int, default=5000, help="the MLflow server's port")
             p.add_argument("--workers", type=int, default=4, help="MLflow server processes")
+            p.add_argument(
+                "--secure",
+                action="store_true",
+                help="a login on the MLflow server and a password on the database, generated "
+                "into ROOT/credentials (export $(cat ROOT/credentials) for jobs)",
+            )
             p.add_argument(
                 "--artifacts",
                 type=Path,
