@@ -225,11 +225,11 @@ def test_an_evaluation_with_other_settings_is_its_own_record(tmp_path: Path, mon
     metrics.write_text("{}")
     five, six = {"linear_epochs": 5}, {"linear_epochs": 6}
 
-    assert log_evaluation(trained, {"linear_acc": 18.0}, 2, five, metrics) == trained
-    nested = log_evaluation(trained, {"linear_acc": 19.0}, 2, six, metrics)
+    assert log_evaluation(trained, {"linear_acc": 18.0}, five, metrics) == trained
+    nested = log_evaluation(trained, {"linear_acc": 19.0}, six, metrics)
     assert nested != trained
-    assert log_evaluation(trained, {"linear_acc": 19.5}, 2, six, metrics) == nested
-    assert log_evaluation(trained, {"linear_acc": 18.0}, 2, five, metrics) == trained
+    assert log_evaluation(trained, {"linear_acc": 19.5}, six, metrics) == nested
+    assert log_evaluation(trained, {"linear_acc": 18.0}, five, metrics) == trained
 
     client = MlflowClient(uri)
     first, other = client.get_run(trained), client.get_run(nested)
@@ -239,4 +239,5 @@ def test_an_evaluation_with_other_settings_is_its_own_record(tmp_path: Path, mon
     assert other.data.tags["mlflow.source.name"] == "simsiam evaluate"
     assert other.info.run_name == "table3-c-seed0-eval-" + other.data.tags["eval.settings"][:6]
     assert "row.table3" not in other.data.tags  # a row's group-by holds one record a seed
-    assert [m.value for m in client.get_metric_history(trained, "linear_acc")] == [18.0, 18.0]
+    history = client.get_metric_history(trained, "linear_acc")
+    assert [(m.step, m.value) for m in history] == [(0, 18.0), (0, 18.0)]  # bars in MLflow

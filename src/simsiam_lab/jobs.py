@@ -285,9 +285,7 @@ def evaluate_run(run: Path, data: Path) -> None:
     metrics["eval_s"] = round(metrics["evaluated_at"] - started, 1)
     atomic_write_json(metrics | {EVALUATION: evaluation}, rundir.metrics)
     logged = {k: metrics[k] for k in EVALUATED if metrics[k] is not None}
-    log_evaluation(
-        summary["mlflow_run_id"], logged, summary["epochs_completed"], evaluation, rundir.metrics
-    )
+    log_evaluation(summary["mlflow_run_id"], logged, evaluation, rundir.metrics)
     print(
         f"{rundir.root}: kNN {metrics['knn_acc']}, linear {metrics['linear_acc']} (random init: "
         f"kNN {metrics['random_init_knn']}, linear {metrics['random_init_linear']})"

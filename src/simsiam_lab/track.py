@@ -450,7 +450,7 @@ EVAL_SETTINGS = "eval.settings"
 
 
 def log_evaluation(
-    run_id: str, metrics: dict[str, float], step: int, settings: dict[str, Any], path: Path
+    run_id: str, metrics: dict[str, float], settings: dict[str, Any], path: Path
 ) -> str:
     """An evaluation as its own record: on the pretraining's run where it holds none yet or
     one with these same settings; else on a run nested under it, one per settings (found again
@@ -465,7 +465,9 @@ def log_evaluation(
     if trained.data.tags.get(EVAL_SETTINGS, key) != key:
         record = _nested_evaluation(tracker, trained, key, tags)
     if metrics:
-        tracker.log_metrics(record, metrics, step=step)
+        # At step 0: MLflow's chart view draws a metric no run logged past step 0 as a bar per
+        # run (its value), where a single point at the last epoch drew a one-dot line.
+        tracker.log_metrics(record, metrics, step=0)
     tracker.set_tags(record, tags)
     tracker.log_artifact(record, path)
     if record != run_id:
