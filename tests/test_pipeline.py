@@ -488,17 +488,16 @@ def test_a_killed_engine_s_training_stops_with_it_and_resumes_once(tmp_path: Pat
     profiles.write_text(
         profiles.read_text().replace("epochs: 2, batch_size: 64", "epochs: 6, batch_size: 64")
     )
+    params = Params(project / "params")
+    # Where both engines train it (DVC's stage directory is a view of it).
+    run = Path("results/smoke/runs") / config_hash(params.resolve("smoke", params.row("table3:a")))
     if engine == "snakemake":
-        params = Params(project / "params")
-        run = Path("results/smoke/runs") / config_hash(
-            params.resolve("smoke", params.row("table3:a"))
-        )
         target = f"{run}/metrics.json"
         cmd = f"snakemake --cores all {target} --config profile=smoke threads=1"
         threads = "--threads 1"
     else:
         use_dvc_profile(project, "smoke")
-        run, cmd = Path("results/smoke/dvc/table3-a-s0"), "dvc repro pretrain@table3-a-s0"
+        cmd = "dvc repro pretrain@table3-a-s0"
         threads = ""  # as dvc.yaml: torch's default
     state = project / run / "state.pt"
 
@@ -545,6 +544,9 @@ def test_a_killed_engine_s_training_stops_with_it_and_resumes_once(tmp_path: Pat
         )
     assert not state.exists()
     run = project / run
+    if engine == "dvc":  # the stage's directory holds the store's training (as DVC cached it)
+        view = project / "results/smoke/dvc/table3-a-s0/checkpoint.pt"
+        assert view.read_bytes() == (run / "checkpoint.pt").read_bytes()
     journal = (run / "pretrain.log").read_text()
     assert journal.count(": started, MLflow run") == 1
     assert journal.count(": resumed from ") == 1

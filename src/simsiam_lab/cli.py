@@ -65,11 +65,12 @@ COMMANDS = {
         Path(a.data),
         Path(a.out),
         plan=_named_row(a),
+        store=a.store and Path(a.store),
         engine=a.engine,
         experiment=a.experiment,
         artifact=a.encoder_artifact,
     ),
-    "evaluate": lambda a: jobs.evaluate_run(Path(a.run), Path(a.data)),
+    "evaluate": lambda a: jobs.evaluate_run(Path(a.run), Path(a.data), a.store and Path(a.store)),
     "report": lambda a: _report().report_table(
         Params(a.params), a.profile, a.table, Path(a.data), a.run, Path(a.out)
     ),
@@ -88,6 +89,14 @@ def _stop_with_option(p: argparse.ArgumentParser) -> None:
         metavar="PID",
         help="stop, as Ctrl-C would, once process PID has ended: the engine that started this "
         "job ($PPID in Snakemake's and DVC's commands), so a killed engine leaves no orphan",
+    )
+
+
+def _store_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--store",
+        help=f"the profile's runs by config hash (results/PROFILE/runs, Snakemake's): {what}, "
+        "and its files are linked into this directory (dvc.yaml's stages pass it)",
     )
 
 
@@ -192,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="with --row: one trial of a row with several seeds")
     _source_record(p)
     _stop_with_option(p)
+    _store_option(p, "the config trains there, or is found there trained by either engine")
     p.add_argument(
         "--engine",
         default="cli",
@@ -218,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--data", required=True, help="prepared data directory")
     _stop_with_option(p)
+    _store_option(p, "an evaluation with the settings the store planned is made there once")
 
     p = sub.add_parser("report", help="render a table's report from its rows' runs")
     p.add_argument("--profile", required=True)

@@ -66,12 +66,16 @@ def _engine_tags(engine: str, experiment: str) -> dict[str, str]:
     return {"engine": engine} | ({"engine.experiment": experiment} if experiment else {})
 
 
-def _run_name(plan: RunPlan) -> str:
-    """The config's name, whichever engine trains it: every row that trains it, over the tables
-    sorted by name (`similarity-cosine+table3-c-seed0-…`), so a shared config is not named
-    after one table only."""
-    rows = [row.replace(":", "-") for row in plan.rows]
-    return f"{'+'.join(rows)}-seed{plan.config.seed}-{plan.config_hash[:6]}"
+def _run_name(plan: RunPlan, params: Params) -> str:
+    """The config's name, whichever engine trains it: `baseline-seed0-…` where a row that
+    overrides nothing trains it (the config many tables share), else every row that trains it,
+    over the tables sorted by name (`table1-no-pred+table3-…`). Its rows are its tags either way
+    (run_tags)."""
+    if any(not params.row(ref).overrides for ref in plan.rows):
+        name = "baseline"
+    else:
+        name = "+".join(row.replace(":", "-") for row in plan.rows)
+    return f"{name}-seed{plan.config.seed}-{plan.config_hash[:6]}"
 
 
 def _make_out_dir(root: Path) -> bool:
@@ -125,6 +129,7 @@ def pretrain_run(
     out: Path,
     *,
     plan: RunPlan | None = None,
+    store: Path | None = None,
     engine: str = "cli",
     experiment: str = "",
     artifact: str | None = None,
@@ -132,13 +137,39 @@ def pretrain_run(
     """Trains one config into run directory `out` (resuming from its state.pt), tracked in
     MLflow: the plan the plan step wrote there, or `plan` (a row named at the command line),
     which is written there first. `artifact` (true/false) overrides the plan's encoder
-    artifact."""
+    artifact. With `store` (the profile's runs, where Snakemake trains), `out` is a view: the
+    config trains in store/<its hash>, or is found there finished by either engine, and its
+    trained files are linked into `out`, so that a config trains once whichever engine asks."""
+    view = RunDir(out)
+    named, plan = plan is not None, plan or RunPlan.read(view)
+    if store is None:
+        _pretrain(params, data, view, plan, named, False, engine, experiment, artifact)
+        return
+    if named:
+        plan.write(view)
+    home = RunDir(store / plan.config_hash)
+    _pretrain(params, data, home, plan, True, True, engine, experiment, artifact)
+    if int(os.environ.get("RANK", "0")) == 0:
+        view.share_trained(home)
+
+
+def _pretrain(
+    params: Params,
+    data: Path,
+    rundir: RunDir,
+    plan: RunPlan,
+    write_plan: bool,
+    reuse: bool,
+    engine: str,
+    experiment: str,
+    artifact: str | None,
+) -> None:
+    """pretrain_run in one directory: its plan written there first where `write_plan`, and
+    with `reuse`, a training found finished there kept as it is."""
     from .progress import progress, write
     from .track import PretrainRun, experiment_description, experiment_name
     from .train import check_resumable, pretrain
 
-    rundir = RunDir(out)
-    named, plan = plan is not None, plan or RunPlan.read(rundir)
     cfg = plan.config
     manifest = Manifest.read(data)
     manifest.check(cfg.data, data)
@@ -148,8 +179,11 @@ def pretrain_run(
         return
 
     with rundir.exclusive():  # one trainer per run directory
-        if named:  # the row's plan, once no other trainer holds the directory
+        if write_plan:  # the row's plan, once no other trainer holds the directory
             plan.write(rundir)
+        if reuse and rundir.finished():
+            print(f"{rundir.root}: trained already ({plan.config_hash}); kept as it is")
+            return
 
         def say(line: str) -> None:
             """The console (above the progress bar) and the run's journal, pretrain.log."""
@@ -163,7 +197,7 @@ def pretrain_run(
                 rundir,
                 resuming,
                 experiment_name(plan.profile),
-                _run_name(plan),
+                _run_name(plan, params),
                 run_tags(plan.profile, plan.config_hash, plan.trials)
                 | _engine_tags(engine, experiment),
                 flatten(cfg.training()),
@@ -253,18 +287,39 @@ def _record(
     rundir.state.unlink(missing_ok=True)
 
 
-def evaluate_run(run: Path, data: Path) -> None:
+def evaluate_run(run: Path, data: Path, store: Path | None = None) -> None:
     """kNN and linear probe of a finished pretraining's frozen features and of the same network
     at random init, with the eval settings of the run's plan, into its metrics.json and MLflow
-    run."""
+    run. With `store` (a view's, as pretrain_run's), the evaluation with the settings the store
+    planned is the store's, made there once and linked into the view; one with other settings
+    (a DVC experiment's) is the view's own."""
+    view = RunDir(run)
+    if store is not None:
+        planned = RunPlan.read(view)
+        home = RunDir(store / planned.config_hash)
+        if home.finished() and RunPlan.read(home).config.eval == planned.config.eval:
+            if not _evaluated(home, asdict(planned.config.eval)):
+                _evaluate(home, data)
+            view.share(home, [home.metrics])
+            return
+    _evaluate(view, data)
 
+
+def _evaluated(rundir: RunDir, settings: dict) -> bool:
+    """Whether its metrics.json holds an evaluation with these settings."""
+    try:
+        return json.loads(rundir.metrics.read_text()).get(EVALUATION) == settings
+    except (OSError, ValueError):
+        return False
+
+
+def _evaluate(rundir: RunDir, data: Path) -> None:
     from .distributed import device
     from .evaluate import evaluation_metrics
     from .track import log_evaluation
     from .train import build_model, initial_weights, load_tensors
 
     started = time.time()
-    rundir = RunDir(run)
     if missing := [p.name for p in (rundir.checkpoint, rundir.summary) if not p.is_file()]:
         raise DataError(
             f"{rundir.root}: no finished pretraining ({', '.join(missing)} missing); run "

@@ -162,6 +162,25 @@ class RunDir:
         """What `pretrain` writes that later steps read."""
         return [self.checkpoint, self.history, self.summary]
 
+    def finished(self) -> bool:
+        """Whether a training ended here and was recorded (state.pt goes last)."""
+        return all(p.is_file() for p in self.trained()) and not self.state.exists()
+
+    def share(self, home: RunDir, files: list[Path]) -> None:
+        """These files of `home` (another run directory) in this one, each hard-linked (the
+        same bytes, no copy) or copied where the file system has no links between them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for src in files:
+            dst = self.root / src.name
+            dst.unlink(missing_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+    def share_trained(self, home: RunDir) -> None:
+        self.share(home, home.trained())
+
 
 # The history's per-epoch quantities a table's curves show (one CSV each): their axis labels.
 CURVES = {

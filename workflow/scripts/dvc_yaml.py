@@ -73,6 +73,9 @@ class Stages:
         self.prepared = f"data/dvc/{profile}"
         self.source = f"data/dvc/{profile}.source.json"
         self.runs_root = f"results/{profile}/dvc"
+        # Where each config trains, by its hash, as Snakemake's runs do: a stage's directory
+        # under runs_root is a view of it (its files linked), so a config trains once.
+        self.store = f"results/{profile}/runs"
         self.table_args = "".join(f" --table {t}" for t in self.tables)
         # Not a config: a switch in the plan stage's command, so changing it retrains nothing.
         self.encoder_artifact = str(settings.get("encoder_artifact", True)).lower()
@@ -162,7 +165,7 @@ class Stages:
     def pretrain(self, training: list[str]) -> dict:
         run = self.run_dir("${key}")
         return {
-            "cmd": f"simsiam pretrain --out {run.root} --data {self.prepared}"
+            "cmd": f"simsiam pretrain --out {run.root} --store {self.store} --data {self.prepared}"
             # $DVC_EXP_NAME: set by `dvc exp run`, empty under `dvc repro`. $PPID: DVC, whose
             # shell runs the command, so a killed `dvc repro` leaves no training behind.
             ' --engine dvc --experiment "$DVC_EXP_NAME" --stop-with $PPID',
@@ -182,7 +185,8 @@ class Stages:
             # It reads the eval settings from the run's eval.json, which the plan stage (always
             # run, before pretraining) writes from the params below: those are what rerun it,
             # and no file of the run is a dependency twice (each is a column of `dvc exp show`).
-            "cmd": f"simsiam evaluate --run {run.root} --data {self.prepared} --stop-with $PPID",
+            "cmd": f"simsiam evaluate --run {run.root} --store {self.store} --data {self.prepared}"
+            " --stop-with $PPID",
             "deps": [
                 self.prepared,
                 str(run.config),
