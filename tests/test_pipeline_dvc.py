@@ -16,6 +16,13 @@ from simsiam_lab.study import Params
 pytestmark = e2e.MARKS
 
 
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+# Who commits in the README's blocks (a new shell has no git identity in CI).
+GIT_IDENTITY = {
+    f"GIT_{who}_{what}": value
+    for who in ("AUTHOR", "COMMITTER")
+    for what, value in (("NAME", "test"), ("EMAIL", "test@localhost"))
+}
 # Snakemake's Table 3 of the same project, before DVC's: its report's numbers per row.
 SNAKEMAKE_ROWS = "snakemake-table3.rows.json"
 
@@ -25,6 +32,8 @@ def dvc_project(tmp_path_factory) -> Path:
     """A DVC user's project, in the README's smoke profile, shared by this module's tests,
     where Snakemake built Table 3 first."""
     project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    e2e.run([*GIT, "add", "-A"], project)  # as cloned: every file committed
+    e2e.run([*GIT, "commit", "-qm", "clone"], project)
     use_dvc_profile(project, "smoke")  # the README's profile switch
     e2e.run(["snakemake", "--cores", "2", "reports/table3.md"], project)
     rows = json.loads((project / "reports" / "table3.metrics.json").read_text())["rows"]
@@ -100,8 +109,10 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     assert {v["epoch"] for v in values} == {"1", "2"}  # CSV: strings
     knn = plots["table3: knn"][0]["content"]
     assert {v["epoch"] for v in knn["data"]["values"]} == {"0", "1", "2"}
-    bars = plots["table3: accuracy"][0]["content"]["data"]["values"]
-    assert {b["bar"] for b in bars} >= {"a: paper", "a: ours", "c: ours"}
+    accuracy = plots["table3: accuracy"][0]["content"]
+    assert accuracy["encoding"]["color"]["field"] == "source"  # .dvc/plots/accuracy.json
+    bars = {(b["row"], b["source"]) for b in accuracy["data"]["values"]}
+    assert bars >= {("a", "paper"), ("a", "ours"), ("c", "ours"), ("random init", "random init")}
 
     # A template edit re-renders the report; nothing retrains or re-evaluates.
     template = project / "src" / "simsiam_lab" / "templates" / "table.md.j2"
@@ -109,9 +120,6 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     assert _dvc_changed(project) == {"report-table3"}
     template.write_text(before)
 
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    e2e.run([*git, "add", "-A"], project)
-    e2e.run([*git, "commit", "-qm", "smoke"], project)
     # An optim edit retrains without re-preparing; an eval edit re-evaluates and retrains nothing.
     profiles = project / "params" / "profiles.yaml"
     before = e2e.edited(profiles, "base_lr: 0.03, weight_decay", "base_lr: 0.05, weight_decay")
@@ -130,7 +138,7 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     assert "Running stage 'pretrain@" not in again and "Running stage 'evaluate@" not in again
     numbers = project / "reports" / "table3.metrics.json"
     head = json.loads(numbers.read_text())["rows"]
-    rerun = readme.run("dvc exp run -n lin6", project).stdout
+    rerun = readme.run("dvc exp run -n lin6", project, **GIT_IDENTITY).stdout
     assert "Running stage 'evaluate@" in rerun and "Running stage 'pretrain@" not in rerun
     # One truth: each training run keeps its first evaluation's numbers (HEAD's, as `dvc
     # metrics` and the report give them), and the experiment's are a record nested under it.
@@ -156,7 +164,7 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     assert {bar["rev"] for bar in bars["content"]["data"]["values"]} == {"HEAD", "lin6"}
     # And back: HEAD's evaluations come from DVC's run cache, and the three agree again.
     lin6 = json.loads(numbers.read_text())["rows"]
-    e2e.run([*git, "checkout", "-q", "--", "."], project)
+    e2e.run([*GIT, "checkout", "-q", "--", "."], project)
     back = e2e.run(["dvc", "repro", "report-table3"], project).stdout
     assert "Running stage 'evaluate@" not in back
     assert json.loads(numbers.read_text())["rows"] == head
@@ -198,7 +206,7 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     }
     assert "baseline-seed0-" + configs["c"][:6] in {r.info.run_name for r in trained_runs}
     # A run trained by an experiment is tagged with its name.
-    e2e.run([*git, "checkout", "-q", "--", "."], project)
+    e2e.run([*GIT, "checkout", "-q", "--", "."], project)
     trained = e2e.run(
         [
             *("dvc", "exp", "run", "-n", "lr05", "pretrain@table3-a-s0", "-S"),
@@ -209,7 +217,7 @@ def test_dvc_repro_smoke_table3(dvc_project: Path, monkeypatch):
     assert e2e.dvc_runs(trained) == {"table3-a-s0"}
     (tagged,) = e2e.mlflow_runs(project, "tags.`engine.experiment` = 'lr05'")
     assert tagged.data.tags["engine"] == "dvc" and tagged.info.run_name.startswith("table3-a-")
-    e2e.run([*git, "checkout", "-q", "--", "."], project)  # back to the committed pipeline
+    e2e.run([*GIT, "checkout", "-q", "--", "."], project)  # back to the committed pipeline
     e2e.run(["dvc", "checkout", "-q", "--with-deps", "report-table3"], project)  # only it was built
 
 

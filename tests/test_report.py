@@ -855,9 +855,12 @@ def test_the_accuracy_bars_leave_out_rows_without_a_number_and_picture_them(tmp_
     skipped = _trial(status="skipped", reason="60 SGD steps < 200", linear=None)
     runs["b"] = RowResult("b", [RunResult(runs["b"].trials[0].config, skipped.metrics, [])])
     context = build_context(table, "cpu", runs, MANIFEST, "abc", judged=True, family=3)
-    bars = accuracy_bars(table, context)["bar"].tolist()
-    assert "b: ours" not in bars and "d: paper" not in bars  # skipped; the paper's "unstable"
-    assert bars[:3] == ["a: paper", "a: ours", "b: paper"]
+    found = accuracy_bars(table, context)
+    bars = list(zip(found["row"], found["source"], strict=True))
+    assert ("b", "ours") not in bars and ("d", "paper") not in bars  # skipped; "unstable"
+    assert bars[:3] == [("a", "paper"), ("a", "ours"), ("b", "paper")]
+    assert bars[-1] == ("random init", "random init")  # the control, after the rows
+    assert found["accuracy"].iloc[-1] == round(context["random_init"]["linear"], 2)
     plot_accuracy_bars(table, context, tmp_path / "bars.png")
     height, width, _ = imread(tmp_path / "bars.png").shape
     assert width == 1100 and height > 400  # 10 inches at 110 dpi; two bars a row

@@ -266,10 +266,12 @@ class Stages:
             out.append(
                 {
                     f"{name}: accuracy": {
-                        "title": f"{name}: linear accuracy (%), paper vs ours",
-                        "template": "bar_horizontal",
+                        "title": f"{name}: linear accuracy (%), paper, ours, random init",
+                        # .dvc/plots/accuracy.json: coloured by paper, ours and random
+                        # init, a revision's bars beside another's (shaded by revision)
+                        "template": "accuracy",
                         "x": "accuracy",
-                        "y": {str(ReportFiles.of(name).accuracy): "bar"},
+                        "y": {str(ReportFiles.of(name).accuracy): "row"},
                         "x_label": "linear top-1 accuracy (%)",
                         "y_label": "row",
                     }

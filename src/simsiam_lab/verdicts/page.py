@@ -320,16 +320,25 @@ def paper_and_ours(
     return found
 
 
+# What each of accuracy_bars' bars is: DVC's plot colours by it (.dvc/plots/accuracy.json).
+PAPER, OURS, RANDOM_INIT = "paper", "ours", "random init"
+
+
 def accuracy_bars(table: Table, context: dict[str, Any]) -> pd.DataFrame:
-    """One bar per (row, paper | ours) linear accuracy, for `dvc plots show` (rows without a
-    number, such as the paper's 'unstable' or a skipped run, have no bar)."""
+    """The linear accuracy per row, one bar for the paper's and one for ours (rows without a
+    number, such as the paper's 'unstable' or a skipped run, have none), then the random init's
+    (what "learned" is tested against): for `dvc plots`, a `source` column to colour by, so that
+    a revision's bars and another's tell paper, ours and random init apart."""
     bars = []
     for row, paper, ours in paper_and_ours(table, context):
         if paper is not None:
-            bars.append({"bar": f"{row['id']}: paper", "accuracy": paper})
+            bars.append({"row": row["id"], "source": PAPER, "accuracy": paper})
         if ours is not None:
-            bars.append({"bar": f"{row['id']}: ours", "accuracy": round(ours, 2)})
-    return pd.DataFrame(bars, columns=["bar", "accuracy"])
+            bars.append({"row": row["id"], "source": OURS, "accuracy": round(ours, 2)})
+    random_init = context["random_init"]["linear"]
+    if random_init is not None:
+        bars.append({"row": RANDOM_INIT, "source": RANDOM_INIT, "accuracy": round(random_init, 2)})
+    return pd.DataFrame(bars, columns=["row", "source", "accuracy"])
 
 
 def table_metrics(context: dict[str, Any]) -> dict[str, Any]:
