@@ -579,6 +579,49 @@ def test_a_planned_run_has_its_rows_name_and_the_encoder_can_be_left_out(
     assert artifacts == {"config.yaml", "history.json", "curves.png"}
 
 
+@pytest.mark.slow  # three smoke pretrainings and two evaluations through the CLI
+def test_a_store_trains_a_config_once_for_every_view_and_again_for_other_code(
+    capsys, monkeypatch, tmp_path, write_prepared
+):
+    """--store (DVC's stages): the config trains in store/<hash> and its files are linked into
+    each view; a second view finds it trained; a summary of other training code trains again.
+    The evaluation with the store's settings is made there once and shared."""
+    from simsiam_lab.codedeps import training_code_digest
+    from simsiam_lab.track import Tracker
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    data = write_prepared(tmp_path / "data", 10, 40, 20)
+    store, first, second = tmp_path / "runs", tmp_path / "view1", tmp_path / "view2"
+    row = ["--row", "table3:a", "--profile", "smoke", "--data", str(data), "--store", str(store)]
+    assert main(["pretrain", *row, "--out", str(first), "--encoder-artifact", "false"]) == 0
+    (home,) = store.iterdir()
+    assert home.name == json.loads((first / "plan.json").read_text())["config_hash"]
+    summary = json.loads((home / "pretrain.json").read_text())
+    assert summary["training_code"] == training_code_digest()
+    for name in ("checkpoint.pt", "history.json", "pretrain.json"):
+        assert (first / name).read_bytes() == (home / name).read_bytes()
+    capsys.readouterr()
+
+    assert main(["pretrain", *row, "--out", str(second), "--encoder-artifact", "false"]) == 0
+    assert f"{home}: trained already" in capsys.readouterr().out
+    assert (second / "checkpoint.pt").samefile(home / "checkpoint.pt")
+    client = Tracker().client
+    experiment = client.get_experiment_by_name("simsiam-smoke").experiment_id
+    assert len(client.search_runs([experiment])) == 1  # trained once
+
+    for view in (first, second):
+        evaluate = ["evaluate", "--run", str(view), "--data", str(data), "--store", str(store)]
+        assert main(evaluate) == 0
+        assert (view / "metrics.json").read_bytes() == (home / "metrics.json").read_bytes()
+    assert capsys.readouterr().out.count(f"{home}: kNN") == 1  # evaluated once, in the store
+
+    (home / "pretrain.json").write_text(json.dumps(summary | {"training_code": "other"}))
+    assert main(["pretrain", *row, "--out", str(second), "--encoder-artifact", "false"]) == 0
+    assert "trained already" not in capsys.readouterr().out
+    assert len(client.search_runs([experiment])) == 2  # trained again, by today's code
+
+
 @pytest.mark.slow  # pretrainings through the CLI
 def test_a_finished_run_of_another_config_is_refused_not_overwritten(
     capsys, monkeypatch, tmp_path, write_prepared

@@ -5,6 +5,7 @@ the stages it can change and no others."""
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 LIBRARY = Path(__file__).parent
@@ -68,3 +69,12 @@ def training_code() -> list[str]:
     parser (cli.py, whose other commands, the reports, are not followed)."""
     training = closure(["__init__.py", "jobs.py", "config.schema.yaml"])
     return sorted([*training, f"{LIBRARY.name}/cli.py"])
+
+
+def training_code_digest() -> str:
+    """The content of training_code() as one digest, recorded with each training: a run that
+    other code trained is not taken for this code's (jobs.pretrain_run's store)."""
+    digest = hashlib.sha256()
+    for path in training_code():
+        digest.update(path.encode() + b"\0" + (LIBRARY.parent / path).read_bytes())
+    return digest.hexdigest()[:12]

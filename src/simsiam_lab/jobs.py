@@ -22,6 +22,8 @@ from .study import Params
 if TYPE_CHECKING:
     from .track import PretrainRun
 
+# The digest of the code a run was trained by, in its summary (codedeps.training_code_digest).
+TRAINING_CODE = "training_code"
 # What `evaluate` adds to a pretraining's summary (None where training did not end ok).
 EVALUATED = ("knn_acc", "linear_acc", "random_init_knn", "random_init_linear", "z_top_share")
 
@@ -181,7 +183,7 @@ def _pretrain(
     with rundir.exclusive():  # one trainer per run directory
         if write_plan:  # the row's plan, once no other trainer holds the directory
             plan.write(rundir)
-        if reuse and rundir.finished():
+        if reuse and _trained_by_this_code(rundir):
             print(f"{rundir.root}: trained already ({plan.config_hash}); kept as it is")
             return
 
@@ -241,6 +243,20 @@ def _pretrain(
         )
 
 
+def _trained_by_this_code(rundir: RunDir) -> bool:
+    """Whether a training ended there, run by today's training code (a store's run is keyed by
+    its config alone: after a fix to the training, it trains again)."""
+    from .codedeps import training_code_digest
+
+    if not rundir.finished():
+        return False
+    try:
+        summary = json.loads(rundir.summary.read_text())
+    except (OSError, ValueError):
+        return False
+    return summary.get(TRAINING_CODE) == training_code_digest()
+
+
 def _record(
     plan: RunPlan,
     manifest: Manifest,
@@ -253,6 +269,7 @@ def _record(
     """A finished training's files, then its MLflow run, then state.pt's removal: a failure
     while recording (a full disk, the tracking store) leaves state.pt at the last epoch, and a
     rerun only records."""
+    from .codedeps import training_code_digest
     from .train import save_encoder
 
     cfg = plan.config
@@ -260,6 +277,7 @@ def _record(
         "config_hash": plan.config_hash,
         "mlflow_run_id": tracked.run_id,
         "profile": plan.profile,
+        TRAINING_CODE: training_code_digest(),
     }
     # What it trained on: the dataset, where it was read from and its content, and the path
     # (data.loader decides that from the data and the config alone).
@@ -306,11 +324,16 @@ def evaluate_run(run: Path, data: Path, store: Path | None = None) -> None:
 
 
 def _evaluated(rundir: RunDir, settings: dict) -> bool:
-    """Whether its metrics.json holds an evaluation with these settings."""
+    """Whether its metrics.json holds an evaluation with these settings of the training there
+    now (the same MLflow run: not one an earlier training left)."""
     try:
-        return json.loads(rundir.metrics.read_text()).get(EVALUATION) == settings
+        metrics = json.loads(rundir.metrics.read_text())
+        trained = json.loads(rundir.summary.read_text())
     except (OSError, ValueError):
         return False
+    return metrics.get(EVALUATION) == settings and metrics.get("mlflow_run_id") == trained.get(
+        "mlflow_run_id"
+    )
 
 
 def _evaluate(rundir: RunDir, data: Path) -> None:
