@@ -793,7 +793,10 @@ pretrain "$SMALL/run" "$LOGS/out-rerun"
 mount -t tmpfs -o size=20m tmpfs "$STORE"  # filled up once training has begun
 export MLFLOW_TRACKING_URI="sqlite:///$STORE/mlflow.db"
 pretrain "$RUN" "$LOGS/store" &
-until grep -qs ": started, MLflow run" "$RUN/pretrain.log"; do sleep 0.1; done
+until grep -qs ": started, MLflow run" "$RUN/pretrain.log"; do  # or it ended before starting
+    kill -0 $! 2> /dev/null || exit 1
+    sleep 0.1
+done
 dd if=/dev/zero of="$STORE/fill" bs=64k 2> /dev/null
 wait
 rm "$STORE/fill"
@@ -824,12 +827,13 @@ def test_a_full_disk_under_the_run_or_the_store_is_one_line_and_the_rerun_finish
     places = {name: tmp_path / name for name in ("SMALL", "STORE", "LOGS")}
     for place in places.values():
         place.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("SIMSIAM_DATA", "MLFLOW_TRACKING_URI")}
+    env = dict(os.environ)  # SIMSIAM_DATA as write_prepared read it
     env |= {k: str(v) for k, v in places.items()}
     env["DATA"] = str(write_prepared(tmp_path / "data", 10, 40, 20))
     env["RUN"] = str(tmp_path / "run")
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/out-store.db"
-    subprocess.run([*namespace, "bash", "-c", FULL_DISK], cwd=ROOT, env=env, check=True)
+    script = [*namespace, "bash", "-c", FULL_DISK]
+    subprocess.run(script, cwd=ROOT, env=env, check=True, timeout=600)
     logs = places["LOGS"]
 
     def said(log: str) -> tuple[int, str]:
