@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -857,6 +858,34 @@ def test_a_full_disk_under_the_run_or_the_store_is_one_line_and_the_rerun_finish
     runs = client.search_runs([client.get_experiment_by_name("simsiam-smoke").experiment_id])
     statuses = sorted((r.info.status, r.data.tags["status"]) for r in runs)
     assert statuses in ([("FINISHED", "ok")], [("FAILED", "abandoned"), ("FINISHED", "ok")])
+
+
+def test_a_job_stops_once_the_process_it_watches_has_ended_even_with_sigint_ignored():
+    """--stop-with: the job stops as Ctrl-C would once its engine has ended, also where it was
+    started with SIGINT ignored (inherited), where interrupting it would otherwise do nothing."""
+    engine = subprocess.Popen(["sleep", "1"])
+    job = f"""
+import signal, sys, time
+from simsiam_lab import cli
+cli._end_with({engine.pid}, "pretrain")
+began = time.monotonic()
+try:
+    while time.monotonic() - began < 30:
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    print("stopped")
+"""
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", job],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    engine.wait()
+    out, err = watcher.communicate(timeout=30)
+    assert out == "stopped\n"
+    assert f"the process that started it (pid {engine.pid}) has ended; stopping" in err
 
 
 def test_small_mistakes_in_params_are_one_line_each(capsys, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import _thread
 import argparse
 import errno
 import os
+import signal
 import sys
 import threading
 import time
@@ -127,6 +128,9 @@ def _end_with(pid: int, command: str) -> None:
         )
         _thread.interrupt_main()
 
+    # A process started with SIGINT ignored (inherited: its starter's own choice) would take
+    # interrupt_main for nothing: Ctrl-C's default, once its engine is gone, is what it wants.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=watch, name="stop-with", daemon=True).start()
 
 
