@@ -109,6 +109,6 @@ def test_a_stale_dvc_yaml_stops_the_run_with_the_command_that_regenerates_it(clo
     result = _run(["dvc", "repro", "source"], clone)
     assert result.returncode != 0
     assert (
-        "dvc.yaml is stale (params/ changed); regenerate: python workflow/scripts/dvc_yaml.py"
-        in (result.stdout + result.stderr)
+        "dvc.yaml is stale (params/ or the library's imports changed); regenerate: "
+        "python workflow/scripts/dvc_yaml.py" in (result.stdout + result.stderr)
     )

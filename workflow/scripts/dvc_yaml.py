@@ -319,7 +319,10 @@ def check(params: Params, dvc_yaml: Path) -> str | None:
             f"{wanted} (DVC's stage list cannot follow a parameter, so `-S profile=...` cannot "
             f"switch it): switch with `{SWITCH.format(wanted)}`, then `dvc exp run`"
         )
-    return "dvc.yaml is stale (params/ changed); regenerate: python workflow/scripts/dvc_yaml.py"
+    return (
+        "dvc.yaml is stale (params/ or the library's imports changed); regenerate: "
+        "python workflow/scripts/dvc_yaml.py"
+    )
 
 
 def main() -> int:
