@@ -5,8 +5,9 @@ the stages it can change and no others."""
 from __future__ import annotations
 
 import ast
-import hashlib
 from pathlib import Path
+
+from .config import digest
 
 LIBRARY = Path(__file__).parent
 
@@ -74,7 +75,4 @@ def training_code() -> list[str]:
 def training_code_digest() -> str:
     """The content of training_code() as one digest, recorded with each training: a run that
     other code trained is not taken for this code's (jobs.pretrain_run's store)."""
-    digest = hashlib.sha256()
-    for path in training_code():
-        digest.update(path.encode() + b"\0" + (LIBRARY.parent / path).read_bytes())
-    return digest.hexdigest()[:12]
+    return digest({path: (LIBRARY.parent / path).read_text() for path in training_code()})

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import EVALUATION, config_hash, flatten
+from .config import EVALUATION, RunConfig, config_hash, flatten
 from .data import Manifest, check_source, open_split, prepare
 from .errors import ConfigError, DataError
 from .rundir import RunDir, atomic_write_json, make_writable_dir
@@ -152,7 +152,7 @@ def pretrain_run(
     home = RunDir(store / plan.config_hash)
     _pretrain(params, data, home, plan, True, True, engine, experiment, artifact)
     if int(os.environ.get("RANK", "0")) == 0:
-        view.share_trained(home)
+        view.share(home, home.trained())
 
 
 def _pretrain(
@@ -312,15 +312,20 @@ def evaluate_run(run: Path, data: Path, store: Path | None = None) -> None:
     planned is the store's, made there once and linked into the view; one with other settings
     (a DVC experiment's) is the view's own."""
     view = RunDir(run)
+    if missing := [p.name for p in (view.checkpoint, view.summary) if not p.is_file()]:
+        raise DataError(
+            f"{view.root}: no finished pretraining ({', '.join(missing)} missing); run "
+            f"`simsiam pretrain --out {view.root}` first"
+        )
+    planned = RunPlan.read(view)
     if store is not None:
-        planned = RunPlan.read(view)
         home = RunDir(store / planned.config_hash)
         if home.finished() and RunPlan.read(home).config.eval == planned.config.eval:
             if not _evaluated(home, asdict(planned.config.eval)):
-                _evaluate(home, data)
+                _evaluate(home, data, planned.config)
             view.share(home, [home.metrics])
             return
-    _evaluate(view, data)
+    _evaluate(view, data, planned.config)
 
 
 def _evaluated(rundir: RunDir, settings: dict) -> bool:
@@ -336,19 +341,14 @@ def _evaluated(rundir: RunDir, settings: dict) -> bool:
     )
 
 
-def _evaluate(rundir: RunDir, data: Path) -> None:
+def _evaluate(rundir: RunDir, data: Path, cfg: RunConfig) -> None:
+    """evaluate_run in one directory, with `cfg`, the config its plan holds."""
     from .distributed import device
     from .evaluate import evaluation_metrics
     from .track import log_evaluation
     from .train import build_model, initial_weights, load_tensors
 
     started = time.time()
-    if missing := [p.name for p in (rundir.checkpoint, rundir.summary) if not p.is_file()]:
-        raise DataError(
-            f"{rundir.root}: no finished pretraining ({', '.join(missing)} missing); run "
-            f"`simsiam pretrain --out {rundir.root}` first"
-        )
-    cfg = RunPlan.read(rundir).config
     evaluation = asdict(cfg.eval)
     summary = json.loads(rundir.summary.read_text())
     metrics = dict(summary) | dict.fromkeys(EVALUATED)

@@ -178,9 +178,6 @@ class RunDir:
             except OSError:
                 shutil.copy2(src, dst)
 
-    def share_trained(self, home: RunDir) -> None:
-        self.share(home, home.trained())
-
 
 # The history's per-epoch quantities a table's curves show (one CSV each): their axis labels.
 CURVES = {

@@ -41,6 +41,9 @@ DEFAULT_STORE = Path(".mlflow")
 # thread while a request copies the environment, which failed one of five concurrent pretraining
 # jobs against a tracking server (KeyError '_MLFLOW_TELEMETRY_SESSION_ID' in rest_utils).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's SQL store logs each database error's traceback before raising it as an
+# MlflowException, which reaches the console as one line (a full disk: _store_lock).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # The schemes MLflow's client can store runs under; anything else is a typo in the URI.
 SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
@@ -221,9 +224,6 @@ class Tracker:
         from mlflow import MlflowClient  # heavy import, only where tracking happens
 
         self.uri = uri or tracking_uri()
-        # MLflow's SQL store logs each database error's traceback before raising it as an
-        # MlflowException, which reaches the console as one line (a full disk: _store_lock).
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         check_tracking_uri(self.uri)
         check_server(self.uri)
         with _store_lock(self.uri):  # the client creates a fresh store's tables
